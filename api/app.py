@@ -1,0 +1,46 @@
+"""FastAPI app factory. The lifespan holds one PostgreSQL pool and one Temporal client for all requests."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.metrics import install_metrics
+from api.routers import clusters, health, projects
+from core.bootstrap import ensure_admin_token, ensure_local_cluster
+from core.db import apply_migrations, create_pool
+from core.logging import configure_logging
+from core.settings import Settings, get_settings
+from core.temporal import connect_temporal
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        configure_logging(settings.env)
+        pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
+        await apply_migrations(pool)
+        temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+        app.state.settings, app.state.pool, app.state.temporal = settings, pool, temporal
+        await ensure_admin_token(pool, settings)
+        await ensure_local_cluster(pool, temporal, settings)
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="Bud Foundry",
+        description="Control plane that takes an LLM from registration to a monitored, right-sized endpoint.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    install_metrics(app)
+    for router in (health.router, projects.router, clusters.router):
+        app.include_router(router)
+    return app

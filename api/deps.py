@@ -1,0 +1,58 @@
+"""Annotated dependencies: the settings, the pool and the Temporal client held by the app, and the caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from temporalio.client import Client
+
+from api.errors import ApiError
+from core.settings import Settings
+from core.store import projects
+from core.store.projects import Principal
+
+_bearer = HTTPBearer(auto_error=False, description="Project token (the first admin token is in .bud/admin-token)")
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    return request.app.state.pool
+
+
+def _temporal(request: Request) -> Client:
+    return request.app.state.temporal
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
+TemporalDep = Annotated[Client, Depends(_temporal)]
+
+
+async def _principal(
+    pool: PoolDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'")
+    async with pool.acquire() as conn:
+        principal = await projects.resolve_token(conn, credentials.credentials)
+    if principal is None:
+        raise ApiError(401, "invalid or revoked token")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(_principal)]
+
+
+async def _admin(principal: PrincipalDep) -> Principal:
+    if not principal.is_admin:
+        raise ApiError(403, "this operation needs an admin token")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(_admin)]

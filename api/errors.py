@@ -1,0 +1,57 @@
+"""Every error leaves the API as JSON {error: {code, message, details}}; bad input is never a 500."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+          409: "conflict", 422: "validation_error", 503: "unavailable"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, details: Any = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.details = details
+        self.code = code or _CODES.get(status, "error")
+
+
+def not_found(kind: str, ident: object) -> ApiError:
+    return ApiError(404, f"{kind} {ident} not found")
+
+
+def error_body(status: int, message: str, details: Any = None, code: str | None = None) -> dict:
+    return {"error": {"code": code or _CODES.get(status, "error"), "message": message, "details": details}}
+
+
+def _field_path(loc: tuple) -> str:
+    # ("body", "gpus", 0, "gpu_type") -> "gpus.0.gpu_type"; query/path parameters keep their own name.
+    parts = [str(part) for part in loc if part not in ("body", "query", "path", "header")]
+    return ".".join(parts) or str(loc[-1] if loc else "body")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(error_body(exc.status, exc.message, exc.details, exc.code), exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"field": _field_path(tuple(err.get("loc", ()))), "message": err.get("msg", ""), "type": err.get("type")}
+            for err in exc.errors()
+        ]
+        summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+        return JSONResponse(error_body(422, f"invalid request: {summary}", details), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        return JSONResponse(error_body(exc.status_code, message), exc.status_code, headers=getattr(exc, "headers", None))

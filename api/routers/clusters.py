@@ -1,0 +1,70 @@
+"""Clusters: POST records the intent and starts RegisterCluster; GET shows what the workflow found."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel
+
+from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
+from api.errors import ApiError, not_found
+from core.payloads import ClusterSpec
+from core.store import clusters
+from workflows.ids import register_cluster_workflow_id
+from workflows.starters import start_register_cluster
+
+router = APIRouter(prefix="/api/clusters", tags=["clusters"])
+
+
+class ClusterOut(BaseModel):
+    id: UUID
+    project_id: UUID | None
+    name: str
+    kind: str
+    gpus: list[dict[str, Any]]
+    status: str
+    facts: dict[str, Any]
+    error: str | None
+    workflow_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ClusterAccepted(BaseModel):
+    id: UUID
+    status: str
+    workflow_id: str
+
+
+@router.post("", response_model=ClusterAccepted, status_code=status.HTTP_202_ACCEPTED)
+async def register_cluster(
+    spec: ClusterSpec, pool: PoolDep, temporal: TemporalDep, settings: SettingsDep, principal: PrincipalDep
+) -> dict:
+    if spec.kind == "kubernetes" and not spec.kubeconfig:
+        raise ApiError(422, "kubeconfig: required for kind 'kubernetes'", [{"field": "kubeconfig", "message": "required"}])
+    async with pool.acquire() as conn:
+        row = await clusters.insert_cluster(conn, principal.project_id, spec, "register-cluster")
+        if row is None:
+            raise ApiError(409, f"cluster {spec.name!r} already exists in this project", {"field": "name"})
+        workflow_id = register_cluster_workflow_id(row["id"])
+        await clusters.set_workflow_id(conn, row["id"], workflow_id)
+    await start_register_cluster(temporal, settings, row["id"], spec)
+    return {"id": row["id"], "status": row["status"], "workflow_id": workflow_id}
+
+
+@router.get("", response_model=list[ClusterOut])
+async def list_clusters(pool: PoolDep, principal: PrincipalDep) -> list[dict]:
+    async with pool.acquire() as conn:
+        return [dict(row) for row in await clusters.list_clusters(conn, principal.project_id)]
+
+
+@router.get("/{cluster_id}", response_model=ClusterOut)
+async def get_cluster(cluster_id: UUID, pool: PoolDep, principal: PrincipalDep) -> dict:
+    async with pool.acquire() as conn:
+        row = await clusters.get_cluster(conn, cluster_id, principal.project_id)
+    if row is None:
+        raise not_found("cluster", cluster_id)
+    return dict(row)

@@ -1,0 +1,80 @@
+"""`bud dev up|status|down`: run the embedded stack on this machine."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.bootstrap import admin_token_path
+from core.settings import get_settings
+from devstack.process import StartupError
+from devstack.stack import Stack
+
+app = typer.Typer(help="Run the embedded stack (Temporal, PostgreSQL, S3, clamd, Prometheus, API, workers).")
+console = Console()
+
+
+def _print_admin_token(stack: Stack) -> None:
+    token_file = admin_token_path(stack.settings)
+    shown_marker = stack.state / ".admin-token-shown"
+    if token_file.exists() and not shown_marker.exists():
+        console.print(f"\n[bold]First admin token[/bold] (saved in {token_file}, shown once):\n  {token_file.read_text().strip()}")
+        shown_marker.touch()
+    elif token_file.exists():
+        console.print(f"\nAdmin token: {token_file}")
+
+
+@app.command()
+def up(
+    detach: bool = typer.Option(False, "--detach", "-d", help="start in the background and return"),
+) -> None:
+    """Start every part, wait for each to be healthy, print its URL. Ctrl-C stops everything (unless --detach)."""
+    stack = Stack(get_settings())
+    console.print(f"Starting the Bud Foundry stack (state in {stack.state})")
+    try:
+        stack.up(console.print)
+    except (StartupError, OSError):
+        console.print("[red]The stack did not start; see the logs in[/red] " + str(stack.state / "logs"))
+        raise typer.Exit(1) from None
+    settings = stack.settings
+    console.print(
+        f"\nAPI        http://127.0.0.1:{settings.api_port}  (OpenAPI docs: /docs)\n"
+        f"Temporal   http://127.0.0.1:{settings.temporal_ui_port}  (Web UI)\n"
+        f"Prometheus {settings.prometheus_url}\n"
+        f"S3         {settings.s3_endpoint}  (bucket {settings.models_bucket})"
+    )
+    _print_admin_token(stack)
+    if detach:
+        console.print("\nRunning in the background: `bud dev status`, `bud dev down`.")
+        return
+    console.print("\nPress Ctrl-C to stop.")
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    stopping.wait()
+    console.print("\nStopping...")
+    stack.down(console.print)
+
+
+@app.command()
+def status() -> None:
+    """Show each part: running or not, healthy or not, and its URL."""
+    stack = Stack(get_settings())
+    table = Table("part", "state", "url")
+    rows = stack.status()
+    for name, state, url in rows:
+        colour = "green" if state.startswith("healthy") else "red"
+        table.add_row(name, f"[{colour}]{state}[/{colour}]", url)
+    console.print(table)
+    if not all(state.startswith("healthy") for _, state, _ in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def down() -> None:
+    """Stop every part this stack started (by the pids it recorded)."""
+    Stack(get_settings()).down(console.print)

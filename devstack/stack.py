@@ -1,0 +1,142 @@
+"""The embedded stack behind `make up` / `bud dev up|status|down`: every part on 127.0.0.1, state under .bud/."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlparse
+
+from core.settings import Settings
+from devstack import services
+from devstack.clamd import clamd_process
+from devstack.process import ManagedProcess, StartupError
+
+Printer = Callable[[str], None]
+
+
+def _port(url: str, default: int) -> int:
+    parsed = urlparse(url if "://" in url else f"tcp://{url}")
+    return parsed.port or default
+
+
+class Stack:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.state = settings.state_dir
+        self.pid_dir = self.state / "pids"
+
+    # -- definitions -------------------------------------------------------------------------------------------
+    def child_env(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            "BUD_STATE_DIR": str(self.state),
+            "BUD_DATABASE_URL": s.database_url,
+            "BUD_TEMPORAL_ADDRESS": s.temporal_address,
+            "BUD_S3_ENDPOINT": s.s3_endpoint,
+            "BUD_S3_ACCESS_KEY": s.s3_access_key,
+            "BUD_S3_SECRET_KEY": s.s3_secret_key,
+            "BUD_CLAMD_PORT": str(s.clamd_port),
+            "BUD_PROMETHEUS_URL": s.prometheus_url,
+            "BUD_API_PORT": str(s.api_port),
+            "BUD_GATEWAY_PORT": str(s.gateway_port),
+            "PATH": f"{services.TOOLS_BIN}:{os.environ.get('PATH', '')}",
+        }
+
+    def worker_metrics_port(self, index: int) -> int:
+        return self.settings.api_port + 100 + index  # 8100, 8101: scraped by Prometheus
+
+    def definitions(self) -> list[ManagedProcess]:
+        s, state = self.settings, self.state
+        pg_port = _port(s.database_url, 55432)
+        temporal_port = _port(s.temporal_address, 7233)
+        env = self.child_env()
+        workers = [
+            services.python_service(
+                f"worker-{queue}", ["worker", "--queue", queue], state,
+                {**env, "BUD_WORKER_METRICS_PORT": str(self.worker_metrics_port(i))},
+                health_url=None, health_tcp=("127.0.0.1", self.worker_metrics_port(i)), url=f"task queue {queue}",
+            )
+            for i, queue in enumerate((s.control_queue, s.optimizer_queue))
+        ]
+        return [
+            services.postgres_server(state, pg_port),
+            services.temporal_dev_server(state, temporal_port, s.temporal_ui_port),
+            services.s3_server(state, _port(s.s3_endpoint, 9000), s.s3_access_key, s.s3_secret_key, (s.models_bucket,)),
+            clamd_process(state, s.clamd_port),
+            services.prometheus_server(
+                state, _port(s.prometheus_url, 9090),
+                {"api": [f"127.0.0.1:{s.api_port}"],
+                 "workers": [f"127.0.0.1:{self.worker_metrics_port(i)}" for i in range(len(workers))],
+                 "gateway": [f"127.0.0.1:{s.gateway_port}"]},
+            ),
+            services.python_service("api", ["api"], state, env, health_url=f"http://127.0.0.1:{s.api_port}/readyz",
+                                    url=f"http://127.0.0.1:{s.api_port} (docs /docs)"),
+            *workers,
+        ]
+
+    # -- pid files ---------------------------------------------------------------------------------------------
+    def _pid_file(self, name: str) -> Path:
+        return self.pid_dir / f"{name}.pid"
+
+    def running_pid(self, name: str) -> int | None:
+        try:
+            pid = int(self._pid_file(name).read_text())
+            os.kill(pid, 0)
+            return pid
+        except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+            return None
+
+    # -- commands ----------------------------------------------------------------------------------------------
+    def up(self, echo: Printer) -> list[ManagedProcess]:
+        """Start every part not already running, in dependency order, each waited healthy."""
+        self.pid_dir.mkdir(parents=True, exist_ok=True)
+        started: list[ManagedProcess] = []
+        for proc in self.definitions():
+            if (pid := self.running_pid(proc.name)) is not None:
+                echo(f"  {proc.name:<22} already running (pid {pid})  {proc.url}")
+                continue
+            t0 = time.monotonic()
+            try:
+                proc.start()
+                self._pid_file(proc.name).write_text(str(proc.pid))
+                proc.wait_healthy()
+            except (StartupError, OSError) as error:
+                echo(f"  {proc.name:<22} FAILED: {error}")
+                for done in reversed(started + [proc]):
+                    done.stop()
+                    self._pid_file(done.name).unlink(missing_ok=True)
+                raise
+            started.append(proc)
+            if proc.name == "postgres":
+                services.ensure_database(_port(self.settings.database_url, 55432))
+            echo(f"  {proc.name:<22} ready in {time.monotonic() - t0:4.1f}s  {proc.url}")
+        return started
+
+    def status(self) -> list[tuple[str, str, str]]:
+        rows = []
+        for proc in self.definitions():
+            pid = self.running_pid(proc.name)
+            if pid is None:
+                rows.append((proc.name, "stopped", proc.url))
+            else:
+                rows.append((proc.name, f"healthy (pid {pid})" if proc.healthy() else f"unhealthy (pid {pid})", proc.url))
+        return rows
+
+    def down(self, echo: Printer, timeout_s: float = 20.0) -> None:
+        """Stop the parts recorded in our pid files, in reverse order: SIGTERM, then SIGKILL after timeout_s."""
+        for proc in reversed(self.definitions()):
+            pid = self.running_pid(proc.name)
+            if pid is None:
+                self._pid_file(proc.name).unlink(missing_ok=True)
+                continue
+            os.kill(pid, proc.stop_signal)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline and self.running_pid(proc.name):
+                time.sleep(0.1)
+            if self.running_pid(proc.name):
+                os.kill(pid, signal.SIGKILL)
+            self._pid_file(proc.name).unlink(missing_ok=True)
+            echo(f"  {proc.name:<22} stopped")

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Debian packages the stack runs for real: clamd (ClamAV) and Prometheus. Installs only what is missing.
+set -euo pipefail
+missing=()
+command -v clamd >/dev/null 2>&1 || [ -x /usr/sbin/clamd ] || missing+=(clamav-daemon clamav)
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing Debian packages: ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,140 @@
+"""Session fixtures: real Temporal (dev server and time-skipping server), PostgreSQL, the S3 server, the API.
+
+Every server runs from the binaries the project installs (.venv/bin), on free ports, with state in a temporary
+folder; nothing touches .bud/.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from core.db import apply_migrations, create_pool
+from core.settings import Settings
+from core.temporal import DATA_CONVERTER
+from devstack import services
+from devstack.process import free_port
+
+VENV_BIN = Path(sys.executable).parent
+S3_KEY, S3_SECRET = "test-access", "test-secret"
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bud-state")
+
+
+@pytest.fixture(scope="session")
+def postgres_url(state_dir: Path) -> Iterator[str]:
+    port = free_port()
+    server = services.postgres_server(state_dir, port, fast_unsafe=True).start().wait_healthy()
+    services.ensure_database(port)
+    yield f"postgresql://bud@127.0.0.1:{port}/bud"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(state_dir: Path) -> Iterator[str]:
+    port = free_port()
+    server = services.s3_server(state_dir, port, S3_KEY, S3_SECRET, ("models", "other-bucket")).start().wait_healthy()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(VENV_BIN / "temporal"), data_converter=DATA_CONVERTER, ui=False
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(VENV_BIN / "temporal-test-server"), data_converter=DATA_CONVERTER
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def temporal_address(temporal_env: WorkflowEnvironment) -> str:
+    return temporal_env.client.service_client.config.target_host
+
+
+@pytest.fixture(scope="session")
+def settings(state_dir: Path, postgres_url: str, s3_endpoint: str, temporal_address: str) -> Settings:
+    return Settings(
+        state_dir=state_dir,
+        database_url=postgres_url,
+        temporal_address=temporal_address,
+        s3_endpoint=s3_endpoint,
+        s3_access_key=S3_KEY,
+        s3_secret_key=S3_SECRET,
+        local_cluster_gpu_count=8,
+    )
+
+
+@pytest_asyncio.fixture(scope="session")
+async def db_pool(settings: Settings):
+    pool = await create_pool(settings.database_url)
+    await apply_migrations(pool)
+    yield pool
+    await pool.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest_asyncio.fixture(scope="session")
+async def control_worker(settings: Settings, db_pool, temporal_client: Client) -> AsyncIterator[Worker]:
+    """An in-process worker on the control queue with the production registrations."""
+    from worker.queues import setup_for
+
+    setup = setup_for(settings.control_queue, settings, db_pool)
+    worker = Worker(temporal_client, task_queue=settings.control_queue, workflows=setup.workflows,
+                    activities=setup.activities)
+    async with worker:
+        yield worker
+
+
+@pytest_asyncio.fixture(scope="session")
+async def app(settings: Settings, db_pool):
+    from api.app import create_app
+
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest_asyncio.fixture(scope="session")
+async def admin_token(app, settings: Settings) -> str:
+    return (settings.state_dir / "admin-token").read_text().strip()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def api(app, admin_token: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the API, authenticated as the admin of the default project."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api", timeout=30,
+                                 headers={"Authorization": f"Bearer {admin_token}"}) as client:
+        yield client
+
+
+@pytest_asyncio.fixture(scope="session")
+async def anon_api(app) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api", timeout=30) as client:
+        yield client

@@ -1,0 +1,7 @@
+"""Workflow ids derive from resource ids, so starting the same work twice finds the first run."""
+
+from uuid import UUID
+
+
+def register_cluster_workflow_id(cluster_id: UUID) -> str:
+    return f"register-cluster-{cluster_id}"
