@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     local_cluster_gpu_count: int = 8
 
     worker_metrics_port: int = Field(default=0, description="Prometheus port for the worker's SDK metrics; 0 = off")
+    worker_metrics_base_port: int = Field(default=8100, description="dev stack: worker i exposes metrics on base + i")
 
     @property
     def gateway_url(self) -> str:

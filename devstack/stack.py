@@ -46,7 +46,7 @@ class Stack:
         }
 
     def worker_metrics_port(self, index: int) -> int:
-        return self.settings.api_port + 100 + index  # 8100, 8101: scraped by Prometheus
+        return self.settings.worker_metrics_base_port + index  # scraped by Prometheus
 
     def definitions(self) -> list[ManagedProcess]:
         s, state = self.settings, self.state

@@ -27,6 +27,24 @@ VENV_BIN = Path(sys.executable).parent
 S3_KEY, S3_SECRET = "test-access", "test-secret"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--record-histories", action="store_true",
+                     help="run the scenarios that record workflow histories into tests/histories")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "record_history: records a workflow history (only with --record-histories)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--record-histories"):
+        return
+    recorders = [item for item in items if item.get_closest_marker("record_history")]
+    if recorders:
+        config.hook.pytest_deselected(items=recorders)
+        items[:] = [item for item in items if item not in recorders]
+
+
 @pytest.fixture(scope="session")
 def state_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("bud-state")

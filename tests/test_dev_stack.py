@@ -1,0 +1,99 @@
+"""`bud dev up --detach` / `status` / `down`: the whole embedded stack as a newcomer runs it, on free ports."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from devstack.process import free_port
+
+
+def stack_env(state: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "BUD_STATE_DIR": str(state),
+        "BUD_API_PORT": str(free_port()),
+        "BUD_GATEWAY_PORT": str(free_port()),
+        "BUD_DATABASE_URL": f"postgresql://bud@127.0.0.1:{free_port()}/bud",
+        "BUD_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+        "BUD_TEMPORAL_UI_PORT": str(free_port()),
+        "BUD_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "BUD_CLAMD_PORT": str(free_port()),
+        "BUD_PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
+        "BUD_WORKER_METRICS_BASE_PORT": str(free_port()),
+    }
+
+
+def bud(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def recorded_pids(state: Path) -> list[int]:
+    return [int(path.read_text()) for path in (state / "pids").glob("*.pid")]
+
+
+def wait_for(check, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.3)
+    raise AssertionError("condition not met in time")
+
+
+def test_dev_stack_starts_survives_a_restart_and_stops_cleanly(tmp_path: Path):
+    state = tmp_path / "bud"
+    env = stack_env(state)
+    api = f"http://127.0.0.1:{env['BUD_API_PORT']}"
+    try:
+        started = bud(env, "dev", "up", "--detach")
+        assert started.returncode == 0, started.stdout + started.stderr
+        for part in ("postgres", "temporal", "s3", "clamd", "prometheus", "api", "worker-bud-control", "worker-bud-optimizer"):
+            assert part in started.stdout
+        assert f"http://127.0.0.1:{env['BUD_TEMPORAL_UI_PORT']}" in started.stdout
+
+        token_file = state / "admin-token"
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        token = token_file.read_text().strip()
+        assert token in started.stdout  # printed once, on the first start
+        headers = {"Authorization": f"Bearer {token}"}
+
+        assert httpx.get(f"{api}/readyz").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{env['BUD_TEMPORAL_UI_PORT']}/").status_code == 200
+        status = bud(env, "dev", "status")
+        assert status.returncode == 0, status.stdout
+        assert status.stdout.count("healthy") == 8
+
+        # The local cluster registers itself through the running worker.
+        local = wait_for(lambda: next((c for c in httpx.get(f"{api}/api/clusters", headers=headers).json()
+                                       if c["name"] == "local" and c["status"] == "READY"), None))
+        # Prometheus scrapes the API and the workers.
+        prometheus = env["BUD_PROMETHEUS_URL"]
+        wait_for(lambda: {t["labels"]["job"] for t in httpx.get(f"{prometheus}/api/v1/targets").json()["data"]["activeTargets"]
+                          if t["health"] == "up"} >= {"api", "workers"}, timeout=30)
+
+        # Restart: state survives (database, token, Temporal history); the token is not printed again.
+        pids_before = recorded_pids(state)
+        assert bud(env, "dev", "down").returncode == 0
+        assert not [pid for pid in pids_before if psutil.pid_exists(pid)]
+        restarted = bud(env, "dev", "up", "--detach")
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        assert token not in restarted.stdout
+        again = httpx.get(f"{api}/api/clusters/{local['id']}", headers=headers)
+        assert again.status_code == 200 and again.json()["status"] == "READY"
+        workflows = httpx.get(
+            f"http://127.0.0.1:{env['BUD_TEMPORAL_UI_PORT']}/api/v1/namespaces/default/workflows/{local['workflow_id']}"
+        )
+        assert workflows.status_code == 200, workflows.text  # the Web UI still shows the registration's history
+    finally:
+        pids = recorded_pids(state) if (state / "pids").exists() else []
+        bud(env, "dev", "down")
+    assert not [pid for pid in pids if psutil.pid_exists(pid)]
