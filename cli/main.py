@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from cli import dev
+from cli import dev, models
 
 app = typer.Typer(help="Bud Foundry: deploy, scale and watch LLM endpoints.", no_args_is_help=True)
 app.add_typer(dev.app, name="dev")
+app.add_typer(models.app, name="models")
 
 try:  # the performance model's commands (bud sim predict|recommend)
     from cli import sim

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from core.payloads import ClusterFacts, ClusterSpec
+from core.payloads.clusters import ClusterFacts, ClusterSpec
 
 
 class ClusterUnreachable(Exception):

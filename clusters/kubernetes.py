@@ -13,7 +13,7 @@ from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from clusters.base import ClusterUnreachable
 from core.gpu_types import canonical_gpu_type
-from core.payloads import ClusterFacts, ClusterSpec
+from core.payloads.clusters import ClusterFacts, ClusterSpec
 
 GPU_RESOURCE = "nvidia.com/gpu"
 # Labels that name a node's GPU type: ours first, then the NVIDIA GPU feature discovery one.

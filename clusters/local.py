@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.payloads import ClusterFacts, ClusterSpec
+from core.payloads.clusters import ClusterFacts, ClusterSpec
 from devstack.process import ManagedProcess, free_port, http_ok
 
 

@@ -10,7 +10,7 @@ from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core.logging import get_logger
-from core.payloads import ClusterSpec, GpuInventory
+from core.payloads.clusters import ClusterSpec, GpuInventory
 from core.settings import Settings
 from core.store import clusters, projects
 

@@ -21,7 +21,11 @@ from core.db import apply_migrations, create_pool
 from core.settings import Settings
 from core.temporal import DATA_CONVERTER
 from devstack import services
+from devstack.clamd import clamd_process
 from devstack.process import free_port
+from tests.helpers import server_state_dir
+from worker.clients import Clients, build_clients
+from worker.queues import setup_for
 
 VENV_BIN = Path(sys.executable).parent
 S3_KEY, S3_SECRET = "test-access", "test-secret"
@@ -46,8 +50,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def state_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("bud-state")
+def state_dir() -> Iterator[Path]:
+    """Outside pytest's tmp root, which pytest keeps at mode 700: PostgreSQL runs as another user and must reach it."""
+    with server_state_dir("bud-test-") as path:
+        yield path
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +70,15 @@ def s3_endpoint(state_dir: Path) -> Iterator[str]:
     port = free_port()
     server = services.s3_server(state_dir, port, S3_KEY, S3_SECRET, ("models", "other-bucket")).start().wait_healthy()
     yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def clamd_port(state_dir: Path) -> Iterator[int]:
+    """A real clamd with the project's shipped signatures (EICAR among them) and the production stream limit."""
+    port = free_port()
+    server = clamd_process(state_dir / "clamd", port).start().wait_healthy()
+    yield port
     server.stop()
 
 
@@ -91,7 +106,7 @@ def temporal_address(temporal_env: WorkflowEnvironment) -> str:
 
 
 @pytest.fixture(scope="session")
-def settings(state_dir: Path, postgres_url: str, s3_endpoint: str, temporal_address: str) -> Settings:
+def settings(state_dir: Path, postgres_url: str, s3_endpoint: str, temporal_address: str, clamd_port: int) -> Settings:
     return Settings(
         state_dir=state_dir,
         database_url=postgres_url,
@@ -99,6 +114,7 @@ def settings(state_dir: Path, postgres_url: str, s3_endpoint: str, temporal_addr
         s3_endpoint=s3_endpoint,
         s3_access_key=S3_KEY,
         s3_secret_key=S3_SECRET,
+        clamd_port=clamd_port,
         local_cluster_gpu_count=8,
     )
 
@@ -117,11 +133,16 @@ async def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def control_worker(settings: Settings, db_pool, temporal_client: Client) -> AsyncIterator[Worker]:
-    """An in-process worker on the control queue with the production registrations."""
-    from worker.queues import setup_for
+async def worker_clients(settings: Settings, db_pool) -> AsyncIterator[Clients]:
+    """The clients a worker process builds (object store, clamd), sharing the session's pool."""
+    async with build_clients(settings, pool=db_pool) as clients:
+        yield clients
 
-    setup = setup_for(settings.control_queue, settings, db_pool)
+
+@pytest_asyncio.fixture(scope="session")
+async def control_worker(settings: Settings, worker_clients: Clients, temporal_client: Client) -> AsyncIterator[Worker]:
+    """An in-process worker on the control queue with the production registrations."""
+    setup = setup_for(settings.control_queue, worker_clients)
     worker = Worker(temporal_client, task_queue=settings.control_queue, workflows=setup.workflows,
                     activities=setup.activities)
     async with worker:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from core.settings import Settings
@@ -24,6 +28,17 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "BUD_CONTROL_QUEUE": settings.control_queue,
         "BUD_OPTIMIZER_QUEUE": settings.optimizer_queue,
     }
+
+
+@contextmanager
+def server_state_dir(prefix: str) -> Iterator[Path]:
+    """A fresh state folder other system users can traverse (PostgreSQL runs as its own user when we are root)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def unique(prefix: str) -> str:

@@ -13,6 +13,7 @@ import httpx
 import psutil
 
 from devstack.process import free_port
+from tests.helpers import server_state_dir
 
 
 def stack_env(state: Path) -> dict[str, str]:
@@ -49,8 +50,12 @@ def wait_for(check, timeout: float = 60.0):
     raise AssertionError("condition not met in time")
 
 
-def test_dev_stack_starts_survives_a_restart_and_stops_cleanly(tmp_path: Path):
-    state = tmp_path / "bud"
+def test_dev_stack_starts_survives_a_restart_and_stops_cleanly():
+    with server_state_dir("bud-stack-") as state:
+        run_stack_scenario(state)
+
+
+def run_stack_scenario(state: Path) -> None:
     env = stack_env(state)
     api = f"http://127.0.0.1:{env['BUD_API_PORT']}"
     try:

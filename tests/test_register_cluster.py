@@ -9,7 +9,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from core.payloads import ClusterSpec, ClusterStatus, RegisterClusterInput
+from core.payloads.clusters import ClusterSpec, ClusterStatus, RegisterClusterInput
 from core.store import clusters as cluster_store
 from devstack.process import free_port
 from tests.helpers import unique
@@ -73,7 +73,7 @@ async def test_local_cluster_is_registered_on_first_start(api, control_worker):
 
 
 async def test_unreachable_kubernetes_cluster_fails_with_reason(
-    time_skipping_env: WorkflowEnvironment, settings, db_pool
+    time_skipping_env: WorkflowEnvironment, settings, db_pool, worker_clients
 ):
     """Retries run out (time skipped) and the cluster is FAILED with the probe's message, not a stack trace."""
     spec = ClusterSpec(name=unique("remote"), kind="kubernetes", kubeconfig=unreachable_kubeconfig(),
@@ -81,7 +81,7 @@ async def test_unreachable_kubernetes_cluster_fails_with_reason(
     async with db_pool.acquire() as conn:
         row = await cluster_store.insert_cluster(conn, None, spec, "test")
     queue = unique("ts-control")
-    setup = setup_for(settings.control_queue, settings, db_pool)
+    setup = setup_for(settings.control_queue, worker_clients)
     async with Worker(time_skipping_env.client, task_queue=queue, workflows=setup.workflows, activities=setup.activities):
         try:
             await time_skipping_env.client.execute_workflow(

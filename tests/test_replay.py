@@ -14,7 +14,7 @@ import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHistory
 from temporalio.worker import Replayer
 
-from core.payloads import ClusterSpec
+from core.payloads.clusters import ClusterSpec
 from core.store import clusters as cluster_store
 from core.temporal import DATA_CONVERTER
 from tests.helpers import unique

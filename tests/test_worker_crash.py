@@ -7,7 +7,7 @@ import asyncio
 import psutil
 from temporalio.api.enums.v1 import PendingActivityState
 
-from core.payloads import ClusterSpec
+from core.payloads.clusters import ClusterSpec
 from core.store import clusters as cluster_store
 from tests.helpers import start_worker_process, unique
 from workflows.starters import start_register_cluster

@@ -9,23 +9,14 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.clusters import ClusterActivities
-    from core.payloads import (
+    from core.payloads.clusters import (
         ClusterStatus,
         ClusterStatusUpdate,
         ProbeClusterInput,
         RegisterClusterInput,
         RegisterClusterResult,
     )
-    from workflows.policies import INFRA_RETRY, PROBE_RETRY
-
-
-def failure_reason(error: BaseException) -> str:
-    """The innermost message of an activity failure: what a user needs to read."""
-    while isinstance(error, ActivityError) and error.cause is not None:
-        error = error.cause
-    if isinstance(error, ApplicationError):
-        return error.message
-    return str(error) or type(error).__name__
+    from workflows.policies import INFRA_RETRY, PROBE_RETRY, failure_reason
 
 
 @workflow.defn

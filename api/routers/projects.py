@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import AdminDep, PoolDep, PrincipalDep
 from api.errors import ApiError, not_found
-from core.payloads import NAME_PATTERN
+from core.payloads.common import NAME_PATTERN
 from core.store import projects
 
 router = APIRouter(prefix="/api/projects", tags=["projects"])

@@ -10,8 +10,9 @@ from uuid import UUID
 from pydantic import BaseModel, Field, field_validator
 
 from core.gpu_types import canonical_gpu_type
+from core.payloads.common import NAME_PATTERN
 
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
 
 
 class ClusterStatus(StrEnum):

@@ -1,0 +1,96 @@
+"""clamd (Debian clamav-daemon) on 127.0.0.1 with the project's own signature folder and deliberate limits.
+
+The limits work together with the scanning client (registry/clamd.py):
+- StreamMaxLength is the longest INSTREAM clamd accepts; the client never sends more in one stream and scans larger
+  files as overlapping windows (registry/README.md). Both read STREAM_MAX_BYTES, so they cannot drift apart.
+- MaxFileSize and MaxScanSize bound what clamd inspects inside one stream (a stream is one "file"; archives inside
+  it are unpacked up to MaxScanSize in total). AlertExceedsMax makes clamd report content it had to skip because of a
+  limit as `Heuristics.Limits.Exceeded.*` instead of calling it clean: a scan fails closed.
+- MaxScanTime is generous because two shared CPU cores can be slow; the client waits a little longer than it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from devstack.process import ManagedProcess
+from registry.clamd import DEFAULT_STREAM_MAX_BYTES
+
+CLAMD_BINARY = "/usr/sbin/clamd"
+SIGNATURE_DIR = Path(__file__).resolve().parent / "clamav"  # shipped EICAR test signatures
+
+STREAM_MAX_BYTES = DEFAULT_STREAM_MAX_BYTES  # 64 MiB: one INSTREAM window
+MAX_FILE_BYTES = DEFAULT_STREAM_MAX_BYTES  # a stream is one file to clamd: same bound
+MAX_SCAN_BYTES = 4 * DEFAULT_STREAM_MAX_BYTES  # room for archive members unpacked from one window
+MAX_SCAN_TIME_MS = 300_000
+MAX_THREADS = 8  # concurrent scans (the client pipelines two windows per file)
+
+
+def clamd_config(state_dir: Path, port: int, database_dir: Path = SIGNATURE_DIR,
+                 stream_max_bytes: int = STREAM_MAX_BYTES) -> str:
+    """The clamd.conf text: TCP on 127.0.0.1:port, foreground, state under state_dir, no freshclam.
+
+    stream_max_bytes exists for tests that exercise the window policy with small files; the scanning client must
+    be given the same value.
+    """
+    temp_dir = state_dir / "clamd-tmp"  # INSTREAM data is spooled here while it is scanned
+    lines = {
+        "TCPSocket": str(port),
+        "TCPAddr": "127.0.0.1",
+        "Foreground": "yes",
+        "DatabaseDirectory": str(database_dir),
+        "TemporaryDirectory": str(temp_dir),
+        "LogFile": str(state_dir / "logs" / "clamd.log"),
+        "LogTime": "yes",
+        "LogFileMaxSize": "20M",
+        "StreamMaxLength": str(stream_max_bytes),
+        "MaxFileSize": str(max(MAX_FILE_BYTES, stream_max_bytes)),
+        "MaxScanSize": str(max(MAX_SCAN_BYTES, 4 * stream_max_bytes)),
+        "MaxScanTime": str(MAX_SCAN_TIME_MS),
+        "AlertExceedsMax": "yes",
+        "MaxThreads": str(MAX_THREADS),
+        "SelfCheck": "3600",  # signatures only change when someone copies files in
+    }
+    # No `User` line: clamd then keeps the identity it was started with (root here, or a normal user elsewhere);
+    # with `User clamav` it would switch user and lose access to a root-owned state folder.
+    return "".join(f"{key} {value}\n" for key, value in lines.items())
+
+
+def clamd_ping(host: str, port: int, timeout: float = 1.0) -> bool:
+    """The health check: clamd answers PING with PONG once its signatures are loaded."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"zPING\0")
+            reply = b""
+            while not reply.endswith(b"\0"):
+                data = sock.recv(64)
+                if not data:
+                    break
+                reply += data
+            return reply == b"PONG\0"
+    except OSError:
+        return False
+
+
+def clamd_process(state_dir: Path, port: int, database_dir: Path = SIGNATURE_DIR,
+                  stream_max_bytes: int = STREAM_MAX_BYTES) -> ManagedProcess:
+    """clamd on 127.0.0.1:port with its config, temp folder and log under state_dir (written here, idempotently)."""
+    if not os.access(CLAMD_BINARY, os.X_OK):
+        raise FileNotFoundError(f"{CLAMD_BINARY} not found: install the Debian package clamav-daemon")
+    state_dir = Path(state_dir)
+    (state_dir / "clamd-tmp").mkdir(parents=True, exist_ok=True)
+    (state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    config_path = state_dir / "clamd.conf"
+    config_path.write_text(clamd_config(state_dir, port, database_dir, stream_max_bytes))
+    return ManagedProcess(
+        name="clamd",
+        argv=[CLAMD_BINARY, "-c", str(config_path)],
+        # clamd writes its full log to LogFile and a few lines to stdout; both go to the same file (append mode)
+        log_path=state_dir / "logs" / "clamd.log",
+        healthy=lambda: clamd_ping("127.0.0.1", port),
+        url=f"tcp://127.0.0.1:{port}",
+        startup_timeout_s=60,
+        stop_timeout_s=10,
+    )

@@ -1,0 +1,451 @@
+"""Generators of model folders and hostile files for tests and benchmarks (written to disk, streamed, any size).
+
+- write_tiny_llama(): a Llama-architecture folder (config.json, model.safetensors whose tensors match the config,
+  tokenizer.json, tokenizer_config.json, LICENSE); spec_for_total_bytes() sizes one for a benchmark (e.g. 2 GB).
+- write_eicar_file(): the EICAR antivirus test string, optionally buried inside padding.
+- malicious_pickle_bytes() / write_malicious_pickle(): a pickle whose REDUCE calls os.system, written opcode by
+  opcode (nothing is pickled from a live object, and nothing here is ever unpickled).
+- write_torch_zip_checkpoint() / write_legacy_torch_checkpoint(): torch-style checkpoints, clean or carrying that
+  payload.
+- write_truncated_safetensors(): a safetensors file cut short; a model whose config.json disagrees with its tensors
+  comes from write_tiny_llama(config_overrides=...).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from registry.safetensors_check import DTYPE_BITS
+
+# Assembled from two halves so that no file of this repository contains the EICAR string itself (a virus scanner
+# run over the checkout would flag it); the bytes produced are the standard 68-byte EICAR test file.
+_EICAR_HEAD = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR"
+_EICAR_TAIL = "-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+def eicar_bytes() -> bytes:
+    return (_EICAR_HEAD + _EICAR_TAIL).encode("ascii")
+
+
+def write_eicar_file(path: Path, padding_before: int = 0, padding_after: int = 0) -> Path:
+    """EICAR, optionally after/before zero padding (to place it anywhere in a large file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        _write_zeros(handle, padding_before)
+        handle.write(eicar_bytes())
+        _write_zeros(handle, padding_after)
+    return path
+
+
+def _write_zeros(handle, count: int) -> None:
+    block = bytes(min(count, 1 << 20))
+    while count > 0:
+        handle.write(block[: min(count, len(block))])
+        count -= len(block)
+
+
+# ------------------------------------------------------------------------------------------------------ pickles
+class PickleOps:
+    """Writes pickle opcodes one by one (protocol 2 style, like torch.save), so tests control every byte."""
+
+    def __init__(self, protocol: int = 2):
+        self.parts: list[bytes] = [b"\x80" + bytes([protocol])]
+        self.memo_size = 0
+
+    def raw(self, data: bytes) -> "PickleOps":
+        self.parts.append(data)
+        return self
+
+    def global_(self, module: str, name: str) -> "PickleOps":
+        return self.raw(b"c" + module.encode() + b"\n" + name.encode() + b"\n")
+
+    def stack_global(self, module: str, name: str) -> "PickleOps":
+        return self.string(module).string(name).raw(b"\x93")
+
+    def string(self, text: str) -> "PickleOps":
+        data = text.encode("utf-8")
+        if len(data) < 256:
+            return self.raw(b"\x8c" + bytes([len(data)]) + data)
+        return self.raw(b"X" + struct.pack("<I", len(data)) + data)
+
+    def int_(self, value: int) -> "PickleOps":
+        if 0 <= value < 256:
+            return self.raw(b"K" + bytes([value]))
+        if -(2**31) <= value < 2**31:
+            return self.raw(b"J" + struct.pack("<i", value))
+        encoded = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+        return self.raw(b"\x8a" + bytes([len(encoded)]) + encoded)
+
+    def put(self) -> int:
+        """BINPUT the top of the stack; returns its memo index."""
+        index = self.memo_size
+        self.raw(b"q" + bytes([index]))
+        self.memo_size += 1
+        return index
+
+    def get(self, index: int) -> "PickleOps":
+        return self.raw(b"h" + bytes([index]))
+
+    def mark(self) -> "PickleOps":
+        return self.raw(b"(")
+
+    def tuple_(self) -> "PickleOps":
+        return self.raw(b"t")
+
+    def tuple1(self) -> "PickleOps":
+        return self.raw(b"\x85")
+
+    def empty_tuple(self) -> "PickleOps":
+        return self.raw(b")")
+
+    def reduce(self) -> "PickleOps":
+        return self.raw(b"R")
+
+    def pop(self) -> "PickleOps":
+        return self.raw(b"0")
+
+    def false(self) -> "PickleOps":
+        return self.raw(b"\x89")
+
+    def binpersid(self) -> "PickleOps":
+        return self.raw(b"Q")
+
+    def setitems(self) -> "PickleOps":
+        return self.raw(b"u")
+
+    def stop(self) -> bytes:
+        self.parts.append(b".")
+        return b"".join(self.parts)
+
+
+def malicious_pickle_bytes(
+    command: str = "echo pwned", style: Literal["global", "stack_global", "memo"] = "global"
+) -> bytes:
+    """A pickle equivalent to `os.system(command)` on load.
+
+    global: protocol 2 `GLOBAL 'os system'`; stack_global: protocol 4 STACK_GLOBAL with the two names pushed as
+    strings; memo: the names are memoized, popped, and fetched back with BINGET before STACK_GLOBAL, which defeats
+    scanners that only look at the two opcodes before STACK_GLOBAL.
+    """
+    if style == "global":
+        ops = PickleOps(2).global_("os", "system")
+    elif style == "stack_global":
+        ops = PickleOps(4).stack_global("os", "system")
+    else:
+        ops = PickleOps(4)
+        ops.string("os")
+        module_index = ops.put()
+        ops.pop().string("system")
+        name_index = ops.put()
+        ops.pop().string("harmless").string("names").pop().pop()
+        ops.get(module_index).get(name_index).raw(b"\x93")
+    return ops.string(command).tuple1().reduce().stop()
+
+
+def write_malicious_pickle(path: Path, command: str = "echo pwned",
+                           style: Literal["global", "stack_global", "memo"] = "global") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(malicious_pickle_bytes(command, style))
+    return path
+
+
+_TORCH_STORAGE_CLASS = {"F32": "FloatStorage", "F16": "HalfStorage", "BF16": "BFloat16Storage", "I64": "LongStorage"}
+
+
+def state_dict_pickle(tensors: dict[str, tuple[str, list[int]]], malicious_command: str | None = None) -> bytes:
+    """data.pkl as torch.save writes it: OrderedDict of name -> _rebuild_tensor_v2(persistent storage ref, ...).
+
+    tensors maps name -> (safetensors dtype F32|F16|BF16|I64, shape); storage i holds tensor i. With
+    malicious_command, one more entry's value is os.system(command), as a poisoned checkpoint would carry.
+    """
+    ops = PickleOps(2).global_("collections", "OrderedDict").empty_tuple().reduce()
+    ops.put()
+    ops.mark()
+    for index, (name, (dtype, shape)) in enumerate(tensors.items()):
+        numel = int(np.prod(shape)) if shape else 1
+        ops.string(name).global_("torch._utils", "_rebuild_tensor_v2")
+        ops.mark()  # the argument tuple
+        ops.mark().string("storage").global_("torch", _TORCH_STORAGE_CLASS[dtype]).string(str(index))
+        ops.string("cpu").int_(numel).tuple_().binpersid()
+        ops.int_(0)  # storage offset
+        ops.mark()
+        for dim in shape:
+            ops.int_(dim)
+        ops.tuple_()
+        ops.mark()
+        for stride in _contiguous_strides(shape):
+            ops.int_(stride)
+        ops.tuple_()
+        ops.false().global_("collections", "OrderedDict").empty_tuple().reduce()
+        ops.tuple_().reduce()
+    if malicious_command is not None:
+        ops.string("_extra_state").global_("os", "system").string(malicious_command).tuple1().reduce()
+    ops.setitems()
+    return ops.stop()
+
+
+def _contiguous_strides(shape: list[int]) -> list[int]:
+    strides, step = [], 1
+    for dim in reversed(shape):
+        strides.append(step)
+        step *= max(dim, 1)
+    return list(reversed(strides))
+
+
+_SMALL_TENSORS: dict[str, tuple[str, list[int]]] = {
+    "embed.weight": ("F32", [16, 8]),
+    "proj.weight": ("F32", [8, 8]),
+    "proj.bias": ("F32", [8]),
+}
+
+
+def write_torch_zip_checkpoint(path: Path, malicious_command: str | None = None, archive_name: str = "archive") -> Path:
+    """A zip-wrapped checkpoint laid out like torch.save's (data.pkl, data/<storage>, version, byteorder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr(f"{archive_name}/data.pkl", state_dict_pickle(_SMALL_TENSORS, malicious_command))
+        archive.writestr(f"{archive_name}/byteorder", "little")
+        for index, (_, (dtype, shape)) in enumerate(_SMALL_TENSORS.items()):
+            nbytes = int(np.prod(shape)) * DTYPE_BITS[dtype] // 8
+            archive.writestr(f"{archive_name}/data/{index}", _pattern_bytes(nbytes))
+        archive.writestr(f"{archive_name}/version", "3\n")
+        archive.writestr(f"{archive_name}/.data/serialization_id", "0123456789")
+    return path
+
+
+def write_legacy_torch_checkpoint(path: Path, malicious_command: str | None = None) -> Path:
+    """The pre-1.6 torch format: five pickles back to back (magic, protocol, sys info, state dict, storage keys),
+    then each storage as an 8-byte element count and raw bytes."""
+    magic = PickleOps(2).int_(0x1950A86A20F9469CFC6C).stop()
+    protocol = PickleOps(2).int_(1001).stop()
+    sys_info = PickleOps(2).raw(b"}").stop()  # an empty dict is enough for the layout
+    keys = PickleOps(2).mark()
+    for index in range(len(_SMALL_TENSORS)):
+        keys.string(str(index))
+    keys_pickle = keys.raw(b"l").stop()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        for part in (magic, protocol, sys_info, state_dict_pickle(_SMALL_TENSORS, malicious_command), keys_pickle):
+            handle.write(part)
+        for dtype, shape in _SMALL_TENSORS.values():
+            numel = int(np.prod(shape))
+            handle.write(struct.pack("<q", numel))
+            handle.write(_pattern_bytes(numel * DTYPE_BITS[dtype] // 8))
+    return path
+
+
+def _pattern_bytes(count: int) -> bytes:
+    return bytes((index * 37 + 11) % 256 for index in range(count))
+
+
+# ------------------------------------------------------------------------------------------- Llama model folders
+class TinyLlamaSpec(BaseModel):
+    """Dimensions of a generated Llama-architecture model (defaults: ~0.3 M parameters, ~0.6 MB in bf16)."""
+
+    hidden_size: int = Field(default=64, gt=0)
+    num_layers: int = Field(default=2, gt=0)
+    num_attention_heads: int = Field(default=4, gt=0)
+    num_kv_heads: int = Field(default=2, gt=0)
+    intermediate_size: int = Field(default=172, gt=0)
+    vocab_size: int = Field(default=512, gt=0)
+    max_position_embeddings: int = Field(default=2048, gt=0)
+    tie_word_embeddings: bool = False
+    dtype: Literal["BF16", "F16", "F32"] = "BF16"
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def tensors(self) -> list[tuple[str, list[int]]]:
+        """(name, shape) of every tensor in Hugging Face Llama naming, in file order."""
+        h, hd, inter = self.hidden_size, self.head_dim, self.intermediate_size
+        q_out, kv_out = self.num_attention_heads * hd, self.num_kv_heads * hd
+        shapes: list[tuple[str, list[int]]] = [("model.embed_tokens.weight", [self.vocab_size, h])]
+        for layer in range(self.num_layers):
+            prefix = f"model.layers.{layer}"
+            shapes += [
+                (f"{prefix}.input_layernorm.weight", [h]),
+                (f"{prefix}.self_attn.q_proj.weight", [q_out, h]),
+                (f"{prefix}.self_attn.k_proj.weight", [kv_out, h]),
+                (f"{prefix}.self_attn.v_proj.weight", [kv_out, h]),
+                (f"{prefix}.self_attn.o_proj.weight", [h, q_out]),
+                (f"{prefix}.post_attention_layernorm.weight", [h]),
+                (f"{prefix}.mlp.gate_proj.weight", [inter, h]),
+                (f"{prefix}.mlp.up_proj.weight", [inter, h]),
+                (f"{prefix}.mlp.down_proj.weight", [h, inter]),
+            ]
+        shapes.append(("model.norm.weight", [h]))
+        if not self.tie_word_embeddings:
+            shapes.append(("lm_head.weight", [self.vocab_size, h]))
+        return shapes
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(int(np.prod(shape)) for _, shape in self.tensors())
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.parameter_count * DTYPE_BITS[self.dtype] // 8
+
+    def config(self) -> dict:
+        torch_dtype = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}[self.dtype]
+        return {
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "vocab_size": self.vocab_size,
+            "max_position_embeddings": self.max_position_embeddings,
+            "rms_norm_eps": 1e-5,
+            "rope_theta": 500000.0,
+            "hidden_act": "silu",
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "torch_dtype": torch_dtype,
+        }
+
+
+def spec_for_total_bytes(total_bytes: int) -> TinyLlamaSpec:
+    """A bf16 Llama (TinyLlama-1.1B-like widths) whose weights come close to total_bytes: 2 GB -> 18 layers."""
+    base = TinyLlamaSpec(hidden_size=2048, num_layers=1, num_attention_heads=32, num_kv_heads=4,
+                         intermediate_size=5632, vocab_size=32000, max_position_embeddings=4096)
+    per_layer = TinyLlamaSpec(**{**base.model_dump(), "num_layers": 2}).weight_bytes - base.weight_bytes
+    fixed = base.weight_bytes - per_layer
+    layers = max(1, round((total_bytes - fixed) / per_layer))
+    return TinyLlamaSpec(**{**base.model_dump(), "num_layers": layers})
+
+
+class TinyModel(BaseModel):
+    """What write_tiny_llama() wrote."""
+
+    path: Path
+    spec: TinyLlamaSpec
+    files: list[str] = Field(description="file names relative to path")
+    parameter_count: int = Field(description="real parameters in the safetensors files")
+    total_bytes: int
+
+
+def write_tiny_llama(
+    directory: Path,
+    spec: TinyLlamaSpec | None = None,
+    *,
+    shards: int = 1,
+    config_overrides: dict | None = None,
+    license_text: str | None = "Apache License\nVersion 2.0, January 2004\nhttp://www.apache.org/licenses/\n",
+    seed: int = 0,
+) -> TinyModel:
+    """Write a Llama-architecture model folder whose safetensors tensors match its config.json (unless
+    config_overrides makes the config lie). shards > 1 writes model-0000i-of-0000n.safetensors plus the index."""
+    spec = spec or TinyLlamaSpec()
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {**spec.config(), **(config_overrides or {})}
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    (directory / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2}))
+    _write_tokenizer(directory, spec.vocab_size)
+    files = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]
+    if license_text is not None:
+        (directory / "LICENSE").write_text(license_text)
+        files.append("LICENSE")
+
+    tensors = spec.tensors()
+    groups = [tensors[i::shards] for i in range(shards)] if shards > 1 else [tensors]
+    block = _weight_block(spec.dtype, seed)
+    weight_map: dict[str, str] = {}
+    for index, group in enumerate(groups, start=1):
+        name = "model.safetensors" if shards == 1 else f"model-{index:05d}-of-{shards:05d}.safetensors"
+        write_safetensors(directory / name, [(tensor, spec.dtype, shape) for tensor, shape in group], block)
+        weight_map.update({tensor: name for tensor, _ in group})
+        files.append(name)
+    if shards > 1:
+        index_doc = {"metadata": {"total_size": spec.weight_bytes}, "weight_map": weight_map}
+        (directory / "model.safetensors.index.json").write_text(json.dumps(index_doc, indent=2))
+        files.append("model.safetensors.index.json")
+    total = sum((directory / name).stat().st_size for name in files)
+    return TinyModel(path=directory, spec=spec, files=sorted(files), parameter_count=spec.parameter_count,
+                     total_bytes=total)
+
+
+def write_safetensors(path: Path, tensors: list[tuple[str, str, list[int]]], block: bytes | None = None) -> int:
+    """Stream a safetensors file: header (8-byte length + JSON padded to 8 bytes) then each tensor's bytes, taken
+    from a repeating block so any size is written with flat memory. Returns the file size."""
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, dtype, shape in tensors:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * DTYPE_BITS[dtype] // 8
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    header_bytes = json.dumps(header, separators=(",", ":")).encode()
+    header_bytes += b" " * (-len(header_bytes) % 8)
+    block = block or _weight_block("BF16", 0)
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(header_bytes)))
+        handle.write(header_bytes)
+        remaining = offset
+        while remaining > 0:
+            piece = block[: min(remaining, len(block))]
+            handle.write(piece)
+            remaining -= len(piece)
+    return 8 + len(header_bytes) + offset
+
+
+def _weight_block(dtype: str, seed: int, size: int = 1 << 20) -> bytes:
+    """1 MiB of plausible weights (normal, std 0.02) in the given dtype; bf16 keeps float32's upper half."""
+    values = np.random.default_rng(seed).normal(0.0, 0.02, size // 2).astype(np.float32)
+    if dtype == "BF16":
+        raw = (values.view(np.uint32) >> 16).astype(np.uint16).tobytes()
+    elif dtype == "F16":
+        raw = values.astype(np.float16).tobytes()
+    else:
+        raw = values.tobytes()
+    return (raw * (size // len(raw) + 1))[:size]
+
+
+def _write_tokenizer(directory: Path, vocab_size: int) -> None:
+    """A word-level tokenizer.json the `tokenizers` library can load, and its tokenizer_config.json."""
+    special = ["<unk>", "<s>", "</s>"]
+    vocab = {token: index for index, token in enumerate(special)}
+    vocab.update({f"tok{index}": index for index in range(len(special), vocab_size)})
+    tokenizer = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [
+            {"id": index, "content": token, "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": False, "special": True}
+            for index, token in enumerate(special)
+        ],
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": None,
+        "decoder": None,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"},
+    }
+    (directory / "tokenizer.json").write_text(json.dumps(tokenizer))
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+        "model_max_length": 2048,
+    }, indent=2))
+
+
+def write_truncated_safetensors(source: Path, destination: Path, keep_fraction: float = 0.5) -> Path:
+    """Copy the first keep_fraction of a safetensors file (header intact, data cut short), as a broken upload."""
+    size = source.stat().st_size
+    keep = int(size * keep_fraction)
+    with open(source, "rb") as reader, open(destination, "wb") as writer:
+        while keep > 0:
+            piece = reader.read(min(keep, 1 << 20))
+            writer.write(piece)
+            keep -= len(piece)
+    return destination

@@ -1,0 +1,186 @@
+"""The opcode-level pickle scanner: hostile pickles are caught, checkpoints pass, nothing is ever executed."""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import tracemalloc
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+from picklescan.scanner import scan_file_path
+
+from registry.pickle_scan import is_pickle_candidate, scan_pickle_path
+from registry.testdata import (
+    PickleOps,
+    malicious_pickle_bytes,
+    write_legacy_torch_checkpoint,
+    write_malicious_pickle,
+    write_torch_zip_checkpoint,
+)
+
+
+def codes(report) -> list[str]:
+    return [finding.code for finding in report.findings]
+
+
+@pytest.mark.parametrize("style", ["global", "stack_global", "memo"])
+def test_reduce_calling_os_system_is_dangerous(tmp_path: Path, style: str):
+    marker = tmp_path / "pwned"
+    path = write_malicious_pickle(tmp_path / f"{style}.pkl", command=f"touch {marker}", style=style)
+    report = scan_pickle_path(path)
+    assert not report.ok
+    assert [(f.code, f.subject, f.file) for f in report.findings] == [("dangerous_global", "os.system", path.name)]
+    assert not marker.exists()  # scanning never runs the payload
+    # picklescan (an independent scanner) agrees on the file
+    assert scan_file_path(str(path)).issues_count == 1
+
+
+def test_python2_names_are_mapped_before_classifying(tmp_path: Path):
+    path = tmp_path / "eval.pkl"
+    path.write_bytes(PickleOps(0).global_("__builtin__", "eval").string("1+1").tuple1().reduce().stop())
+    report = scan_pickle_path(path)
+    assert report.globals == ["builtins.eval"]
+    assert codes(report) == ["dangerous_global"]
+
+
+@pytest.mark.parametrize("module,name", [("subprocess", "Popen"), ("posix", "system"), ("builtins", "getattr"),
+                                         ("socket", "create_connection"), ("shutil", "rmtree"), ("runpy", "run_path"),
+                                         ("sys", "modules"), ("os.path", "join"), ("builtins", "__import__")])
+def test_dangerous_modules_and_callables(tmp_path: Path, module: str, name: str):
+    path = tmp_path / "x.pkl"
+    path.write_bytes(PickleOps(4).stack_global(module, name).empty_tuple().reduce().stop())
+    assert codes(scan_pickle_path(path)) == ["dangerous_global"]
+
+
+def test_unknown_globals_block_like_torch_weights_only(tmp_path: Path):
+    path = tmp_path / "custom.pt"
+    path.write_bytes(PickleOps(2).global_("__main__", "MyModel").empty_tuple().reduce().stop())
+    report = scan_pickle_path(path)
+    assert codes(report) == ["unknown_global"]
+    assert report.findings[0].subject == "__main__.MyModel" and report.findings[0].blocking
+
+
+def test_stack_global_with_a_computed_name_cannot_pass(tmp_path: Path):
+    # the module name is the result of a call (str.lower on 'OS'), known only at load time
+    ops = PickleOps(4).stack_global("builtins", "str").string("OS").tuple1().reduce()
+    ops.string("system").raw(b"\x93").string("id").tuple1().reduce()
+    path = tmp_path / "computed.pkl"
+    path.write_bytes(ops.stop())
+    assert "unresolved_global" in codes(scan_pickle_path(path))
+
+
+def test_benign_pickles_of_every_protocol_pass(tmp_path: Path):
+    value = {"weights": [1.5, 2, (3, 4)], "name": "layer", "raw": b"\x00" * 300, "ids": {1, 2},
+             "frozen": frozenset({3}), "order": OrderedDict(a=1), "big": 2**80, "none": None, "flag": True,
+             "array": bytearray(b"xy"), "nested": [[{"k": "v"}] * 3]}
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        path = tmp_path / f"p{protocol}.pkl"
+        path.write_bytes(pickle.dumps(value, protocol=protocol))  # writing a pickle is safe; loading is not
+        report = scan_pickle_path(path)
+        assert report.ok, (protocol, report.findings)
+        assert report.pickles_scanned == 1
+
+
+def test_numpy_arrays_pickled_by_numpy_itself_pass(tmp_path: Path):
+    import numpy as np
+
+    value = {"weights": np.arange(12, dtype=np.float32).reshape(3, 4), "scale": np.float64(0.5),
+             "ids": np.zeros(5, dtype=np.int64)}
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        path = tmp_path / f"arrays{protocol}.pkl"
+        path.write_bytes(pickle.dumps(value, protocol=protocol))
+        report = scan_pickle_path(path)
+        assert report.ok, (protocol, report.findings)
+        assert any(name.startswith("numpy.") for name in report.globals)
+
+
+def test_clean_zip_checkpoint_passes_and_lists_its_globals(tmp_path: Path):
+    report = scan_pickle_path(write_torch_zip_checkpoint(tmp_path / "pytorch_model.bin"))
+    assert report.ok and report.format == "torch_zip" and report.pickles_scanned == 1
+    assert report.globals == ["collections.OrderedDict", "torch.FloatStorage", "torch._utils._rebuild_tensor_v2"]
+    assert scan_file_path(str(tmp_path / "pytorch_model.bin")).issues_count == 0
+
+
+def test_poisoned_zip_checkpoint_names_the_member(tmp_path: Path):
+    report = scan_pickle_path(write_torch_zip_checkpoint(tmp_path / "model.pt", malicious_command="id"))
+    assert codes(report) == ["dangerous_global"]
+    assert "archive/data.pkl" in report.findings[0].message
+
+
+def test_every_pkl_member_of_a_zip_is_scanned(tmp_path: Path):
+    path = write_torch_zip_checkpoint(tmp_path / "model.pth")
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("archive/extra/hidden.pkl", malicious_pickle_bytes())
+    report = scan_pickle_path(path)
+    assert report.pickles_scanned == 2
+    assert codes(report) == ["dangerous_global"] and "extra/hidden.pkl" in report.findings[0].message
+
+
+def test_torchscript_archives_are_flagged(tmp_path: Path):
+    path = write_torch_zip_checkpoint(tmp_path / "scripted.pt")
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("archive/code/__torch__/model.py", "def forward(self, x): return x\n")
+    assert "torchscript_code" in codes(scan_pickle_path(path))
+
+
+def test_legacy_checkpoint_scans_all_pickles_and_ignores_raw_storages(tmp_path: Path):
+    clean = scan_pickle_path(write_legacy_torch_checkpoint(tmp_path / "old.bin"))
+    assert clean.ok and clean.pickles_scanned == 5
+    poisoned = scan_pickle_path(write_legacy_torch_checkpoint(tmp_path / "old-bad.bin", malicious_command="id"))
+    assert codes(poisoned) == ["dangerous_global"]
+
+
+def test_payload_before_a_parse_error_is_still_reported(tmp_path: Path):
+    # the unpickler runs REDUCE before it reaches the garbage, so the import counts
+    path = tmp_path / "broken.pkl"
+    path.write_bytes(malicious_pickle_bytes()[:-1] + b"\xff\xfe garbage")
+    assert set(codes(scan_pickle_path(path))) == {"dangerous_global", "malformed_pickle"}
+
+
+@pytest.mark.parametrize("content", [b"", b"\x80\x02", b"not a pickle at all", b"PK\x03\x04broken zip"])
+def test_malformed_files_are_findings_not_crashes(tmp_path: Path, content: bytes):
+    path = tmp_path / "weights.bin"
+    path.write_bytes(content)
+    report = scan_pickle_path(path)
+    assert not report.ok
+    assert codes(report)[0] in {"empty_pickle", "malformed_pickle", "malformed_zip"}
+
+
+def test_huge_inline_arguments_are_skipped_with_flat_memory(tmp_path: Path):
+    path = tmp_path / "big.pkl"
+    payload_size = 64 * 1024 * 1024
+    with open(path, "wb") as handle:  # BINBYTES8 of 64 MiB, then os.system
+        handle.write(b"\x80\x04\x8e" + struct.pack("<Q", payload_size))
+        block = bytes(1024 * 1024)
+        for _ in range(payload_size // len(block)):
+            handle.write(block)
+        handle.write(b"0" + malicious_pickle_bytes(style="stack_global")[2:])
+    tracemalloc.start()
+    try:
+        report = scan_pickle_path(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert codes(report) == ["dangerous_global"]
+    assert peak < 8 * 1024 * 1024
+
+
+def test_pickle_candidates_by_suffix():
+    assert [is_pickle_candidate(n) for n in ("pytorch_model.bin", "x.PT", "a.pth", "b.pkl", "c.ckpt",
+                                             "model.safetensors", "config.json")] == [True] * 5 + [False] * 2
+
+
+def test_memo_and_stack_bombs_are_too_complex_not_memory_hogs(tmp_path: Path, monkeypatch):
+    import registry.pickle_scan as pickle_scan
+
+    monkeypatch.setattr(pickle_scan, "MAX_MEMO_ENTRIES", 1000)
+    monkeypatch.setattr(pickle_scan, "MAX_STACK_ENTRIES", 2000)
+    memo_bomb = tmp_path / "memo.pkl"
+    memo_bomb.write_bytes(b"\x80\x04N" + b"\x94" * 1500 + b".")  # MEMOIZE the same None 1500 times
+    stack_bomb = tmp_path / "stack.pkl"
+    stack_bomb.write_bytes(b"\x80\x04" + b"N" * 2500 + b".")
+    for path in (memo_bomb, stack_bomb):
+        assert codes(scan_pickle_path(path)) == ["pickle_too_complex"]

@@ -1,0 +1,145 @@
+"""RegisterModel through the API against the real S3 server and clamd: clean, infected, hostile and broken models."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from core.objectstore import ObjectStore
+from registry.testdata import (
+    TinyModel,
+    write_eicar_file,
+    write_malicious_pickle,
+    write_tiny_llama,
+    write_torch_zip_checkpoint,
+    write_truncated_safetensors,
+)
+from tests.helpers import unique
+from tests.registry_helpers import register_and_wait, registration, upload
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> TinyModel:
+    return write_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama")
+
+
+def copy_model(tiny: TinyModel, tmp_path: Path) -> Path:
+    target = tmp_path / "model"
+    shutil.copytree(tiny.path, target)
+    return target
+
+
+def blocking(model: dict) -> list[dict]:
+    return [f for f in model["scan_report"]["findings"] if f["blocking"]]
+
+
+async def objects_under(settings, prefix: str) -> list[str]:
+    async with ObjectStore(settings) as store:
+        return [o.key for o in await store.list_objects(settings.models_bucket, prefix.rstrip("/") + "/")]
+
+
+async def test_clean_model_becomes_available_with_facts_and_checksums(api, control_worker, settings, tiny):
+    prefix = await upload(settings, tiny.path)
+    model = await register_and_wait(api, settings, prefix, parameter_count=tiny.parameter_count,
+                                    context_length=tiny.spec.max_position_embeddings)
+    assert model["status"] == "AVAILABLE", model["scan_report"]
+    assert model["real_parameter_count"] == tiny.parameter_count
+    assert model["facts"]["model_type"] == "llama"
+    assert model["facts"]["num_layers"] == tiny.spec.num_layers
+    assert model["license"] == "Apache-2.0" and model["license_category"] == "permissive"  # normalised to SPDX
+    local = {name: hashlib.sha256((tiny.path / name).read_bytes()).hexdigest() for name in tiny.files}
+    assert {f["path"]: f["sha256"] for f in model["files"]} == local
+    assert all("clean" in f["checks"]["clamav"] for f in model["scan_report"]["files"])
+    assert model["scan_report"]["large_file_policy"]
+
+
+async def test_eicar_inside_a_file_quarantines_the_model(api, control_worker, settings, tiny, tmp_path):
+    folder = copy_model(tiny, tmp_path)
+    write_eicar_file(folder / "extra" / "notes.dat", padding_before=4096, padding_after=4096)
+    prefix = await upload(settings, folder)
+    model = await register_and_wait(api, settings, prefix, parameter_count=tiny.parameter_count)
+    assert model["status"] == "QUARANTINED"
+    [finding] = blocking(model)
+    assert finding["file"] == "extra/notes.dat" and finding["check"] == "clamav"
+    assert "Eicar" in finding["subject"]
+    # Moved, not deleted: nothing left at the source, everything under the quarantine prefix.
+    assert await objects_under(settings, prefix) == []
+    quarantined = await objects_under(settings, f"quarantine/{model['id']}")
+    assert len(quarantined) == len(tiny.files) + 1
+    assert model["scan_report"]["quarantine_prefix"] == f"s3://models/quarantine/{model['id']}/"
+
+
+async def test_pickle_calling_os_system_is_quarantined_without_unpickling(api, control_worker, settings, tiny, tmp_path):
+    folder = copy_model(tiny, tmp_path)
+    marker = tmp_path / "pwned"
+    write_malicious_pickle(folder / "pytorch_model.bin", command=f"touch {marker}")
+    write_torch_zip_checkpoint(folder / "optimizer.pt", malicious_command=f"touch {marker}")
+    prefix = await upload(settings, folder)
+    model = await register_and_wait(api, settings, prefix, parameter_count=tiny.parameter_count)
+    assert model["status"] == "QUARANTINED"
+    flagged = {(f["file"], f["subject"]) for f in blocking(model) if f["check"] == "pickle"}
+    assert ("pytorch_model.bin", "os.system") in {(file, subject) for file, subject in flagged}
+    assert any(file == "optimizer.pt" for file, _ in flagged)
+    assert not marker.exists()  # the payload never ran
+
+
+async def test_truncated_safetensors_is_quarantined(api, control_worker, settings, tiny, tmp_path):
+    folder = copy_model(tiny, tmp_path)
+    write_truncated_safetensors(tiny.path / "model.safetensors", folder / "model.safetensors")
+    prefix = await upload(settings, folder)
+    model = await register_and_wait(api, settings, prefix, parameter_count=tiny.parameter_count)
+    assert model["status"] == "QUARANTINED"
+    assert any(f["check"] == "safetensors" and f["file"] == "model.safetensors" for f in blocking(model))
+
+
+async def test_declared_parameter_count_far_from_the_tensors_is_flagged(api, control_worker, settings, tiny):
+    prefix = await upload(settings, tiny.path)
+    model = await register_and_wait(api, settings, prefix, parameter_count=tiny.parameter_count * 50)
+    assert model["status"] == "QUARANTINED"
+    assert any(f["check"] == "config" and "parameter" in f["message"] for f in blocking(model))
+
+
+async def test_missing_objects_and_missing_config_fail_with_the_reason(api, control_worker, settings, tiny, tmp_path):
+    empty = await register_and_wait(api, settings, unique("nothing-here"))
+    assert empty["status"] == "FAILED"
+    assert "no objects" in empty["error"]
+
+    folder = copy_model(tiny, tmp_path)
+    (folder / "config.json").unlink()
+    prefix = await upload(settings, folder)
+    no_config = await register_and_wait(api, settings, prefix)
+    assert no_config["status"] == "FAILED"
+    assert "config.json is missing" in no_config["error"]
+
+
+@pytest.mark.parametrize("source_path", [
+    "s3://other-bucket/model", "s3://models/../secrets", "s3://models/a/../../b", "http://models/x",
+    "s3://models/", "s3://models", "models/x", "s3:///x", "s3://models/a//b",
+])
+async def test_bad_source_paths_are_422(api, settings, source_path):
+    response = await api.post("/api/models", json=registration(settings, "x", source_path=source_path))
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"][0]["field"] == "source_path"
+
+
+async def test_duplicate_registration_is_409(api, control_worker, settings, tiny):
+    prefix = await upload(settings, tiny.path)
+    body = registration(settings, prefix, name=unique("dup"), version="2.0")
+    assert (await api.post("/api/models", json=body)).status_code == 202
+    second = await api.post("/api/models", json=body)
+    assert second.status_code == 409
+    assert second.json()["error"]["code"] == "conflict"
+
+
+async def test_ten_registrations_at_once(api, control_worker, settings, tiny):
+    prefix = await upload(settings, tiny.path)
+    models = await asyncio.gather(*(
+        register_and_wait(api, settings, prefix, parameter_count=tiny.parameter_count)
+        for _ in range(10)
+    ))
+    assert [m["status"] for m in models] == ["AVAILABLE"] * 10
+    assert len({m["id"] for m in models}) == 10
