@@ -2,16 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from core.payloads.clusters import ClusterFacts, ClusterSpec
+from core.payloads.deployments import DeploymentSpec, DeploymentState
+
+Heartbeat = Callable[..., None]
 
 
 class ClusterUnreachable(Exception):
     """The cluster did not answer (transient: the activity retries)."""
 
 
+class DeploymentFailed(Exception):
+    """The release cannot become ready (permanent): the message is the reason shown to the user,
+    e.g. "0/3 nodes are available: 3 Insufficient nvidia.com/gpu" or "model failed to load: ..."."""
+
+
 class ClusterBackend(Protocol):
-    async def probe(self, spec: ClusterSpec, heartbeat) -> ClusterFacts:
-        """Look at the cluster: nodes, GPUs, whether replicas can start. `heartbeat()` is called while waiting."""
+    async def probe(self, spec: ClusterSpec, heartbeat: Heartbeat) -> ClusterFacts:
+        """Look at the cluster: nodes, GPUs, whether replicas can start."""
+        ...
+
+    async def apply(self, spec: DeploymentSpec, heartbeat: Heartbeat) -> DeploymentState:
+        """Create or update the release to match spec (idempotent: applying twice changes nothing)."""
+        ...
+
+    async def wait_ready(self, spec: DeploymentSpec, timeout_s: float, heartbeat: Heartbeat) -> DeploymentState:
+        """Wait until every replica is ready; raise DeploymentFailed with the reason when it cannot happen."""
+        ...
+
+    async def state(self, spec: DeploymentSpec) -> DeploymentState:
+        ...
+
+    async def delete(self, spec: DeploymentSpec, heartbeat: Heartbeat) -> None:
+        """Remove everything the release created (idempotent: deleting a missing release succeeds)."""
         ...

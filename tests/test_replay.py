@@ -60,3 +60,22 @@ async def test_record_register_cluster_histories(control_worker, temporal_client
             pass  # the failure path is worth recording too
         history = await handle.fetch_history()
         (HISTORIES / f"{file_name}.json").write_text(history.to_json())
+
+
+@pytest.mark.record_history
+async def test_record_register_model_histories(api, control_worker, temporal_client, settings, tmp_path):
+    from registry.testdata import write_eicar_file, write_tiny_llama
+    from tests.registry_helpers import register_and_wait, upload
+
+    clean = write_tiny_llama(tmp_path / "clean")
+    infected = write_tiny_llama(tmp_path / "infected")
+    write_eicar_file(infected.path / "payload.dat")
+    scenarios = {
+        "register_model_available": await upload(settings, clean.path),
+        "register_model_quarantined": await upload(settings, infected.path),
+        "register_model_failed": unique("empty-prefix"),
+    }
+    for file_name, prefix in scenarios.items():
+        model = await register_and_wait(api, settings, prefix, parameter_count=clean.parameter_count)
+        history = await temporal_client.get_workflow_handle(model["workflow_id"]).fetch_history()
+        (HISTORIES / f"{file_name}.json").write_text(history.to_json())

@@ -10,6 +10,7 @@ from uuid import UUID
 import asyncpg
 
 from core.payloads.models import BenchmarkCreate, ModelRegistration, RecordScanInput
+from registry.license import normalize_license
 
 MODEL_COLUMNS = """m.id, m.project_id, m.name, m.version, m.architecture, m.parameter_count, m.context_length,
     m.source_path, m.license, m.license_category, m.status, m.facts, m.real_parameter_count, m.scan_report,
@@ -18,17 +19,20 @@ MODEL_COLUMNS = """m.id, m.project_id, m.name, m.version, m.architecture, m.para
 
 
 async def insert_model(conn: asyncpg.Connection, project_id: UUID, body: ModelRegistration) -> asyncpg.Record | None:
-    """None when (project, name, version) exists already."""
+    """None when (project, name, version) exists already. A requested license is normalised at once (SPDX id and
+    category) so browsing by license works before the scan ends; the scan may refine it from the files."""
+    license_info = normalize_license(body.license) if body.license else None
     return await conn.fetchrow(
         """
         INSERT INTO models (project_id, name, version, architecture, parameter_count, context_length,
-                            source_path, bucket, prefix, license)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                            source_path, bucket, prefix, license, license_category)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
         ON CONFLICT (project_id, name, version) DO NOTHING
         RETURNING id, status
         """,
         project_id, body.name, body.version, body.architecture.lower(), body.parameter_count, body.context_length,
-        body.source_path, body.bucket, body.prefix, body.license,
+        body.source_path, body.bucket, body.prefix,
+        license_info.id if license_info else None, license_info.category if license_info else None,
     )
 
 
@@ -49,13 +53,13 @@ async def record_scan(conn: asyncpg.Connection, outcome: RecordScanInput) -> Non
         await conn.execute(
             """
             UPDATE models SET status = $2, scan_report = $3, facts = $4, real_parameter_count = $5,
-                license = COALESCE($6, license), license_category = $7, quarantine_prefix = $8, error = $9,
+                license = COALESCE($6, license), license_category = COALESCE($7, license_category), quarantine_prefix = $8, error = $9,
                 updated_at = now()
             WHERE id = $1
             """,
             outcome.model_id, outcome.status.value, outcome.report.model_dump(mode="json"),
             outcome.facts.model_dump(mode="json") if outcome.facts else None, outcome.real_parameter_count,
-            outcome.license_id if outcome.license_id not in (None, "unknown") else None, outcome.license_category,
+            *((outcome.license_id, outcome.license_category) if outcome.license_id not in (None, "unknown") else (None, None)),
             outcome.report.quarantine_prefix, outcome.error,
         )
         if outcome.checksums:
