@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     local_cluster_gpu_type: str = "nvidia-h100-80gb"
     local_cluster_gpu_count: int = 8
 
+    sim_load_delay_s: float = Field(default=0.0, ge=0, description="simulated model load time of local replicas")
+    deploy_ready_timeout_s: float = Field(default=900, gt=0, description="how long replicas may take to become ready")
     worker_metrics_port: int = Field(default=0, description="Prometheus port for the worker's SDK metrics; 0 = off")
     worker_metrics_base_port: int = Field(default=8100, description="dev stack: worker i exposes metrics on base + i")
 

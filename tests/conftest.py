@@ -6,6 +6,7 @@ folder; nothing touches .bud/.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -106,7 +107,13 @@ def temporal_address(temporal_env: WorkflowEnvironment) -> str:
 
 
 @pytest.fixture(scope="session")
-def settings(state_dir: Path, postgres_url: str, s3_endpoint: str, temporal_address: str, clamd_port: int) -> Settings:
+def gateway_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def settings(state_dir: Path, postgres_url: str, s3_endpoint: str, temporal_address: str, clamd_port: int,
+             gateway_port: int) -> Settings:
     return Settings(
         state_dir=state_dir,
         database_url=postgres_url,
@@ -115,7 +122,9 @@ def settings(state_dir: Path, postgres_url: str, s3_endpoint: str, temporal_addr
         s3_access_key=S3_KEY,
         s3_secret_key=S3_SECRET,
         clamd_port=clamd_port,
+        gateway_port=gateway_port,
         local_cluster_gpu_count=8,
+        deploy_ready_timeout_s=60,
     )
 
 
@@ -133,9 +142,9 @@ async def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def worker_clients(settings: Settings, db_pool) -> AsyncIterator[Clients]:
-    """The clients a worker process builds (object store, clamd), sharing the session's pool."""
-    async with build_clients(settings, pool=db_pool) as clients:
+async def worker_clients(settings: Settings, db_pool, temporal_client: Client) -> AsyncIterator[Clients]:
+    """The clients a worker process builds (object store, clamd, HTTP, backends), sharing the session's pool."""
+    async with build_clients(settings, temporal_client, pool=db_pool) as clients:
         yield clients
 
 
@@ -144,8 +153,18 @@ async def control_worker(settings: Settings, worker_clients: Clients, temporal_c
     """An in-process worker on the control queue with the production registrations."""
     setup = setup_for(settings.control_queue, worker_clients)
     worker = Worker(temporal_client, task_queue=settings.control_queue, workflows=setup.workflows,
-                    activities=setup.activities)
+                    activities=setup.activities, max_concurrent_activities=200)
+    supervisor = asyncio.create_task(worker_clients.local_backend.supervise(interval_s=0.5))
     async with worker:
+        yield worker
+    supervisor.cancel()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def optimizer_worker(settings: Settings, worker_clients: Clients, temporal_client: Client) -> AsyncIterator[Worker]:
+    setup = setup_for(settings.optimizer_queue, worker_clients)
+    async with Worker(temporal_client, task_queue=settings.optimizer_queue, workflows=setup.workflows,
+                      activities=setup.activities) as worker:
         yield worker
 
 
@@ -177,3 +196,16 @@ async def anon_api(app) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://api", timeout=30) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def gateway(settings: Settings, db_pool, state_dir: Path) -> Iterator[str]:
+    """The real gateway process reading routes from PostgreSQL: what inference_url points at."""
+    port = settings.gateway_port
+    process = services.python_service(
+        "gateway", ["gateway", "--port", str(port), "--route-source", "gateway.postgres_source:from_environment",
+                    "--poll-interval-s", "0.2"],
+        state_dir, {"BUD_DATABASE_URL": settings.database_url}, health_url=f"http://127.0.0.1:{port}/healthz",
+    ).start().wait_healthy()
+    yield f"http://127.0.0.1:{port}/v1"
+    process.stop()

@@ -41,7 +41,7 @@ async def test_clamd_down_during_a_scan_waits_then_completes(api, settings, db_p
     clamd_state = state_dir / unique("clamd-flaky")
     clamd = clamd_process(clamd_state, port).start().wait_healthy()
     queue_settings = settings.model_copy(update={"control_queue": unique("flaky-clamd"), "clamd_port": port})
-    async with build_clients(queue_settings, pool=db_pool) as clients:
+    async with build_clients(queue_settings, temporal_client, pool=db_pool) as clients:
         setup = setup_for(queue_settings.control_queue, clients)
         async with Worker(temporal_client, task_queue=queue_settings.control_queue, workflows=setup.workflows,
                           activities=setup.activities):

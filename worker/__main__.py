@@ -32,8 +32,12 @@ async def run_worker(queue: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with build_clients(settings) as clients:
+    async with build_clients(settings, client) as clients:
         setup = setup_for(queue, clients)
+        supervisor = None
+        if queue == settings.control_queue:
+            # Restart crashed local replicas and adopt the ones a previous worker started.
+            supervisor = asyncio.create_task(clients.local_backend.supervise())
         worker = Worker(
             client,
             task_queue=queue,
@@ -45,6 +49,8 @@ async def run_worker(queue: str) -> None:
         async with worker:
             await stop.wait()
             log.info("worker stopping", queue=queue)
+        if supervisor:
+            supervisor.cancel()
     log.info("worker stopped", queue=queue)
 
 

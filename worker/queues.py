@@ -6,17 +6,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from activities.clusters import ClusterActivities
+from activities.endpoints import EndpointActivities
+from activities.health import HealthActivities
 from activities.model_records import ModelRecordActivities
 from activities.object_store import ObjectStoreActivities
+from activities.optimizer import OptimizerActivities
+from activities.releases import ReleaseActivities
 from activities.scanning import ScanningActivities
+from activities.transfer import TransferActivities
+from activities.workflow_control import WorkflowControlActivities
 from clusters.kubernetes import KubernetesBackend
-from clusters.local import LocalBackend
 from worker.clients import Clients
+from workflows.deploy_endpoint import DeployEndpoint
+from workflows.health_check import HealthCheck
+from workflows.manage_endpoint import DeleteEndpoint, ScaleEndpoint
+from workflows.optimize_deployment import OptimizeDeployment
 from workflows.register_cluster import RegisterCluster
 from workflows.register_model import RegisterModel
+from workflows.transfer_model import TransferModel
 
-CONTROL_WORKFLOWS: list[type] = [RegisterCluster, RegisterModel]
-OPTIMIZER_WORKFLOWS: list[type] = []
+CONTROL_WORKFLOWS: list[type] = [RegisterCluster, RegisterModel, DeployEndpoint, TransferModel, HealthCheck,
+                                 ScaleEndpoint, DeleteEndpoint]
+OPTIMIZER_WORKFLOWS: list[type] = [OptimizeDeployment]
 ALL_WORKFLOWS = CONTROL_WORKFLOWS + OPTIMIZER_WORKFLOWS
 
 
@@ -26,25 +37,30 @@ class QueueSetup:
     activities: list[Any] = field(default_factory=list)
 
 
+def activity_methods(instance: object) -> list[Any]:
+    """Every @activity.defn method of an activity class instance."""
+    return [getattr(instance, name) for name in dir(type(instance))
+            if not name.startswith("_") and hasattr(getattr(type(instance), name), "__temporal_activity_definition")]
+
+
 def control_queue(clients: Clients) -> QueueSetup:
-    clusters = ClusterActivities(clients.pool, LocalBackend(clients.settings.state_dir), KubernetesBackend())
-    objects = ObjectStoreActivities(clients.store)
-    scanning = ScanningActivities(clients.store, clients.clamd)
-    records = ModelRecordActivities(clients.pool)
-    return QueueSetup(
-        workflows=CONTROL_WORKFLOWS,
-        activities=[
-            clusters.probe_cluster, clusters.set_cluster_status,
-            objects.list_model_objects, objects.checksum_object, objects.quarantine_objects,
-            scanning.clamav_scan_object, scanning.pickle_scan_object, scanning.safetensors_check_object,
-            scanning.analyze_model_config,
-            records.record_model_scan,
-        ],
-    )
+    settings = clients.settings
+    instances = [
+        ClusterActivities(clients.pool, clients.local_backend, KubernetesBackend()),
+        ObjectStoreActivities(clients.store),
+        ScanningActivities(clients.store, clients.clamd),
+        ModelRecordActivities(clients.pool),
+        EndpointActivities(clients.pool, settings),
+        ReleaseActivities(clients.pool, clients.local_backend, settings),
+        TransferActivities(clients.store, settings.state_dir / "model-cache"),
+        HealthActivities(clients.http),
+        WorkflowControlActivities(clients.temporal),
+    ]
+    return QueueSetup(workflows=CONTROL_WORKFLOWS, activities=[m for i in instances for m in activity_methods(i)])
 
 
 def optimizer_queue(clients: Clients) -> QueueSetup:
-    return QueueSetup(workflows=OPTIMIZER_WORKFLOWS, activities=[])
+    return QueueSetup(workflows=OPTIMIZER_WORKFLOWS, activities=activity_methods(OptimizerActivities(clients.pool)))
 
 
 def setup_for(queue: str, clients: Clients) -> QueueSetup:

@@ -90,3 +90,161 @@ class DeploymentState(BaseModel):
     @property
     def ready(self) -> bool:
         return self.exists and self.ready_replicas >= self.desired_replicas
+
+
+# --------------------------------------------------------------------------------------------------- API bodies
+class PerformanceTargets(BaseModel):
+    max_latency_ms: float | None = Field(default=None, gt=0)
+    max_ttft_ms: float | None = Field(default=None, gt=0)
+    min_throughput_tps: float | None = Field(default=None, gt=0)
+    max_cost_per_hour: float | None = Field(default=None, gt=0)
+
+
+class WorkloadSpec(BaseModel):
+    """The traffic the targets are for (the optimizer's workload)."""
+
+    input_tokens: int = Field(default=1024, ge=1, le=1_000_000)
+    output_tokens: int = Field(default=256, ge=1, le=1_000_000)
+    concurrency: int = Field(default=16, ge=1, le=100_000)
+
+
+class EndpointCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=53, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                      description="also the model name clients send to the gateway")
+    project_id: UUID
+    model_id: UUID
+    cluster_id: UUID
+
+
+class EndpointConfigRequest(BaseModel):
+    """PUT /api/endpoints/{id}/config (the seed's Configure Deployment + Manual Configuration)."""
+
+    runtime: Runtime = "vllm"
+    optimization_method: Literal["REGRESSOR", "HEURISTIC", "MANUAL"] = "REGRESSOR"
+    performance_targets: PerformanceTargets = Field(default_factory=PerformanceTargets)
+    config: RuntimeConfig | None = None
+    replicas: int | None = Field(default=None, ge=1, le=1000)
+    resources: Resources | None = None
+    workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
+
+
+class DeployRequest(BaseModel):
+    keep_on_failure: bool = Field(default=False, description="leave what was created in place when a step fails")
+
+
+class ScaleRequest(BaseModel):
+    replicas: int = Field(ge=0, le=1000)
+
+
+# ------------------------------------------------------------------------------------------- workflow payloads
+class EndpointRef(BaseModel):
+    endpoint_id: UUID
+
+
+class DeployEndpointInput(BaseModel):
+    endpoint_id: UUID
+    keep_on_failure: bool = False
+    replicas: int | None = Field(default=None, description="override of the endpoint's replica count (scaling)")
+
+
+class ScaleEndpointInput(BaseModel):
+    endpoint_id: UUID
+    replicas: int = Field(ge=0)
+    previous_replicas: int = Field(ge=0)
+
+
+class StopWorkflowsInput(BaseModel):
+    workflow_ids: list[str]
+
+
+class DeploymentPlan(BaseModel):
+    """What validation decided: the release to run, where, and the GPUs to hold for it."""
+
+    spec: DeploymentSpec
+    cluster_id: UUID
+    cluster_kind: Literal["local", "kubernetes"]
+    gpus_needed: int
+    model_bucket: str
+    model_prefix: str
+    model_files: list[dict] = Field(default_factory=list, description="[{path, size, sha256}] from the registry")
+
+
+class GpuReservationRequest(BaseModel):
+    endpoint_id: UUID
+    cluster_id: UUID
+    gpu_type: str
+    count: int = Field(ge=0)
+
+
+class EndpointProgress(BaseModel):
+    endpoint_id: UUID
+    status: EndpointStatus
+    step: str | None = None
+    error_step: str | None = None
+    error_reason: str | None = None
+    inference_url: str | None = None
+    ready_replicas: int | None = None
+
+
+class TransferModelInput(BaseModel):
+    model_id: UUID
+    bucket: str
+    prefix: str
+    files: list[dict] = Field(description="[{path, size, sha256}] to copy and verify")
+    cluster_kind: Literal["local", "kubernetes"]
+
+
+class TransferModelResult(BaseModel):
+    model_uri: str
+    bytes_copied: int
+    files_skipped: int
+    cached: bool
+
+
+class HealthCheckInput(BaseModel):
+    endpoint_id: UUID
+    served_model_name: str
+    replica_urls: list[str]
+
+
+class HealthReport(BaseModel):
+    replicas_ready: int
+    completion_latency_ms: float
+    stream_first_token_ms: float
+    stream_chunks: int
+    sample_text: str
+
+
+class PublishInput(BaseModel):
+    endpoint_id: UUID
+    route_name: str
+    replicas: list[ReplicaState]
+    health: HealthReport | None = None
+
+
+class TransferFileInput(BaseModel):
+    bucket: str
+    key: str
+    path: str
+    size: int
+    sha256: str | None
+    model_id: UUID
+
+
+class TransferFileResult(BaseModel):
+    path: str
+    destination: str = Field(description="the model's folder in the cluster's model storage")
+    bytes_copied: int
+    skipped: bool
+    resumed_from: int = 0
+
+
+class ReleaseRequest(BaseModel):
+    cluster_id: UUID
+    spec: DeploymentSpec
+    timeout_s: float = 900
+
+
+class HealthProbeInput(BaseModel):
+    url: str
+    served_model_name: str

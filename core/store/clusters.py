@@ -75,3 +75,8 @@ async def update_status(
         error,
     )
     return result.endswith(" 1")
+
+
+async def get_cluster_with_kubeconfig(conn: asyncpg.Connection, cluster_id: UUID) -> asyncpg.Record | None:
+    """For backends only: the API never returns the kubeconfig."""
+    return await conn.fetchrow(f"SELECT {_COLUMNS}, kubeconfig FROM clusters WHERE id = $1", cluster_id)

@@ -1,0 +1,145 @@
+"""Activities on PostgreSQL for deployments: validate and plan, hold GPUs, record progress, publish routes."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from core.logging import get_logger
+from core.model_facts import ModelArchitecture
+from core.payloads.deployments import (
+    DeployEndpointInput,
+    DeploymentPlan,
+    DeploymentSpec,
+    EndpointProgress,
+    EndpointRef,
+    EndpointStatus,
+    GpuReservationRequest,
+    PublishInput,
+    ReleaseRequest,
+    Resources,
+    RuntimeConfig,
+)
+from core.planning import fit_problems, serving_config, simulated_timing
+from core.settings import Settings
+from core.store import clusters, endpoints, models
+
+log = get_logger(__name__)
+
+
+def invalid(message: str) -> ApplicationError:
+    return ApplicationError(message, type="ValidationFailed", non_retryable=True)
+
+
+def release_name(endpoint_id: UUID, color: str | None = None) -> str:
+    return f"ep-{str(endpoint_id)[:8]}" + (f"-{color}" if color else "")
+
+
+class EndpointActivities:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings):
+        self.pool = pool
+        self.settings = settings
+
+    @activity.defn
+    async def load_deployment_plan(self, request: DeployEndpointInput) -> DeploymentPlan:
+        """The seed's Validation step: resources, model/runtime compatibility, configuration parameters."""
+        async with self.pool.acquire() as conn:
+            endpoint = await endpoints.get_endpoint(conn, request.endpoint_id)
+            if endpoint is None:
+                raise invalid(f"endpoint {request.endpoint_id} no longer exists")
+            model = await models.get_model(conn, endpoint["model_id"])
+            cluster = await clusters.get_cluster(conn, endpoint["cluster_id"])
+            files = [dict(row) for row in await models.model_files(conn, endpoint["model_id"])]
+            if model["status"] != "AVAILABLE":
+                raise invalid(f"model {model['name']} is {model['status']}, not AVAILABLE: it cannot be deployed")
+            if cluster["status"] != "READY":
+                raise invalid(f"cluster {cluster['name']} is {cluster['status']}, not READY")
+            if endpoint["config"] is None or endpoint["resources"] is None:
+                raise invalid("the endpoint has no configuration yet: PUT /api/endpoints/{id}/config first")
+            resources = Resources.model_validate(endpoint["resources"])
+            config = RuntimeConfig.model_validate(endpoint["config"])
+            if not any(pool["gpu_type"] == resources.gpu_type for pool in cluster["gpus"]):
+                raise invalid(f"cluster {cluster['name']} has no {resources.gpu_type} GPUs")
+            free, total = await endpoints.free_gpus(conn, cluster["id"], resources.gpu_type, excluding=endpoint["id"])
+        facts = ModelArchitecture.model_validate(model["facts"])
+        replicas = request.replicas if request.replicas is not None else endpoint["replicas"]
+        serving = serving_config(config, replicas, endpoint["runtime"], model["context_length"])
+        problems = fit_problems(facts, resources.gpu_type, serving, free)
+        if problems:
+            raise invalid("configuration does not fit: " + "; ".join(problems))
+        spec = DeploymentSpec(
+            endpoint_id=endpoint["id"], release=release_name(endpoint["id"]), served_model_name=endpoint["name"],
+            model_id=model["id"], model_uri=model["source_path"],
+            model_sha256={f["path"]: f["sha256"] for f in files if f["sha256"]},
+            architecture=facts.model_type, runtime=endpoint["runtime"],
+            config=config.model_copy(update={"max_model_len": serving.max_model_len}),
+            replicas=request.replicas if request.replicas is not None else endpoint["replicas"], resources=resources,
+            timing=simulated_timing(facts, resources.gpu_type, serving, self.settings.sim_load_delay_s),
+            labels={"bud.ai/project-id": str(endpoint["project_id"])},
+            startup_timeout_s=self.settings.deploy_ready_timeout_s,
+        )
+        return DeploymentPlan(
+            spec=spec, cluster_id=cluster["id"], cluster_kind=cluster["kind"],
+            gpus_needed=serving.total_gpus, model_bucket=model["source_path"][len("s3://"):].split("/", 1)[0],
+            model_prefix=model["source_path"][len("s3://"):].split("/", 1)[1], model_files=files,
+        )
+
+    @activity.defn
+    async def reserve_gpus(self, request: GpuReservationRequest) -> None:
+        async with self.pool.acquire() as conn:
+            try:
+                await endpoints.reserve_gpus(conn, request.cluster_id, request.endpoint_id, request.gpu_type, request.count)
+            except endpoints.InsufficientGpus as error:
+                raise ApplicationError(str(error), type="InsufficientGpus", non_retryable=True) from error
+
+    @activity.defn
+    async def release_gpus(self, ref: EndpointRef) -> None:
+        async with self.pool.acquire() as conn:
+            await endpoints.release_gpus(conn, ref.endpoint_id)
+
+    @activity.defn
+    async def set_endpoint_progress(self, progress: EndpointProgress) -> None:
+        if progress.status == EndpointStatus.RUNNING and progress.inference_url is None:
+            progress = progress.model_copy(update={"inference_url": self.settings.gateway_url})
+        async with self.pool.acquire() as conn:
+            await endpoints.set_progress(conn, progress)
+
+    @activity.defn
+    async def publish_endpoint(self, request: PublishInput) -> None:
+        """Replicas into the routing table and a route named after the endpoint: the gateway serves it."""
+        async with self.pool.acquire() as conn:
+            endpoint = await endpoints.get_endpoint(conn, request.endpoint_id)
+            await endpoints.replace_replicas(conn, request.endpoint_id, request.replicas)
+            await endpoints.ensure_route(conn, request.route_name, endpoint["project_id"], request.endpoint_id)
+            await endpoints.set_replicas_count(conn, request.endpoint_id, len(request.replicas))
+            if request.health:
+                await endpoints.set_health(conn, request.endpoint_id, request.health.model_dump())
+
+    @activity.defn
+    async def unpublish_endpoint(self, ref: EndpointRef) -> None:
+        async with self.pool.acquire() as conn:
+            await endpoints.remove_from_routing(conn, ref.endpoint_id)
+
+    @activity.defn
+    async def release_target(self, ref: EndpointRef) -> ReleaseRequest | None:
+        """What to delete for an endpoint (the release name derives from its id); None if it never had a config."""
+        async with self.pool.acquire() as conn:
+            endpoint = await endpoints.get_endpoint(conn, ref.endpoint_id)
+            if endpoint is None or endpoint["resources"] is None:
+                return None
+            model = await models.get_model(conn, endpoint["model_id"])
+        spec = DeploymentSpec(
+            endpoint_id=endpoint["id"], release=release_name(endpoint["id"]), served_model_name=endpoint["name"],
+            model_id=endpoint["model_id"], model_uri=model["source_path"], runtime=endpoint["runtime"],
+            replicas=0, resources=Resources.model_validate(endpoint["resources"]),
+        )
+        return ReleaseRequest(cluster_id=endpoint["cluster_id"], spec=spec)
+
+    @activity.defn
+    async def record_scale_result(self, progress: EndpointProgress) -> None:
+        """A scale's outcome: the endpoint keeps serving (RUNNING); a failure is noted as its error."""
+        async with self.pool.acquire() as conn:
+            await endpoints.set_progress(conn, progress)

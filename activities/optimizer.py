@@ -1,0 +1,65 @@
+"""Optimizer activities (bud-optimizer queue): whole NSGA-II generations per call, and recording the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from budsim.errors import InvalidRequest
+from budsim.schemas import OptimizationRequest, OptimizationResult, SearchState
+from budsim.search import advance_search, finish_search, start_search
+from core.payloads.deployments import Resources, RuntimeConfig
+from core.payloads.optimization import OptimizationOutcome, SearchStep
+from core.store import endpoints, optimizations
+
+
+def _invalid(error: InvalidRequest) -> ApplicationError:
+    return ApplicationError(str(error), type="InvalidRequest", non_retryable=True)
+
+
+class OptimizerActivities:
+    def __init__(self, pool: asyncpg.Pool):
+        self.pool = pool
+
+    @activity.defn
+    async def start_search(self, request: OptimizationRequest) -> SearchState:
+        try:
+            return await asyncio.to_thread(start_search, request)
+        except InvalidRequest as error:
+            raise _invalid(error) from error
+
+    @activity.defn
+    async def advance_search(self, step: SearchStep) -> SearchState:
+        return await asyncio.to_thread(advance_search, step.state, step.generations)
+
+    @activity.defn
+    async def finish_search(self, state: SearchState) -> OptimizationResult:
+        try:
+            return await asyncio.to_thread(finish_search, state)
+        except InvalidRequest as error:
+            raise _invalid(error) from error
+
+    @activity.defn
+    async def record_optimization(self, outcome: OptimizationOutcome) -> None:
+        """Store the result; when it is for an endpoint, the recommended config becomes the endpoint's config."""
+        result = outcome.result.model_dump(mode="json") if outcome.result else None
+        async with self.pool.acquire() as conn, conn.transaction():
+            await optimizations.record_result(conn, outcome.optimization_id, outcome.status, result, outcome.error)
+            if outcome.endpoint_id is None:
+                return
+            recommendation = outcome.result.recommendation if outcome.result else None
+            if recommendation is None:
+                await endpoints.record_recommendation(conn, outcome.endpoint_id, outcome.status, result, None, None, None)
+                return
+            chosen = recommendation.config
+            config = RuntimeConfig(tensor_parallel_size=chosen.tensor_parallel_size,
+                                   pipeline_parallel_size=chosen.pipeline_parallel_size,
+                                   max_model_len=chosen.max_model_len, max_num_seqs=chosen.max_num_seqs,
+                                   gpu_memory_utilization=chosen.gpu_memory_utilization,
+                                   max_num_batched_tokens=chosen.max_num_batched_tokens)
+            resources = Resources(gpu_type=outcome.result.gpu_type, gpu_count=chosen.gpus_per_replica)
+            await endpoints.record_recommendation(conn, outcome.endpoint_id, outcome.status, result,
+                                                  config.model_dump(), chosen.replicas, resources.model_dump())

@@ -1,0 +1,45 @@
+"""Payloads of OptimizeDeployment (budsim's request and result travel inside)."""
+
+from __future__ import annotations
+
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from budsim.schemas import OptimizationRequest, OptimizationResult, SearchState
+from core.payloads.deployments import PerformanceTargets, RuntimeConfig, WorkloadSpec
+
+
+class OptimizationCreate(BaseModel):
+    """POST /api/optimizations."""
+
+    model_id: UUID
+    cluster_id: UUID
+    runtime: Literal["vllm", "sglang", "tensorrt-llm"] = "vllm"
+    optimization_method: Literal["REGRESSOR", "HEURISTIC", "MANUAL"] = "REGRESSOR"
+    performance_targets: PerformanceTargets = Field(default_factory=PerformanceTargets)
+    gpu_type: str | None = Field(default=None, description="default: the cluster's first GPU type")
+    config: RuntimeConfig | None = Field(default=None, description="MANUAL: the config to predict and check")
+    replicas: int | None = Field(default=None, ge=1, le=1000)
+    workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
+
+
+class OptimizeDeploymentInput(BaseModel):
+    optimization_id: UUID
+    endpoint_id: UUID | None = None
+    request: OptimizationRequest
+    generations_per_activity: int = Field(default=5, ge=1)
+
+
+class SearchStep(BaseModel):
+    state: SearchState
+    generations: int
+
+
+class OptimizationOutcome(BaseModel):
+    optimization_id: UUID
+    endpoint_id: UUID | None = None
+    status: Literal["SUCCEEDED", "FAILED"]
+    result: OptimizationResult | None = None
+    error: str | None = None

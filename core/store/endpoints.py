@@ -1,0 +1,158 @@
+"""Endpoint rows, GPU reservations, replicas and routes. Every write is idempotent (workflows retry)."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import asyncpg
+
+from core.payloads.deployments import EndpointCreate, EndpointProgress, EndpointStatus, ReplicaState
+
+COLUMNS = """id, project_id, name, model_id, cluster_id, status, step, runtime, optimization_method,
+    performance_targets, config, replicas, resources, recommendation, optimization_status, optimization_workflow_id,
+    workflow_id, inference_url, error, keep_on_failure, health, created_at, updated_at"""
+
+
+class InsufficientGpus(Exception):
+    pass
+
+
+async def insert_endpoint(conn: asyncpg.Connection, body: EndpointCreate) -> asyncpg.Record | None:
+    """None when the name is taken (endpoint names are route names: unique across projects)."""
+    return await conn.fetchrow(
+        f"""INSERT INTO endpoints (project_id, name, model_id, cluster_id) VALUES ($1, $2, $3, $4)
+            ON CONFLICT (name) DO NOTHING RETURNING {COLUMNS}""",
+        body.project_id, body.name, body.model_id, body.cluster_id,
+    )
+
+
+async def get_endpoint(conn: asyncpg.Connection, endpoint_id: UUID, project_id: UUID | None = None) -> asyncpg.Record | None:
+    if project_id is None:
+        return await conn.fetchrow(f"SELECT {COLUMNS} FROM endpoints WHERE id = $1", endpoint_id)
+    return await conn.fetchrow(f"SELECT {COLUMNS} FROM endpoints WHERE id = $1 AND project_id = $2", endpoint_id, project_id)
+
+
+async def list_endpoints(conn: asyncpg.Connection, project_id: UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(f"SELECT {COLUMNS} FROM endpoints WHERE project_id = $1 AND status <> 'DELETED' "
+                            "ORDER BY created_at", project_id)
+
+
+async def set_configuration(conn: asyncpg.Connection, endpoint_id: UUID, *, runtime: str, method: str, targets: dict,
+                            config: dict | None, replicas: int, resources: dict | None, recommendation: dict | None,
+                            optimization_status: str | None, optimization_workflow_id: str | None) -> None:
+    await conn.execute(
+        """UPDATE endpoints SET runtime = $2, optimization_method = $3, performance_targets = $4, config = $5,
+               replicas = $6, resources = $7, recommendation = $8, optimization_status = $9,
+               optimization_workflow_id = $10, updated_at = now()
+           WHERE id = $1""",
+        endpoint_id, runtime, method, targets, config, replicas, resources, recommendation, optimization_status,
+        optimization_workflow_id,
+    )
+
+
+async def record_recommendation(conn: asyncpg.Connection, endpoint_id: UUID, status: str, recommendation: dict | None,
+                                config: dict | None, replicas: int | None, resources: dict | None) -> None:
+    """The optimizer's outcome; the chosen config becomes the endpoint's config when one was found."""
+    await conn.execute(
+        """UPDATE endpoints SET optimization_status = $2, recommendation = $3, config = COALESCE($4, config),
+               replicas = COALESCE($5, replicas), resources = COALESCE($6, resources), updated_at = now()
+           WHERE id = $1""",
+        endpoint_id, status, recommendation, config, replicas, resources,
+    )
+
+
+async def set_workflow(conn: asyncpg.Connection, endpoint_id: UUID, workflow_id: str, keep_on_failure: bool) -> None:
+    await conn.execute(
+        """UPDATE endpoints SET workflow_id = $2, keep_on_failure = $3, status = 'DEPLOYING', step = 'queued',
+               error = NULL, updated_at = now() WHERE id = $1""",
+        endpoint_id, workflow_id, keep_on_failure,
+    )
+
+
+async def set_progress(conn: asyncpg.Connection, progress: EndpointProgress) -> None:
+    error = {"step": progress.error_step, "reason": progress.error_reason} if progress.error_reason else None
+    await conn.execute(
+        """UPDATE endpoints SET status = $2, step = $3, error = $4, inference_url = COALESCE($5, inference_url),
+               updated_at = now()
+           WHERE id = $1 AND (status <> 'DELETED' OR $2 = 'DELETED')""",
+        progress.endpoint_id, progress.status.value, progress.step, error, progress.inference_url,
+    )
+
+
+async def set_status(conn: asyncpg.Connection, endpoint_id: UUID, status: EndpointStatus, step: str | None = None) -> None:
+    await conn.execute("UPDATE endpoints SET status = $2, step = $3, updated_at = now() WHERE id = $1",
+                       endpoint_id, status.value, step)
+
+
+async def set_health(conn: asyncpg.Connection, endpoint_id: UUID, health: dict | None) -> None:
+    await conn.execute("UPDATE endpoints SET health = $2 WHERE id = $1", endpoint_id, health)
+
+
+async def set_replicas_count(conn: asyncpg.Connection, endpoint_id: UUID, replicas: int) -> None:
+    await conn.execute("UPDATE endpoints SET replicas = $2, updated_at = now() WHERE id = $1", endpoint_id, replicas)
+
+
+# ------------------------------------------------------------------------------------------------ GPUs
+async def reserve_gpus(conn: asyncpg.Connection, cluster_id: UUID, endpoint_id: UUID, gpu_type: str, count: int) -> None:
+    """Hold `count` GPUs of a type for the endpoint (replacing what it held). Raises InsufficientGpus with the numbers."""
+    async with conn.transaction():
+        cluster = await conn.fetchrow("SELECT gpus, name FROM clusters WHERE id = $1 FOR UPDATE", cluster_id)
+        total = sum(pool["count"] for pool in cluster["gpus"] if pool["gpu_type"] == gpu_type)
+        held_by_others = await conn.fetchval(
+            "SELECT COALESCE(sum(count), 0) FROM gpu_reservations WHERE cluster_id = $1 AND gpu_type = $2 "
+            "AND endpoint_id <> $3", cluster_id, gpu_type, endpoint_id)
+        free = total - held_by_others
+        if count > free:
+            raise InsufficientGpus(
+                f"not enough GPUs on cluster {cluster['name']!r}: need {count} {gpu_type}, {free} free of {total}")
+        if count == 0:
+            await conn.execute("DELETE FROM gpu_reservations WHERE cluster_id = $1 AND endpoint_id = $2",
+                               cluster_id, endpoint_id)
+            return
+        await conn.execute(
+            """INSERT INTO gpu_reservations (cluster_id, endpoint_id, gpu_type, count) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (cluster_id, endpoint_id) DO UPDATE SET gpu_type = EXCLUDED.gpu_type, count = EXCLUDED.count""",
+            cluster_id, endpoint_id, gpu_type, count,
+        )
+
+
+async def release_gpus(conn: asyncpg.Connection, endpoint_id: UUID) -> None:
+    await conn.execute("DELETE FROM gpu_reservations WHERE endpoint_id = $1", endpoint_id)
+
+
+async def free_gpus(conn: asyncpg.Connection, cluster_id: UUID, gpu_type: str, excluding: UUID | None = None) -> tuple[int, int]:
+    """(free, total) GPUs of a type on a cluster."""
+    cluster = await conn.fetchrow("SELECT gpus FROM clusters WHERE id = $1", cluster_id)
+    total = sum(pool["count"] for pool in cluster["gpus"] if pool["gpu_type"] == gpu_type)
+    held = await conn.fetchval(
+        "SELECT COALESCE(sum(count), 0) FROM gpu_reservations WHERE cluster_id = $1 AND gpu_type = $2 "
+        "AND endpoint_id IS DISTINCT FROM $3", cluster_id, gpu_type, excluding)
+    return total - held, total
+
+
+# ------------------------------------------------------------------------------------------------ replicas, routes
+async def replace_replicas(conn: asyncpg.Connection, endpoint_id: UUID, replicas: list[ReplicaState]) -> None:
+    async with conn.transaction():
+        await conn.execute("DELETE FROM endpoint_replicas WHERE endpoint_id = $1", endpoint_id)
+        await conn.executemany(
+            "INSERT INTO endpoint_replicas (endpoint_id, name, url, ready) VALUES ($1, $2, $3, $4)",
+            [(endpoint_id, r.name, r.url, r.ready) for r in replicas if r.url],
+        )
+
+
+async def ensure_route(conn: asyncpg.Connection, route_name: str, project_id: UUID, endpoint_id: UUID) -> None:
+    """A route named after the endpoint, sending it all traffic, unless the route already exists (traffic shifts own it)."""
+    async with conn.transaction():
+        created = await conn.fetchval(
+            "INSERT INTO routes (name, project_id) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING name",
+            route_name, project_id)
+        if created:
+            await conn.execute("INSERT INTO route_backends (route_name, endpoint_id, weight) VALUES ($1, $2, 100)",
+                               route_name, endpoint_id)
+
+
+async def remove_from_routing(conn: asyncpg.Connection, endpoint_id: UUID) -> None:
+    async with conn.transaction():
+        await conn.execute("DELETE FROM endpoint_replicas WHERE endpoint_id = $1", endpoint_id)
+        await conn.execute("DELETE FROM route_backends WHERE endpoint_id = $1", endpoint_id)
+        await conn.execute("DELETE FROM routes r WHERE NOT EXISTS (SELECT 1 FROM route_backends b WHERE b.route_name = r.name)")

@@ -1,0 +1,32 @@
+"""Optimization rows."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import asyncpg
+
+COLUMNS = "id, project_id, endpoint_id, model_id, cluster_id, request, status, result, error, workflow_id, created_at, updated_at"
+
+
+async def insert(conn: asyncpg.Connection, project_id: UUID, endpoint_id: UUID | None, model_id: UUID,
+                 cluster_id: UUID, request: dict) -> asyncpg.Record:
+    return await conn.fetchrow(
+        f"""INSERT INTO optimizations (project_id, endpoint_id, model_id, cluster_id, request)
+            VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}""",
+        project_id, endpoint_id, model_id, cluster_id, request)
+
+
+async def set_workflow_id(conn: asyncpg.Connection, optimization_id: UUID, workflow_id: str) -> None:
+    await conn.execute("UPDATE optimizations SET workflow_id = $2 WHERE id = $1", optimization_id, workflow_id)
+
+
+async def get(conn: asyncpg.Connection, optimization_id: UUID, project_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {COLUMNS} FROM optimizations WHERE id = $1 AND project_id = $2",
+                               optimization_id, project_id)
+
+
+async def record_result(conn: asyncpg.Connection, optimization_id: UUID, status: str, result: dict | None,
+                        error: str | None) -> None:
+    await conn.execute("UPDATE optimizations SET status = $2, result = $3, error = $4, updated_at = now() WHERE id = $1",
+                       optimization_id, status, result, error)

@@ -1,0 +1,183 @@
+"""DeployEndpoint through the API on the local backend, with real Temporal, PostgreSQL, S3 and the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import httpx
+import pytest
+
+from registry.testdata import write_eicar_file, write_tiny_llama
+from tests.deploy_helpers import (
+    available_model,
+    configure_manual,
+    create_endpoint,
+    local_cluster_id,
+    runtime_processes,
+    settled,
+    wait_endpoint,
+)
+from tests.registry_helpers import register_and_wait, upload
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_tiny_llama(tmp_path_factory.mktemp("deploy") / "tiny-llama")
+
+
+@pytest.fixture(scope="module")
+async def model(api, control_worker, settings, tiny):
+    return await available_model(api, settings, tiny)
+
+
+@pytest.fixture(scope="module")
+async def cluster_id(api, control_worker):
+    return await local_cluster_id(api)
+
+
+async def deploy(api, endpoint_id: str, **body) -> dict:
+    response = await api.post(f"/api/endpoints/{endpoint_id}/deploy", json=body or None)
+    assert response.status_code == 202, response.text
+    return await wait_endpoint(api, endpoint_id, settled)
+
+
+async def delete(api, endpoint_id: str) -> dict:
+    response = await api.delete(f"/api/endpoints/{endpoint_id}")
+    assert response.status_code == 202, response.text
+    return await wait_endpoint(api, endpoint_id, lambda e: e["status"] == "DELETED")
+
+
+async def test_happy_path_register_configure_deploy_serve_delete(
+    api, control_worker, optimizer_worker, gateway, model, cluster_id, db_pool
+):
+    endpoint = await create_endpoint(api, model["id"], cluster_id)
+    assert endpoint["status"] == "PENDING"
+    configured = await configure_manual(api, endpoint["id"], replicas=2)
+    assert configured["optimization_status"] == "SUCCEEDED", configured
+    assert configured["recommendation"]["recommendation"]["prediction"]["tpot_ms"] > 0
+
+    running = await deploy(api, endpoint["id"])
+    assert running["status"] == "RUNNING", running["error"]
+    assert running["deployment"] == {**running["deployment"], "runtime": "vllm", "replicas": 2, "ready_replicas": 2}
+    assert running["inference_url"] == gateway
+    assert running["health"]["stream_chunks"] > 0
+    assert len(runtime_processes(endpoint["name"])) == 2
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        async with asyncio.timeout(10):  # the gateway polls its routes
+            while (await client.get(f"{gateway}/models")).json()["data"] == [] or endpoint["name"] not in [
+                    m["id"] for m in (await client.get(f"{gateway}/models")).json()["data"]]:
+                await asyncio.sleep(0.1)
+        reply = await client.post(f"{gateway}/chat/completions", json={
+            "model": endpoint["name"], "messages": [{"role": "user", "content": "hello"}], "max_tokens": 5})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["message"]["content"]
+
+    gone = await delete(api, endpoint["id"])
+    assert gone["status"] == "DELETED"
+    assert runtime_processes(endpoint["name"]) == []
+    async with db_pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM gpu_reservations WHERE endpoint_id = $1", endpoint["id"]) == 0
+        assert await conn.fetchval("SELECT count(*) FROM routes WHERE name = $1", endpoint["name"]) == 0
+
+
+async def test_regressor_targets_choose_the_config(api, control_worker, optimizer_worker, model, cluster_id):
+    endpoint = await create_endpoint(api, model["id"], cluster_id)
+    response = await api.put(f"/api/endpoints/{endpoint['id']}/config", json={
+        "runtime": "vllm", "optimization_method": "REGRESSOR",
+        "performance_targets": {"max_latency_ms": 2000, "min_throughput_tps": 100},
+        "workload": {"input_tokens": 256, "output_tokens": 64, "concurrency": 8}})
+    assert response.status_code == 202, response.text
+    done = await wait_endpoint(api, endpoint["id"], lambda e: e["optimization_status"] != "RUNNING", timeout=120)
+    assert done["optimization_status"] == "SUCCEEDED"
+    recommendation = done["recommendation"]["recommendation"]
+    assert recommendation["meets_targets"] is True
+    assert done["deployment"]["config"]["tensor_parallel_size"] == recommendation["config"]["tensor_parallel_size"]
+    assert len(done["recommendation"]["pareto"]) >= 1
+    running = await deploy(api, endpoint["id"])
+    assert running["status"] == "RUNNING", running["error"]
+    await delete(api, endpoint["id"])
+
+
+async def test_quarantined_model_cannot_be_configured_or_deployed(api, control_worker, settings, tiny, cluster_id, tmp_path):
+    infected = write_tiny_llama(tmp_path / "infected")
+    write_eicar_file(infected.path / "payload.dat")
+    bad = await register_and_wait(api, settings, await upload(settings, infected.path),
+                                  parameter_count=infected.parameter_count)
+    assert bad["status"] == "QUARANTINED"
+    endpoint = await create_endpoint(api, bad["id"], cluster_id)
+    configured = await api.put(f"/api/endpoints/{endpoint['id']}/config", json={"optimization_method": "REGRESSOR"})
+    assert configured.status_code == 409
+    deployed = await api.post(f"/api/endpoints/{endpoint['id']}/deploy")
+    assert deployed.status_code == 409
+    assert "QUARANTINED" in deployed.json()["error"]["message"]
+
+
+async def test_config_that_does_not_fit_is_422_with_the_reason(api, control_worker, model, cluster_id):
+    endpoint = await create_endpoint(api, model["id"], cluster_id)
+    response = await api.put(f"/api/endpoints/{endpoint['id']}/config", json={
+        "optimization_method": "MANUAL", "config": {"tensor_parallel_size": 3}})
+    assert response.status_code == 422, response.text
+    assert "divide" in response.json()["error"]["message"]
+    too_many = await api.put(f"/api/endpoints/{endpoint['id']}/config", json={
+        "optimization_method": "MANUAL", "config": {"tensor_parallel_size": 1, "max_model_len": 1024, "max_num_seqs": 8},
+        "replicas": 9})
+    assert too_many.status_code == 422
+    assert "GPU" in too_many.json()["error"]["message"]
+
+
+async def test_not_enough_gpus_fails_with_the_reason(api, control_worker, optimizer_worker, model, cluster_id, db_pool):
+    first = await create_endpoint(api, model["id"], cluster_id)
+    second = await create_endpoint(api, model["id"], cluster_id)
+    await configure_manual(api, first["id"], replicas=6)
+    await configure_manual(api, second["id"], replicas=6)  # fits alone: 6 of 8 free
+    assert (await deploy(api, first["id"]))["status"] == "RUNNING"
+    failed = await deploy(api, second["id"])  # now only 2 are free
+    assert failed["status"] == "FAILED"
+    assert failed["error"]["step"] in ("validating", "reserving GPUs")
+    assert "GPU" in failed["error"]["reason"]
+    assert runtime_processes(second["name"]) == []
+    await delete(api, first["id"])
+    async with db_pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM gpu_reservations WHERE endpoint_id = ANY($1::uuid[])",
+                                   [first["id"], second["id"]]) == 0
+
+
+async def test_failing_health_fails_the_deploy_and_cleans_up(api, control_worker, optimizer_worker, model, cluster_id,
+                                                            db_pool, settings):
+    endpoint = await create_endpoint(api, model["id"], cluster_id)
+    await configure_manual(api, endpoint["id"])
+    settings.deploy_ready_timeout_s = 3  # the activities read the same settings object
+    os.environ["BUD_SIM_FAIL_HEALTH"] = "1"  # replicas inherit it: /health answers 503
+    try:
+        failed = await deploy(api, endpoint["id"])
+    finally:
+        del os.environ["BUD_SIM_FAIL_HEALTH"]
+        settings.deploy_ready_timeout_s = 60
+    assert failed["status"] == "FAILED"
+    assert failed["error"]["step"] == "waiting for replicas"
+    assert "not ready" in failed["error"]["reason"]
+    assert runtime_processes(endpoint["name"]) == []
+    async with db_pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM gpu_reservations WHERE endpoint_id = $1", endpoint["id"]) == 0
+
+
+async def test_delete_while_deploying_cancels_cleanly(api, control_worker, optimizer_worker, model, cluster_id,
+                                                     settings, db_pool, temporal_client):
+    endpoint = await create_endpoint(api, model["id"], cluster_id)
+    await configure_manual(api, endpoint["id"])
+    settings.sim_load_delay_s = 30  # replicas take long to load: the deploy sits in "waiting for replicas"
+    try:
+        assert (await api.post(f"/api/endpoints/{endpoint['id']}/deploy")).status_code == 202
+        await wait_endpoint(api, endpoint["id"], lambda e: e["step"] == "waiting for replicas")
+    finally:
+        settings.sim_load_delay_s = 0
+    assert len(runtime_processes(endpoint["name"])) == 1
+    deleted = await delete(api, endpoint["id"])
+    assert deleted["status"] == "DELETED"
+    assert runtime_processes(endpoint["name"]) == []
+    deploy_run = await temporal_client.get_workflow_handle(f"deploy-endpoint-{endpoint['id']}").describe()
+    assert deploy_run.status.name == "CANCELED"
+    async with db_pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM gpu_reservations WHERE endpoint_id = $1", endpoint["id"]) == 0

@@ -1,0 +1,149 @@
+"""DeployEndpoint: the seed's Deployment Process (Internal) as one durable workflow.
+
+validate -> reserve GPUs -> TransferModel (child) -> render + apply the release -> wait for replicas ->
+HealthCheck (child) -> publish the route -> RUNNING. A failure at any step leaves the endpoint FAILED with that
+step and the reason and removes what was created (release, GPU reservation) unless the request asked to keep it.
+Cancelling the workflow (DELETE while deploying) removes what was created and leaves the endpoint DELETED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ChildWorkflowError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.endpoints import EndpointActivities
+    from activities.releases import ReleaseActivities
+    from core.payloads.deployments import (
+        DeployEndpointInput,
+        DeploymentPlan,
+        EndpointProgress,
+        EndpointRef,
+        EndpointStatus,
+        GpuReservationRequest,
+        HealthCheckInput,
+        PublishInput,
+        ReleaseRequest,
+        TransferModelInput,
+    )
+    from workflows.health_check import HealthCheck
+    from workflows.ids import health_check_workflow_id, transfer_workflow_id
+    from workflows.policies import INFRA_RETRY, failure_reason
+    from workflows.transfer_model import TransferModel
+
+DB_TIMEOUT = timedelta(seconds=30)
+STEPS = ("validating", "reserving GPUs", "transferring model", "deploying runtime", "waiting for replicas",
+         "health checks", "publishing route")
+
+
+@workflow.defn
+class DeployEndpoint:
+    def __init__(self) -> None:
+        self._step = "starting"
+        self._plan: DeploymentPlan | None = None
+        self._created: list[str] = []
+
+    @workflow.query
+    def progress(self) -> dict:
+        return {"step": self._step, "created": list(self._created)}
+
+    async def _db(self, method, payload):
+        return await workflow.execute_activity_method(method, payload, start_to_close_timeout=DB_TIMEOUT,
+                                                      retry_policy=INFRA_RETRY)
+
+    async def _progress(self, request: DeployEndpointInput, status: EndpointStatus, **fields) -> None:
+        await self._db(EndpointActivities.set_endpoint_progress,
+                       EndpointProgress(endpoint_id=request.endpoint_id, status=status, **fields))
+
+    async def _enter(self, request: DeployEndpointInput, step: str) -> None:
+        self._step = step
+        await self._progress(request, EndpointStatus.DEPLOYING, step=step)
+
+    @workflow.run
+    async def run(self, request: DeployEndpointInput) -> EndpointProgress:
+        try:
+            return await self._deploy(request)
+        except (ActivityError, ChildWorkflowError) as error:
+            failed_step, reason = self._step, failure_reason(error)
+            self._step = "cleaning up"
+            if not request.keep_on_failure:
+                await self._clean_up(request)
+            outcome = EndpointProgress(endpoint_id=request.endpoint_id, status=EndpointStatus.FAILED,
+                                       step=failed_step, error_step=failed_step, error_reason=reason)
+            await self._db(EndpointActivities.set_endpoint_progress, outcome)
+            self._step = "failed"
+            return outcome
+        except asyncio.CancelledError:
+            # DELETE while deploying: undo what exists, whatever the step, then let the cancellation finish the run.
+            self._step = "cancelled: cleaning up"
+            await self._clean_up(request)
+            await self._progress(request, EndpointStatus.DELETED, step="deleted while deploying")
+            raise
+
+    async def _deploy(self, request: DeployEndpointInput) -> EndpointProgress:
+        await self._enter(request, "validating")
+        plan = await self._db(EndpointActivities.load_deployment_plan, request)
+        self._created.append("validated")
+        self._plan = plan
+        spec = plan.spec
+
+        await self._enter(request, "reserving GPUs")
+        self._created.append("gpus")
+        await self._db(EndpointActivities.reserve_gpus, GpuReservationRequest(
+            endpoint_id=request.endpoint_id, cluster_id=plan.cluster_id, gpu_type=spec.resources.gpu_type,
+            count=plan.gpus_needed))
+
+        await self._enter(request, "transferring model")
+        transfer = await workflow.execute_child_workflow(
+            TransferModel.run,
+            TransferModelInput(model_id=spec.model_id, bucket=plan.model_bucket, prefix=plan.model_prefix,
+                               files=plan.model_files, cluster_kind=plan.cluster_kind),
+            id=transfer_workflow_id(request.endpoint_id),
+        )
+        spec = spec.model_copy(update={"model_uri": transfer.model_uri})
+        self._plan = plan.model_copy(update={"spec": spec})
+        release = ReleaseRequest(cluster_id=plan.cluster_id, spec=spec, timeout_s=spec.startup_timeout_s)
+
+        await self._enter(request, "deploying runtime")
+        self._created.append("release")
+        await workflow.execute_activity_method(
+            ReleaseActivities.apply_release, release, start_to_close_timeout=timedelta(minutes=10),
+            heartbeat_timeout=timedelta(minutes=2), retry_policy=INFRA_RETRY)
+
+        await self._enter(request, "waiting for replicas")
+        state = await workflow.execute_activity_method(
+            ReleaseActivities.wait_release_ready, release,
+            start_to_close_timeout=timedelta(seconds=release.timeout_s + 120),
+            heartbeat_timeout=timedelta(seconds=30), retry_policy=INFRA_RETRY)
+
+        await self._enter(request, "health checks")
+        urls = [replica.url for replica in state.replicas if replica.ready and replica.url]
+        health = await workflow.execute_child_workflow(
+            HealthCheck.run,
+            HealthCheckInput(endpoint_id=request.endpoint_id, served_model_name=spec.served_model_name,
+                             replica_urls=urls),
+            id=health_check_workflow_id(request.endpoint_id),
+        )
+
+        await self._enter(request, "publishing route")
+        await self._db(EndpointActivities.publish_endpoint, PublishInput(
+            endpoint_id=request.endpoint_id, route_name=spec.served_model_name, replicas=state.replicas, health=health))
+        outcome = EndpointProgress(endpoint_id=request.endpoint_id, status=EndpointStatus.RUNNING, step="running",
+                                   ready_replicas=state.ready_replicas)
+        await self._db(EndpointActivities.set_endpoint_progress, outcome)
+        self._step = "running"
+        return outcome
+
+    async def _clean_up(self, request: DeployEndpointInput) -> None:
+        """Idempotent removal of everything this run may have created."""
+        ref = EndpointRef(endpoint_id=request.endpoint_id)
+        await self._db(EndpointActivities.unpublish_endpoint, ref)
+        if self._plan is not None and "release" in self._created:
+            await workflow.execute_activity_method(
+                ReleaseActivities.delete_release, ReleaseRequest(cluster_id=self._plan.cluster_id, spec=self._plan.spec),
+                start_to_close_timeout=timedelta(minutes=10), heartbeat_timeout=timedelta(minutes=2),
+                retry_policy=INFRA_RETRY)
+        await self._db(EndpointActivities.release_gpus, ref)

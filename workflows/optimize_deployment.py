@@ -1,0 +1,58 @@
+"""OptimizeDeployment (bud-optimizer queue): budsim's search as a durable workflow, whole generations per activity.
+
+A crash between activities loses at most one chunk of generations; the search resumes from the stored state
+(population, archive and the random generator's words), so the result is the one an uninterrupted run gives.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.optimizer import OptimizerActivities
+    from budsim.schemas import Method
+    from core.payloads.optimization import OptimizationOutcome, OptimizeDeploymentInput, SearchStep
+    from workflows.policies import INFRA_RETRY, failure_reason
+
+CPU_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+CPU_TIMEOUT = timedelta(minutes=5)
+
+
+@workflow.defn
+class OptimizeDeployment:
+    def __init__(self) -> None:
+        self._generation = 0
+        self._total = 0
+
+    @workflow.query
+    def progress(self) -> dict:
+        return {"generation": self._generation, "generations": self._total}
+
+    @workflow.run
+    async def run(self, request: OptimizeDeploymentInput) -> OptimizationOutcome:
+        search = request.request
+        self._total = search.generations if search.method == Method.REGRESSOR else 0
+        try:
+            state = await workflow.execute_activity_method(OptimizerActivities.start_search, search,
+                                                           start_to_close_timeout=CPU_TIMEOUT, retry_policy=CPU_RETRY)
+            self._generation = state.generation
+            while not state.done:
+                state = await workflow.execute_activity_method(
+                    OptimizerActivities.advance_search,
+                    SearchStep(state=state, generations=request.generations_per_activity),
+                    start_to_close_timeout=CPU_TIMEOUT, retry_policy=CPU_RETRY)
+                self._generation = state.generation
+            result = await workflow.execute_activity_method(OptimizerActivities.finish_search, state,
+                                                            start_to_close_timeout=CPU_TIMEOUT, retry_policy=CPU_RETRY)
+            outcome = OptimizationOutcome(optimization_id=request.optimization_id, endpoint_id=request.endpoint_id,
+                                          status="SUCCEEDED", result=result)
+        except ActivityError as error:
+            outcome = OptimizationOutcome(optimization_id=request.optimization_id, endpoint_id=request.endpoint_id,
+                                          status="FAILED", error=failure_reason(error))
+        await workflow.execute_activity_method(OptimizerActivities.record_optimization, outcome,
+                                               start_to_close_timeout=timedelta(seconds=30), retry_policy=INFRA_RETRY)
+        return outcome
