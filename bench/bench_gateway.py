@@ -1,0 +1,257 @@
+"""Latency the gateway adds over calling a runtime directly, at 100 concurrent streams (target: p99 < 2 ms).
+
+Starts one simulated runtime and one gateway routing to it, then alternates timed phases of N concurrent streaming
+completions sent straight to the runtime and through the gateway, and compares time to first token and end-to-end
+latency percentiles. Alternating phases spreads any background load on the machine over both sides.
+
+The load generator is a minimal HTTP/1.1 client on asyncio streams (keep-alive, one connection per stream) so its
+own cost stays small next to what it measures.
+
+    .venv/bin/python bench/bench_gateway.py [--concurrency 100] [--phase-s 5] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devstack.process import ManagedProcess, free_port, http_ok
+from runtime.launch import sim_runtime_process
+
+MODEL = "bench-model"
+
+
+@dataclass
+class Samples:
+    ttft_ms: list[float] = field(default_factory=list)
+    e2e_ms: list[float] = field(default_factory=list)
+    errors: int = 0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = q / 100 * (len(ordered) - 1)
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+class StreamClient:
+    """One keep-alive connection that sends streaming completions and times them."""
+
+    def __init__(self, port: int, max_tokens: int) -> None:
+        self.port = port
+        body = json.dumps(
+            {"model": MODEL, "prompt": "tell me about the ocean", "max_tokens": max_tokens, "stream": True}
+        ).encode()
+        self.request = (
+            b"POST /v1/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def one(self) -> tuple[float, float]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        start = time.perf_counter()
+        self.writer.write(self.request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(head.split(b"\r\n", 1)[0].decode())
+        ttft = e2e = None
+        tail = b""
+        while True:
+            data = await self.reader.read(65536)
+            if not data:
+                raise RuntimeError("connection closed mid-stream")
+            now = time.perf_counter()
+            window = tail + data
+            if ttft is None and b"data: {" in window:
+                ttft = now - start
+            if e2e is None and b"data: [DONE]" in window:
+                e2e = now - start
+            if e2e is not None and window.endswith(b"0\r\n\r\n"):  # the terminal chunk of chunked encoding
+                break
+            tail = window[-32:]
+        assert ttft is not None
+        return ttft * 1000, e2e * 1000
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def run_phase(port: int, concurrency: int, seconds: float, max_tokens: int, spread_s: float) -> Samples:
+    """`concurrency` closed-loop streams for `seconds`. Stream starts are spread over `spread_s` (one request's
+    duration) so the streams do not all arrive, and then tick, in lock-step."""
+    samples = Samples()
+    deadline = time.perf_counter() + seconds
+
+    async def worker(index: int) -> None:
+        await asyncio.sleep(spread_s * index / concurrency)
+        client = StreamClient(port, max_tokens)
+        try:
+            while time.perf_counter() < deadline:
+                try:
+                    ttft, e2e = await client.one()
+                except (OSError, RuntimeError, asyncio.IncompleteReadError):
+                    samples.errors += 1
+                    client.close()
+                    client = StreamClient(port, max_tokens)
+                    continue
+                samples.ttft_ms.append(ttft)
+                samples.e2e_ms.append(e2e)
+        finally:
+            client.close()
+
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return samples
+
+
+def row(name: str, samples: Samples) -> str:
+    return (
+        f"{name:<10} {len(samples.ttft_ms):>6} {samples.errors:>4}  "
+        f"{percentile(samples.ttft_ms, 50):>8.2f} {percentile(samples.ttft_ms, 99):>8.2f}  "
+        f"{percentile(samples.e2e_ms, 50):>8.2f} {percentile(samples.e2e_ms, 99):>8.2f}"
+    )
+
+
+@dataclass
+class Result:
+    totals: dict[str, Samples]
+    round_deltas: dict[str, list[float]]  # per round: gateway percentile minus direct percentile, ms
+    cpu_percent: dict[str, float]  # share of one core used by each process during the gateway phases
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(
+    args: argparse.Namespace, runtime: ManagedProcess, gateway: ManagedProcess, runtime_port: int, gateway_port: int
+) -> Result:
+    spread_s = (args.ttft_ms + args.max_tokens * args.tpot_ms) / 1000
+    # Warm both paths (connections, code paths) before timing anything.
+    await run_phase(runtime_port, args.concurrency, 1.0, args.max_tokens, spread_s)
+    await run_phase(gateway_port, args.concurrency, 1.0, args.max_tokens, spread_s)
+    totals = {"direct": Samples(), "gateway": Samples()}
+    deltas: dict[str, list[float]] = {"ttft_p50": [], "ttft_p99": [], "e2e_p50": [], "e2e_p99": []}
+    cpu = {"runtime": 0.0, "gateway": 0.0, "client": 0.0}
+    gateway_wall = 0.0
+    assert runtime.pid is not None and gateway.pid is not None
+    for round_index in range(args.rounds):
+        phases: dict[str, Samples] = {}
+        # Alternate the order each round so neither side always runs right after the other.
+        order = [("direct", runtime_port), ("gateway", gateway_port)]
+        for name, port in order if round_index % 2 == 0 else order[::-1]:
+            before = (process_cpu_seconds(runtime.pid), process_cpu_seconds(gateway.pid), time.process_time())
+            started = time.perf_counter()
+            phases[name] = phase = await run_phase(port, args.concurrency, args.phase_s, args.max_tokens, spread_s)
+            if name == "gateway":
+                gateway_wall += time.perf_counter() - started
+                cpu["runtime"] += process_cpu_seconds(runtime.pid) - before[0]
+                cpu["gateway"] += process_cpu_seconds(gateway.pid) - before[1]
+                cpu["client"] += time.process_time() - before[2]
+            totals[name].ttft_ms += phase.ttft_ms
+            totals[name].e2e_ms += phase.e2e_ms
+            totals[name].errors += phase.errors
+        for key in deltas:
+            metric, q = key.split("_")
+            values = {name: getattr(phases[name], f"{metric}_ms") for name in phases}
+            deltas[key].append(percentile(values["gateway"], int(q[1:])) - percentile(values["direct"], int(q[1:])))
+    return Result(totals, deltas, {k: 100 * v / gateway_wall for k, v in cpu.items()})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--ttft-ms", type=float, default=20.0)
+    parser.add_argument("--tpot-ms", type=float, default=20.0)
+    parser.add_argument("--phase-s", type=float, default=2.0, help="seconds per timed phase")
+    parser.add_argument("--rounds", type=int, default=8, help="direct+gateway phase pairs, alternated")
+    args = parser.parse_args()
+
+    logs = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    gateway_port = free_port()
+    runtime_flags = ["--max-num-seqs", "256", "--sim-ttft-ms", str(args.ttft_ms), "--sim-tpot-ms", str(args.tpot_ms)]
+    runtime_flags += ["--sim-batch-tpot-factor", "0", "--log-level", "warning"]
+    runtime = sim_runtime_process(MODEL, logs, runtime_flags, name="runtime", startup_timeout_s=30)
+    runtime_port = int(runtime.url.rsplit(":", 1)[1])
+    routes = logs / "routes.json"
+    backend = {"endpoint_id": "bench", "weight": 1, "replicas": [runtime.url]}
+    routes.write_text(json.dumps({"routes": {MODEL: [backend]}}))
+    gateway_argv = [sys.executable, "-m", "gateway", "--port", str(gateway_port), "--routes-file", str(routes)]
+    gateway = ManagedProcess(
+        "gateway",
+        [*gateway_argv, "--log-level", "warning"],
+        logs / "gateway.log",
+        healthy=lambda: http_ok(f"http://127.0.0.1:{gateway_port}/healthz"),
+        startup_timeout_s=30,
+    )
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    try:
+        runtime.start()
+        gateway.start()
+        runtime.wait_healthy()
+        gateway.wait_healthy()
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        result = asyncio.run(measure(args, runtime, gateway, runtime_port, gateway_port))
+    finally:
+        gateway.stop()
+        runtime.stop()
+        shutil.rmtree(logs, ignore_errors=True)
+
+    direct, via = result.totals["direct"], result.totals["gateway"]
+    print(
+        f"gateway added latency: {args.concurrency} concurrent streams, {args.max_tokens} tokens each, "
+        f"sim ttft {args.ttft_ms:g} ms / tpot {args.tpot_ms:g} ms, {args.rounds}x{args.phase_s:g} s per side"
+    )
+    print(f"{'path':<10} {'reqs':>6} {'errs':>4}  {'ttft p50':>8} {'ttft p99':>8}  {'e2e p50':>8} {'e2e p99':>8}  (ms)")
+    print(row("direct", direct))
+    print(row("gateway", via))
+    added = {
+        "ttft_p50": percentile(via.ttft_ms, 50) - percentile(direct.ttft_ms, 50),
+        "ttft_p99": percentile(via.ttft_ms, 99) - percentile(direct.ttft_ms, 99),
+        "e2e_p50": percentile(via.e2e_ms, 50) - percentile(direct.e2e_ms, 50),
+        "e2e_p99": percentile(via.e2e_ms, 99) - percentile(direct.e2e_ms, 99),
+    }
+    print("added by gateway, pooled percentiles (ms):   " + "  ".join(f"{k} {v:+.2f}" for k, v in added.items()))
+    spread = {k: (min(v), statistics.median(v), max(v)) for k, v in result.round_deltas.items()}
+    print(
+        "added by gateway per round, min/median/max (ms): "
+        + "  ".join(f"{k} {lo:+.1f}/{mid:+.1f}/{hi:+.1f}" for k, (lo, mid, hi) in spread.items())
+    )
+    print(
+        "cpu during gateway phases (% of one core): "
+        + "  ".join(f"{k} {v:.0f}" for k, v in result.cpu_percent.items())
+        + f"   load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} cpus"
+    )
+    target_ok = max(added["ttft_p99"], added["e2e_p99"]) < 2.0
+    verdict = "met" if target_ok else "NOT met"
+    print(f"target p99 added < 2 ms: {verdict}   (run took {time.perf_counter() - started:.0f} s)")
+    return 0 if direct.errors == 0 and via.errors == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

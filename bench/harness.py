@@ -1,0 +1,77 @@
+"""A throwaway stack for benchmarks: PostgreSQL, Temporal, S3, clamd, the API (in process) and worker processes,
+all on free ports with state in a temporary folder; stopped and removed on exit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from core.settings import Settings
+from devstack import services
+from devstack.clamd import clamd_process
+from devstack.process import ManagedProcess, free_port
+
+
+@dataclass
+class BenchStack:
+    settings: Settings
+    api: httpx.AsyncClient
+    workers: list[ManagedProcess]
+    state: Path
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    return {
+        "BUD_STATE_DIR": str(settings.state_dir), "BUD_DATABASE_URL": settings.database_url,
+        "BUD_TEMPORAL_ADDRESS": settings.temporal_address, "BUD_S3_ENDPOINT": settings.s3_endpoint,
+        "BUD_S3_ACCESS_KEY": settings.s3_access_key, "BUD_S3_SECRET_KEY": settings.s3_secret_key,
+        "BUD_CLAMD_PORT": str(settings.clamd_port), "BUD_GATEWAY_PORT": str(settings.gateway_port),
+        "BUD_LOCAL_CLUSTER_GPU_COUNT": str(settings.local_cluster_gpu_count),
+    }
+
+
+def start_worker(settings: Settings, state: Path, queue: str) -> ManagedProcess:
+    name = f"worker-{queue}-{len(list((state / 'logs').glob('worker-*')))}"
+    return ManagedProcess(name=name, argv=[sys.executable, "-m", "worker", "--queue", queue],
+                          log_path=state / "logs" / f"{name}.log", healthy=lambda: True,
+                          env={**os.environ, **settings_env(settings)}, cwd=services.PROJECT_ROOT).start()
+
+
+@asynccontextmanager
+async def bench_stack(local_gpus: int = 8, queues: tuple[str, ...] = ("bud-control", "bud-optimizer")) -> AsyncIterator[BenchStack]:
+    state = Path(tempfile.mkdtemp(prefix="bud-bench-"))
+    state.chmod(0o755)
+    processes: list[ManagedProcess] = []
+    try:
+        pg_port, temporal_port, s3_port, clamd_port = free_port(), free_port(), free_port(), free_port()
+        processes.append(services.postgres_server(state, pg_port, fast_unsafe=True).start().wait_healthy())
+        services.ensure_database(pg_port)
+        processes.append(services.temporal_dev_server(state, temporal_port, free_port(), headless=True).start().wait_healthy())
+        processes.append(services.s3_server(state, s3_port, "benchkey", "benchsecret").start().wait_healthy())
+        processes.append(clamd_process(state / "clamd", clamd_port).start().wait_healthy())
+        settings = Settings(state_dir=state, database_url=f"postgresql://bud@127.0.0.1:{pg_port}/bud",
+                            temporal_address=f"127.0.0.1:{temporal_port}", s3_endpoint=f"http://127.0.0.1:{s3_port}",
+                            s3_access_key="benchkey", s3_secret_key="benchsecret", clamd_port=clamd_port,
+                            gateway_port=free_port(), local_cluster_gpu_count=local_gpus)
+        workers = [start_worker(settings, state, queue) for queue in queues]
+        processes.extend(workers)
+        from api.app import create_app
+
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            token = (state / "admin-token").read_text().strip()
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api", timeout=60,
+                                         headers={"Authorization": f"Bearer {token}"}) as api:
+                yield BenchStack(settings=settings, api=api, workers=workers, state=state)
+    finally:
+        for process in reversed(processes):
+            process.stop()
+        shutil.rmtree(state, ignore_errors=True)
