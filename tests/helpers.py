@@ -27,6 +27,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "BUD_S3_SECRET_KEY": settings.s3_secret_key,
         "BUD_CONTROL_QUEUE": settings.control_queue,
         "BUD_OPTIMIZER_QUEUE": settings.optimizer_queue,
+        "BUD_CLAMD_PORT": str(settings.clamd_port),
+        "BUD_GATEWAY_PORT": str(settings.gateway_port),
+        "BUD_DEPLOY_READY_TIMEOUT_S": str(settings.deploy_ready_timeout_s),
     }
 
 

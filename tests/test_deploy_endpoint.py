@@ -43,9 +43,11 @@ async def deploy(api, endpoint_id: str, **body) -> dict:
 
 
 async def delete(api, endpoint_id: str) -> dict:
+    """DELETE, then wait until the endpoint is gone (a deleted endpoint answers 404)."""
     response = await api.delete(f"/api/endpoints/{endpoint_id}")
     assert response.status_code == 202, response.text
-    return await wait_endpoint(api, endpoint_id, lambda e: e["status"] == "DELETED")
+    assert response.json()["status"] == "DELETING"
+    return await wait_endpoint(api, endpoint_id, lambda e: False)
 
 
 async def test_happy_path_register_configure_deploy_serve_delete(
@@ -75,7 +77,7 @@ async def test_happy_path_register_configure_deploy_serve_delete(
     assert reply.json()["choices"][0]["message"]["content"]
 
     gone = await delete(api, endpoint["id"])
-    assert gone["status"] == "DELETED"
+    assert gone["status"] == "GONE"
     assert runtime_processes(endpoint["name"]) == []
     async with db_pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM gpu_reservations WHERE endpoint_id = $1", endpoint["id"]) == 0
@@ -175,9 +177,52 @@ async def test_delete_while_deploying_cancels_cleanly(api, control_worker, optim
         settings.sim_load_delay_s = 0
     assert len(runtime_processes(endpoint["name"])) == 1
     deleted = await delete(api, endpoint["id"])
-    assert deleted["status"] == "DELETED"
+    assert deleted["status"] == "GONE"
     assert runtime_processes(endpoint["name"]) == []
     deploy_run = await temporal_client.get_workflow_handle(f"deploy-endpoint-{endpoint['id']}").describe()
     assert deploy_run.status.name == "CANCELED"
     async with db_pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM gpu_reservations WHERE endpoint_id = $1", endpoint["id"]) == 0
+
+
+async def test_scale_up_and_down_changes_replicas_and_gpus(api, control_worker, optimizer_worker, gateway, model,
+                                                           cluster_id, db_pool):
+    endpoint = await create_endpoint(api, model["id"], cluster_id)
+    await configure_manual(api, endpoint["id"], replicas=1)
+    assert (await deploy(api, endpoint["id"]))["status"] == "RUNNING"
+
+    async def held() -> int:
+        async with db_pool.acquire() as conn:
+            return await conn.fetchval("SELECT COALESCE(sum(count), 0) FROM gpu_reservations WHERE endpoint_id = $1",
+                                       endpoint["id"])
+
+    response = await api.post(f"/api/endpoints/{endpoint['id']}/scale", json={"replicas": 3})
+    assert response.status_code == 202, response.text
+    scaled = await wait_endpoint(api, endpoint["id"], lambda e: e["deployment"]["ready_replicas"] == 3 and e["step"] == "running")
+    assert scaled["deployment"]["replicas"] == 3 and scaled["error"] is None
+    assert len(runtime_processes(endpoint["name"])) == 3 and await held() == 3
+
+    too_many = await api.post(f"/api/endpoints/{endpoint['id']}/scale", json={"replicas": 50})
+    assert too_many.status_code == 409 and "not enough GPUs" in too_many.json()["error"]["message"]
+    negative = await api.post(f"/api/endpoints/{endpoint['id']}/scale", json={"replicas": -1})
+    assert negative.status_code == 422 and negative.json()["error"]["details"][0]["field"] == "replicas"
+
+    response = await api.post(f"/api/endpoints/{endpoint['id']}/scale", json={"replicas": 1})
+    assert response.status_code == 202
+    down = await wait_endpoint(api, endpoint["id"], lambda e: e["deployment"]["ready_replicas"] == 1 and e["step"] == "running")
+    assert down["deployment"]["replicas"] == 1
+    assert len(runtime_processes(endpoint["name"])) == 1 and await held() == 1
+    await delete(api, endpoint["id"])
+
+
+async def test_crashed_replica_is_restarted_by_the_supervisor(api, control_worker, optimizer_worker, model, cluster_id):
+    endpoint = await create_endpoint(api, model["id"], cluster_id)
+    await configure_manual(api, endpoint["id"])
+    assert (await deploy(api, endpoint["id"]))["status"] == "RUNNING"
+    [replica] = runtime_processes(endpoint["name"])
+    replica.kill()
+    async with asyncio.timeout(30):
+        while not [p for p in runtime_processes(endpoint["name"]) if p.pid != replica.pid]:
+            await asyncio.sleep(0.2)
+    assert len(runtime_processes(endpoint["name"])) == 1
+    await delete(api, endpoint["id"])

@@ -12,7 +12,7 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.endpoints import EndpointActivities
@@ -67,6 +67,9 @@ class DeployEndpoint:
         try:
             return await self._deploy(request)
         except (ActivityError, ChildWorkflowError) as error:
+            if is_cancelled_exception(error):
+                await self._cancelled(request)
+                raise
             failed_step, reason = self._step, failure_reason(error)
             self._step = "cleaning up"
             if not request.keep_on_failure:
@@ -77,11 +80,14 @@ class DeployEndpoint:
             self._step = "failed"
             return outcome
         except asyncio.CancelledError:
-            # DELETE while deploying: undo what exists, whatever the step, then let the cancellation finish the run.
-            self._step = "cancelled: cleaning up"
-            await self._clean_up(request)
-            await self._progress(request, EndpointStatus.DELETED, step="deleted while deploying")
+            await self._cancelled(request)
             raise
+
+    async def _cancelled(self, request: DeployEndpointInput) -> None:
+        """DELETE while deploying: undo what exists, whatever the step; the run then ends as cancelled."""
+        self._step = "cancelled: cleaning up"
+        await self._clean_up(request)
+        await self._progress(request, EndpointStatus.DELETED, step="deleted while deploying")
 
     async def _deploy(self, request: DeployEndpointInput) -> EndpointProgress:
         await self._enter(request, "validating")

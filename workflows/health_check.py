@@ -25,11 +25,11 @@ class HealthCheck:
         probes = [HealthProbeInput(url=url, served_model_name=request.served_model_name) for url in request.replica_urls]
         await asyncio.gather(*(
             workflow.execute_activity_method(HealthActivities.check_ready, probe,
-                                             start_to_close_timeout=timedelta(seconds=30), retry_policy=READINESS_RETRY)
+                                             start_to_close_timeout=timedelta(seconds=10), retry_policy=READINESS_RETRY)
             for probe in probes
         ))
         report = await workflow.execute_activity_method(
             HealthActivities.test_inference, probes[0],
-            start_to_close_timeout=timedelta(minutes=2), retry_policy=INFERENCE_RETRY,
+            start_to_close_timeout=timedelta(seconds=30), retry_policy=INFERENCE_RETRY,
         )
         return report.model_copy(update={"replicas_ready": len(probes)})

@@ -45,7 +45,7 @@ class TransferModel:
                     TransferActivities.transfer_model_file,
                     TransferFileInput(bucket=request.bucket, key=f"{request.prefix}/{file['path']}", path=file["path"],
                                       size=file["size"], sha256=file.get("sha256"), model_id=request.model_id),
-                    start_to_close_timeout=timedelta(hours=4), heartbeat_timeout=timedelta(seconds=30),
+                    start_to_close_timeout=timedelta(hours=4), heartbeat_timeout=timedelta(seconds=10),
                     retry_policy=INFRA_RETRY,
                 )
                 self._done += 1

@@ -1,4 +1,4 @@
-"""A real clamd for the registry tests, with a small stream limit so the window policy is exercised with small files.
+"""A real clamd for the registry tests, with small limits so the policies are exercised with small files.
 
 The limit is the same number on both sides (clamd's StreamMaxLength and the client's stream_max_bytes), as in the
 dev stack, where both come from registry.clamd.DEFAULT_STREAM_MAX_BYTES.
@@ -18,12 +18,14 @@ from registry.testdata import TinyModel, write_tiny_llama
 
 TEST_STREAM_MAX_BYTES = 2 * 1024 * 1024
 TEST_OVERLAP_BYTES = 64 * 1024
+TEST_MAX_SCAN_BYTES = 16 * 1024 * 1024
 
 
 @pytest.fixture(scope="session")
 def clamd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
     state = tmp_path_factory.mktemp("clamd")
-    process = clamd_process(state, free_port(), stream_max_bytes=TEST_STREAM_MAX_BYTES).start()
+    process = clamd_process(state, free_port(), stream_max_bytes=TEST_STREAM_MAX_BYTES,
+                            max_scan_bytes=TEST_MAX_SCAN_BYTES).start()
     try:
         yield process.wait_healthy()
     finally:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from devstack.process import free_port
 from registry.clamd import DEFAULT_STREAM_MAX_BYTES, ClamdClient, ClamdUnavailable
 from registry.testdata import eicar_bytes, write_eicar_file
 
-from .conftest import TEST_OVERLAP_BYTES, TEST_STREAM_MAX_BYTES, client_for
+from .conftest import TEST_MAX_SCAN_BYTES, TEST_OVERLAP_BYTES, TEST_STREAM_MAX_BYTES, client_for
 
 MiB = 1024 * 1024
 
@@ -108,6 +110,35 @@ async def test_clamd_enforces_its_limit_and_an_oversized_stream_is_an_error_not_
     verdict = await misconfigured.scan_bytes(random_bytes(3 * TEST_STREAM_MAX_BYTES))
     assert verdict.status == "error"
     assert "size limit exceeded" in verdict.detail and "StreamMaxLength" in verdict.detail
+
+
+def deflated_zip(member_size: int) -> bytes:
+    """A small zip whose one compressed member unpacks to member_size zero bytes followed by EICAR."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("notes.bin", bytes(member_size) + eicar_bytes())
+    return buffer.getvalue()
+
+
+async def test_compressed_archive_members_are_scanned_whole_or_flagged(clamd_client: ClamdClient):
+    small = await clamd_client.scan_bytes(deflated_zip(TEST_MAX_SCAN_BYTES // 4))
+    assert small.infected and small.signature.startswith("Eicar-Test-Signature")
+    # a member too large to unpack within MaxScanSize is not called clean: clamd names the limit
+    huge = await clamd_client.scan_bytes(deflated_zip(2 * TEST_MAX_SCAN_BYTES))
+    assert huge.infected and huge.signature == "Heuristics.Limits.Exceeded.MaxScanSize"
+
+
+async def test_compressed_member_deep_inside_a_large_zip_is_unpacked(clamd_client: ClamdClient):
+    """clamd finds zip local headers inside later windows too, so a small compressed member is unpacked there."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(zipfile.ZipInfo("archive/data/0"), random_bytes(3 * TEST_STREAM_MAX_BYTES))  # stored
+        archive.writestr(zipfile.ZipInfo("archive/notes.bin"), bytes(100_000) + eicar_bytes(),
+                         compress_type=zipfile.ZIP_DEFLATED)
+    data = buffer.getvalue()
+    assert eicar_bytes() not in data  # only visible once unpacked
+    verdict = await clamd_client.scan_bytes(data)
+    assert verdict.infected and verdict.windows >= 3 and verdict.window_start > 0
 
 
 async def test_default_limits_of_the_dev_stack_agree(tmp_path: Path):
