@@ -1,0 +1,226 @@
+"""Leave-group-out accuracy of the predictor: `python -m budsim.evaluate`.
+
+Each (model, system, backend) group of the measured agg rows is held out in turn; the whole training procedure
+(roofline calibration + XGBoost, `budsim.fitting.fit`) runs on the other groups only and predicts the held-out
+rows. Prints per-group and overall TTFT/TPOT MAPE and median absolute percentage error, and writes the table to
+budsim/artifacts/accuracy.md. Nothing here is tuned on a held-out group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from budsim.dataset import Sample, data_hash, load_samples
+from budsim.fitting import fit
+from budsim.roofline import admission_wait_ms, physics
+
+ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
+TPOT_TARGET, TTFT_TARGET = 10.0, 20.0
+
+
+def _ape(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    return np.abs(predicted - measured) / measured * 100.0
+
+
+def leave_group_out(samples: list[Sample], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Held-out predictions (hybrid and calibrated-roofline-only) for every sample."""
+    phys = [physics(s.point) for s in samples]
+    groups = sorted({s.group for s in samples})
+    ttft = np.zeros(len(samples))
+    tpot = np.zeros(len(samples))
+    roof_ttft = np.zeros(len(samples))
+    roof_tpot = np.zeros(len(samples))
+    for number, group in enumerate(groups, 1):
+        train_idx = [i for i, s in enumerate(samples) if s.group != group]
+        test_idx = [i for i, s in enumerate(samples) if s.group == group]
+        model = fit([samples[i] for i in train_idx], seed, [phys[i] for i in train_idx])
+        predicted_ttft, predicted_tpot, roofs = model.predict_points(
+            [samples[i].point for i in test_idx], [phys[i] for i in test_idx]
+        )
+        ttft[test_idx], tpot[test_idx] = predicted_ttft, predicted_tpot
+        for i, roof in zip(test_idx, roofs):
+            # the calibrated roofline alone, with its analytic queueing, for comparison
+            roof_ttft[i] = (
+                roof.ttft_ms
+                + roof.kv_wait_ms
+                + admission_wait_ms(roof.admission_ratio, roof.ttft_ms, roof.tpot_ms, samples[i].point.osl)
+            )
+            roof_tpot[i] = roof.tpot_ms
+        print(f"  [{number}/{len(groups)}] held out {' / '.join(group)} ({len(test_idx)} rows)", flush=True)
+    return ttft, tpot, roof_ttft, roof_tpot
+
+
+def summarize(samples: list[Sample], ttft: np.ndarray, tpot: np.ndarray) -> tuple[list[dict], dict]:
+    measured_ttft = np.array([s.ttft_ms for s in samples])
+    measured_tpot = np.array([s.tpot_ms for s in samples])
+    ttft_err, tpot_err = _ape(ttft, measured_ttft), _ape(tpot, measured_tpot)
+    by_group: dict[tuple, list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        by_group[s.group].append(i)
+    rows = []
+    for group, idx in sorted(by_group.items()):
+        rows.append(
+            {
+                "model": group[0],
+                "system": group[1],
+                "backend": group[2],
+                "rows": len(idx),
+                "tpot_mape": float(np.mean(tpot_err[idx])),
+                "tpot_median": float(np.median(tpot_err[idx])),
+                "ttft_mape": float(np.mean(ttft_err[idx])),
+                "ttft_median": float(np.median(ttft_err[idx])),
+            }
+        )
+    overall = {
+        "rows": len(samples),
+        "groups": len(rows),
+        "tpot_mape": float(np.mean(tpot_err)),
+        "tpot_median": float(np.median(tpot_err)),
+        "ttft_mape": float(np.mean(ttft_err)),
+        "ttft_median": float(np.median(ttft_err)),
+        "tpot_mape_mean_of_groups": float(np.mean([r["tpot_mape"] for r in rows])),
+        "ttft_mape_mean_of_groups": float(np.mean([r["ttft_mape"] for r in rows])),
+    }
+    return rows, overall
+
+
+def noise_floor(samples: list[Sample]) -> dict:
+    """How well a row is predicted by the other measurements of the very same config (same group, precision,
+    lengths, concurrency and parallelism): a floor no predictor can beat on this data."""
+    same: dict[tuple, list[Sample]] = defaultdict(list)
+    for s in samples:
+        p = s.point
+        same[(s.group, p.precision, p.isl, p.osl, p.batch_per_rank, p.tp, p.dp, p.moe_ep)].append(s)
+    ttft, tpot = [], []
+    for repeats in same.values():
+        if len(repeats) < 2:
+            continue
+        for i, row in enumerate(repeats):
+            others = repeats[:i] + repeats[i + 1 :]
+            ttft.append(abs(np.median([o.ttft_ms for o in others]) - row.ttft_ms) / row.ttft_ms * 100)
+            tpot.append(abs(np.median([o.tpot_ms for o in others]) - row.tpot_ms) / row.tpot_ms * 100)
+    return {
+        "rows": len(ttft),
+        "tpot_mape": float(np.mean(tpot)) if tpot else 0.0,
+        "ttft_mape": float(np.mean(ttft)) if ttft else 0.0,
+    }
+
+
+def notes(overall: dict) -> str:
+    met = overall["tpot_mape"] <= TPOT_TARGET and overall["ttft_mape"] <= TTFT_TARGET
+    verdict = "are **met**" if met else "are **not met**; where the predictor lands is above"
+    return f"""
+## Reading these numbers
+
+* The targets (TPOT ≤ {TPOT_TARGET:.0f} %, TTFT ≤ {TTFT_TARGET:.0f} % on unseen groups) {verdict}.
+* What limits it: the rows do not record speculative decoding (MTP), CUDA-graph / overlap-scheduler settings,
+  the software version's kernel choices, or how the benchmark client ramps its load. A group whose software
+  behaves unlike every other group on the same model or GPU (the worst groups above) cannot be learned from the
+  others; TTFT additionally depends on arrival bursts and KV-cache pressure that the rows only hint at.
+* The repeat-measurement row is a floor: measurements of the same config in the same group disagree by that
+  much on average.
+* Honesty notes: no hyper-parameter or feature was fitted on a held-out group (every fold refits calibration and
+  boosters without it), but the feature set and the form of the calibration were chosen while looking at this
+  leave-group-out summary, with no outer nested split, so the figures are slightly optimistic. Rows whose
+  recorded parallelism cannot hold the weights, and disaggregated rows, are skipped (counts in the header).
+"""
+
+
+def markdown(
+    rows: list[dict],
+    overall: dict,
+    baseline: dict,
+    seed: int,
+    digest: str,
+    seconds: float,
+    floor: dict | None = None,
+    skipped: dict | None = None,
+) -> str:
+    lines = [
+        "# budsim predictor accuracy (leave-group-out)",
+        "",
+        f"Generated by `python -m budsim.evaluate --seed {seed}` on {digest[:19]}… of silicon_sample.csv "
+        f"(agg rows: {overall['rows']}, groups: {overall['groups']}; skipped: {skipped or {}}; {seconds:.0f} s).",
+        "Each (model, system, backend) group was predicted by a predictor trained without it. APE = |pred - meas| / meas.",
+        "",
+        "| | TPOT MAPE | TPOT median APE | TTFT MAPE | TTFT median APE |",
+        "|---|---:|---:|---:|---:|",
+        f"| **hybrid, all rows** | **{overall['tpot_mape']:.1f} %** | {overall['tpot_median']:.1f} % | "
+        f"**{overall['ttft_mape']:.1f} %** | {overall['ttft_median']:.1f} % |",
+        f"| hybrid, mean of group MAPEs | {overall['tpot_mape_mean_of_groups']:.1f} % | | "
+        f"{overall['ttft_mape_mean_of_groups']:.1f} % | |",
+        f"| calibrated roofline only | {baseline['tpot_mape']:.1f} % | {baseline['tpot_median']:.1f} % | "
+        f"{baseline['ttft_mape']:.1f} % | {baseline['ttft_median']:.1f} % |",
+        *(
+            [
+                f"| repeat measurements of one config (noise floor, {floor['rows']} rows) | {floor['tpot_mape']:.1f} % | | "
+                f"{floor['ttft_mape']:.1f} % | |"
+            ]
+            if floor
+            else []
+        ),
+        f"| target | ≤ {TPOT_TARGET:.0f} % | | ≤ {TTFT_TARGET:.0f} % | |",
+        "",
+        "Worst held-out groups by TPOT MAPE: "
+        + ", ".join(
+            f"{r['model']} / {r['system']} / {r['backend']} ({r['tpot_mape']:.0f} %)"
+            for r in sorted(rows, key=lambda r: -r["tpot_mape"] * min(r["rows"], 30))[:4]
+        )
+        + ".",
+        "",
+        "| model | system | backend | rows | TPOT MAPE | TPOT median | TTFT MAPE | TTFT median |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['system']} | {r['backend']} | {r['rows']} | {r['tpot_mape']:.1f} % | "
+            f"{r['tpot_median']:.1f} % | {r['ttft_mape']:.1f} % | {r['ttft_median']:.1f} % |"
+        )
+    return "\n".join(lines) + "\n" + notes(overall)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ARTIFACT_DIR / "accuracy.md")
+    args = parser.parse_args()
+    started = time.time()
+    samples, skipped = load_samples()
+    print(f"{len(samples)} agg rows in {len({s.group for s in samples})} groups (skipped: {skipped})")
+    ttft, tpot, roof_ttft, roof_tpot = leave_group_out(samples, args.seed)
+    rows, overall = summarize(samples, ttft, tpot)
+    _, baseline = summarize(samples, roof_ttft, roof_tpot)
+    for r in rows:
+        print(
+            f"{r['model'][:34]:34} {r['system']:9} {r['backend']:7} {r['rows']:4}  TPOT {r['tpot_mape']:6.1f} % "
+            f"(med {r['tpot_median']:5.1f})  TTFT {r['ttft_mape']:7.1f} % (med {r['ttft_median']:5.1f})"
+        )
+    print(
+        f"overall hybrid: TPOT MAPE {overall['tpot_mape']:.1f} % (median {overall['tpot_median']:.1f} %), "
+        f"TTFT MAPE {overall['ttft_mape']:.1f} % (median {overall['ttft_median']:.1f} %)"
+    )
+    print(
+        f"mean of group MAPEs: TPOT {overall['tpot_mape_mean_of_groups']:.1f} %, TTFT {overall['ttft_mape_mean_of_groups']:.1f} %"
+    )
+    print(f"roofline only: TPOT MAPE {baseline['tpot_mape']:.1f} %, TTFT MAPE {baseline['ttft_mape']:.1f} %")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    floor = noise_floor(samples)
+    print(
+        f"repeat measurements of one config: TPOT {floor['tpot_mape']:.1f} %, TTFT {floor['ttft_mape']:.1f} % ({floor['rows']} rows)"
+    )
+    args.out.write_text(
+        markdown(rows, overall, baseline, args.seed, data_hash(), time.time() - started, floor, skipped)
+    )
+    print(f"wrote {args.out}")
+    if not math.isfinite(overall["tpot_mape"]):
+        raise SystemExit("non-finite error: check the data")
+
+
+if __name__ == "__main__":
+    main()

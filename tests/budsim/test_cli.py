@@ -1,0 +1,132 @@
+import csv
+import json
+
+from typer.testing import CliRunner
+
+from budsim.dataset import SILICON_CSV, perf_data_dir
+from cli.sim import app
+
+runner = CliRunner()
+
+
+def _sample_rows(count_agg=6, count_disagg=2):
+    with open(perf_data_dir() / SILICON_CSV, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = list(reader.fieldnames)
+        rows = list(reader)
+    agg = [r for r in rows if r["mode"] == "agg"][:count_agg]
+    disagg = [r for r in rows if r["mode"] == "disagg"][:count_disagg]
+    return columns, agg, disagg
+
+
+def test_predict_csv_end_to_end(tmp_path):
+    columns, agg, disagg = _sample_rows()
+    unknown = dict(agg[0], id="mystery", model_path="someone/unknown-model")
+    source = tmp_path / "in.csv"
+    with open(source, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(agg + disagg + [unknown])
+    out = tmp_path / "out.csv"
+    result = runner.invoke(app, ["predict", "--csv", str(source), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with open(out, newline="") as handle:
+        produced = list(csv.DictReader(handle))
+    assert len(produced) == len(agg) + len(disagg) + 1
+    assert list(produced[0])[: len(columns)] == columns  # input columns kept, in order
+    for row in produced[: len(agg)]:
+        ttft, tpot = float(row["predicted_ttft_ms"]), float(row["predicted_tpot_ms"])
+        assert row["predict_error"] == ""
+        # trained on these rows: within a factor of two of what was measured
+        assert 0.5 < ttft / float(row["silicon_ttft_ms"]) < 2 and 0.5 < tpot / float(row["silicon_tpot_ms"]) < 2
+    for row in produced[len(agg) : len(agg) + len(disagg)]:
+        assert row["predicted_ttft_ms"] == "" and "only aggregated serving" in row["predict_error"]
+    assert "unknown model 'someone/unknown-model'" in produced[-1]["predict_error"]
+
+
+def test_predict_without_measured_columns(tmp_path):
+    columns, agg, _ = _sample_rows(count_agg=3, count_disagg=0)
+    kept = [c for c in columns if not c.startswith("silicon_")]
+    source = tmp_path / "in.csv"
+    with open(source, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=kept, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(agg)
+    out = tmp_path / "out.csv"
+    result = runner.invoke(app, ["predict", "--csv", str(source), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with open(out, newline="") as handle:
+        produced = list(csv.DictReader(handle))
+    assert all(float(r["predicted_tpot_ms"]) > 0 for r in produced)
+
+
+def test_recommend_prints_table_json_and_plot(tmp_path):
+    plot = tmp_path / "pareto.png"
+    result = runner.invoke(
+        app,
+        [
+            "recommend",
+            "--model",
+            "meta-llama/Llama-3.1-8B-Instruct",
+            "--gpu",
+            "h100_sxm",
+            "--gpus",
+            "4",
+            "--max-ttft-ms",
+            "500",
+            "--plot",
+            str(plot),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "Pareto front" in result.output and "recommendation:" in result.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    as_json = runner.invoke(
+        app,
+        [
+            "recommend",
+            "--model",
+            "meta-llama/Llama-3.1-8B-Instruct",
+            "--gpu",
+            "h100_sxm",
+            "--gpus",
+            "4",
+            "--max-ttft-ms",
+            "500",
+            "--json",
+        ],
+    )
+    assert as_json.exit_code == 0, as_json.output
+    document = json.loads(as_json.output)
+    assert document["meets_targets"] is True and document["recommendation"]["prediction"]["ttft_ms"] <= 500
+
+
+def test_recommend_from_a_config_json(tmp_path):
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 2048,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "intermediate_size": 8192,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
+        "torch_dtype": "bfloat16",
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    result = runner.invoke(app, ["recommend", "--model", str(path), "--gpu", "nvidia-l4", "--gpus", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["recommendation"]["config"]["tensor_parallel_size"] in (1, 2)
+
+
+def test_recommend_bad_input_exits_2_with_the_reason():
+    result = runner.invoke(app, ["recommend", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "tpu-v5", "--gpus", "8"])
+    assert result.exit_code == 2
+    assert "unknown GPU 'tpu-v5'" in result.output
+    negative = runner.invoke(
+        app,
+        ["recommend", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "h100_sxm", "--gpus", "8", "--max-ttft-ms", "-3"],
+    )
+    assert negative.exit_code == 2 and "targets.max_ttft_ms" in negative.output
