@@ -114,7 +114,9 @@ class EndpointActivities:
             endpoint = await endpoints.get_endpoint(conn, request.endpoint_id)
             await endpoints.replace_replicas(conn, request.endpoint_id, request.replicas)
             await endpoints.ensure_route(conn, request.route_name, endpoint["project_id"], request.endpoint_id)
-            await endpoints.set_replicas_count(conn, request.endpoint_id, len(request.replicas))
+            count = request.replica_count if request.replica_count is not None else len(request.replicas)
+            ready = request.ready_replicas if request.ready_replicas is not None else sum(r.ready for r in request.replicas)
+            await endpoints.set_replicas_count(conn, request.endpoint_id, count, ready)
             if request.health:
                 await endpoints.set_health(conn, request.endpoint_id, request.health.model_dump())
 
@@ -122,6 +124,7 @@ class EndpointActivities:
     async def unpublish_endpoint(self, ref: EndpointRef) -> None:
         async with self.pool.acquire() as conn:
             await endpoints.remove_from_routing(conn, ref.endpoint_id)
+            await conn.execute("UPDATE endpoints SET ready_replicas = 0 WHERE id = $1", ref.endpoint_id)
 
     @activity.defn
     async def release_target(self, ref: EndpointRef) -> ReleaseRequest | None:

@@ -43,7 +43,8 @@ class ReleaseActivities:
     async def wait_release_ready(self, request: ReleaseRequest) -> DeploymentState:
         backend = await self.backend_for(request.cluster_id)
         try:
-            return await backend.wait_ready(request.spec, request.timeout_s, heartbeat=activity.heartbeat)
+            await backend.wait_ready(request.spec, request.timeout_s, heartbeat=activity.heartbeat)
+            return await backend.state(request.spec)
         except DeploymentFailed as error:
             raise ApplicationError(str(error), type="DeploymentFailed", non_retryable=True) from error
         except ClusterUnreachable:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from core.bootstrap import admin_token_path
 from core.settings import get_settings
+from devstack.kube_stack import CLUSTER_NAME
 from devstack.process import StartupError
 from devstack.stack import Stack
 
@@ -31,9 +32,12 @@ def _print_admin_token(stack: Stack) -> None:
 @app.command()
 def up(
     detach: bool = typer.Option(False, "--detach", "-d", help="start in the background and return"),
+    kube: bool = typer.Option(
+        False, "--kube", help=f"also start a local Kubernetes cluster with fake GPU nodes, registered as {CLUSTER_NAME}"
+    ),
 ) -> None:
     """Start every part, wait for each to be healthy, print its URL. Ctrl-C stops everything (unless --detach)."""
-    stack = Stack(get_settings())
+    stack = Stack(get_settings(), kube=kube)
     console.print(f"Starting the Bud Foundry stack (state in {stack.state})")
     try:
         stack.up(console.print)
@@ -47,6 +51,8 @@ def up(
         f"Prometheus {settings.prometheus_url}\n"
         f"S3         {settings.s3_endpoint}  (bucket {settings.models_bucket})"
     )
+    if kube:
+        console.print(f"Kubernetes export KUBECONFIG={stack.kube.kubeconfig_path}  (cluster {CLUSTER_NAME}; try kubectl get nodes)")
     _print_admin_token(stack)
     if detach:
         console.print("\nRunning in the background: `bud dev status`, `bud dev down`.")

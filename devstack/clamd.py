@@ -3,9 +3,11 @@
 The limits work together with the scanning client (registry/clamd.py):
 - StreamMaxLength is the longest INSTREAM clamd accepts; the client never sends more in one stream and scans larger
   files as overlapping windows (registry/README.md). Both read STREAM_MAX_BYTES, so they cannot drift apart.
-- MaxFileSize and MaxScanSize bound what clamd inspects inside one stream (a stream is one "file"; archives inside
-  it are unpacked up to MaxScanSize in total). AlertExceedsMax makes clamd report content it had to skip because of a
-  limit as `Heuristics.Limits.Exceeded.*` instead of calling it clean: a scan fails closed.
+- MaxScanSize bounds what clamd inspects inside one stream, archive members it unpacks included; with
+  AlertExceedsMax, content beyond it is reported as `Heuristics.Limits.Exceeded.MaxScanSize` instead of being
+  called clean, so a scan fails closed. MaxFileSize is set to the same value on purpose: clamd silently trims an
+  archive member that decompresses beyond MaxFileSize and scans only its start (measured with ClamAV 1.4: no
+  alert), so MaxFileSize must not be the smaller limit.
 - MaxScanTime is generous because two shared CPU cores can be slow; the client waits a little longer than it.
 """
 
@@ -22,18 +24,17 @@ CLAMD_BINARY = "/usr/sbin/clamd"
 SIGNATURE_DIR = Path(__file__).resolve().parent / "clamav"  # shipped EICAR test signatures
 
 STREAM_MAX_BYTES = DEFAULT_STREAM_MAX_BYTES  # 64 MiB: one INSTREAM window
-MAX_FILE_BYTES = DEFAULT_STREAM_MAX_BYTES  # a stream is one file to clamd: same bound
-MAX_SCAN_BYTES = 4 * DEFAULT_STREAM_MAX_BYTES  # room for archive members unpacked from one window
+MAX_SCAN_BYTES = 1024 * 1024 * 1024  # 1 GiB: a window plus the archive members unpacked from it
 MAX_SCAN_TIME_MS = 300_000
 MAX_THREADS = 8  # concurrent scans (the client pipelines two windows per file)
 
 
 def clamd_config(state_dir: Path, port: int, database_dir: Path = SIGNATURE_DIR,
-                 stream_max_bytes: int = STREAM_MAX_BYTES) -> str:
+                 stream_max_bytes: int = STREAM_MAX_BYTES, max_scan_bytes: int = MAX_SCAN_BYTES) -> str:
     """The clamd.conf text: TCP on 127.0.0.1:port, foreground, state under state_dir, no freshclam.
 
-    stream_max_bytes exists for tests that exercise the window policy with small files; the scanning client must
-    be given the same value.
+    The limit arguments exist for tests that exercise the policies with small files; the scanning client must be
+    given the same stream_max_bytes.
     """
     temp_dir = state_dir / "clamd-tmp"  # INSTREAM data is spooled here while it is scanned
     lines = {
@@ -46,8 +47,8 @@ def clamd_config(state_dir: Path, port: int, database_dir: Path = SIGNATURE_DIR,
         "LogTime": "yes",
         "LogFileMaxSize": "20M",
         "StreamMaxLength": str(stream_max_bytes),
-        "MaxFileSize": str(max(MAX_FILE_BYTES, stream_max_bytes)),
-        "MaxScanSize": str(max(MAX_SCAN_BYTES, 4 * stream_max_bytes)),
+        "MaxFileSize": str(max_scan_bytes),  # not below MaxScanSize: see the module docstring
+        "MaxScanSize": str(max_scan_bytes),
         "MaxScanTime": str(MAX_SCAN_TIME_MS),
         "AlertExceedsMax": "yes",
         "MaxThreads": str(MAX_THREADS),
@@ -75,7 +76,7 @@ def clamd_ping(host: str, port: int, timeout: float = 1.0) -> bool:
 
 
 def clamd_process(state_dir: Path, port: int, database_dir: Path = SIGNATURE_DIR,
-                  stream_max_bytes: int = STREAM_MAX_BYTES) -> ManagedProcess:
+                  stream_max_bytes: int = STREAM_MAX_BYTES, max_scan_bytes: int = MAX_SCAN_BYTES) -> ManagedProcess:
     """clamd on 127.0.0.1:port with its config, temp folder and log under state_dir (written here, idempotently)."""
     if not os.access(CLAMD_BINARY, os.X_OK):
         raise FileNotFoundError(f"{CLAMD_BINARY} not found: install the Debian package clamav-daemon")
@@ -83,7 +84,7 @@ def clamd_process(state_dir: Path, port: int, database_dir: Path = SIGNATURE_DIR
     (state_dir / "clamd-tmp").mkdir(parents=True, exist_ok=True)
     (state_dir / "logs").mkdir(parents=True, exist_ok=True)
     config_path = state_dir / "clamd.conf"
-    config_path.write_text(clamd_config(state_dir, port, database_dir, stream_max_bytes))
+    config_path.write_text(clamd_config(state_dir, port, database_dir, stream_max_bytes, max_scan_bytes))
     return ManagedProcess(
         name="clamd",
         argv=[CLAMD_BINARY, "-c", str(config_path)],

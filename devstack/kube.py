@@ -167,8 +167,11 @@ class KubeCluster:
         bin_dir: Path,
         node_pools: Sequence[NodePool] = DEFAULT_NODE_POOLS,
         startup_timeout_s: float = 180.0,
+        apiserver_port: int | None = None,
     ):
         self.state_dir = Path(state_dir)
+        # None: a free port. `bud dev up --kube` fixes it, so the kubeconfig it registered stays valid across restarts.
+        self.apiserver_port = apiserver_port
         self.bin_dir = Path(bin_dir)
         self.node_pools = list(node_pools)
         self.startup_timeout_s = startup_timeout_s
@@ -219,7 +222,7 @@ class KubeCluster:
         self._pki = pki = ensure_pki(self.state_dir / "pki")
 
         etcd_url = self._launch(self._etcd())
-        apiserver_port = free_port()
+        apiserver_port = self.apiserver_port or free_port()
         self.server_url = f"https://127.0.0.1:{apiserver_port}"
         self._launch(self._apiserver(etcd_url, apiserver_port))
 

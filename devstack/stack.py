@@ -9,9 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
+import psutil
+
+from core.bootstrap import admin_token_path
 from core.settings import Settings
 from devstack import services
 from devstack.clamd import clamd_process
+from devstack.kube_stack import DevKube
 from devstack.process import ManagedProcess, StartupError
 
 Printer = Callable[[str], None]
@@ -23,10 +27,12 @@ def _port(url: str, default: int) -> int:
 
 
 class Stack:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, kube: bool = False):
         self.settings = settings
         self.state = settings.state_dir
         self.pid_dir = self.state / "pids"
+        self.with_kube = kube  # `bud dev up --kube`: also the local Kubernetes cluster (devstack/kube_stack.py)
+        self.kube = DevKube(self.state, self.pid_dir)
 
     # -- definitions -------------------------------------------------------------------------------------------
     def child_env(self) -> dict[str, str]:
@@ -75,6 +81,10 @@ class Stack:
             services.python_service("api", ["api"], state, env, health_url=f"http://127.0.0.1:{s.api_port}/readyz",
                                     url=f"http://127.0.0.1:{s.api_port} (docs /docs)"),
             *workers,
+            services.python_service(
+                "gateway", ["gateway", "--port", str(s.gateway_port), "--route-source",
+                            "gateway.postgres_source:from_environment"], state, env,
+                health_url=f"http://127.0.0.1:{s.gateway_port}/healthz", url=s.gateway_url),
         ]
 
     # -- pid files ---------------------------------------------------------------------------------------------
@@ -82,11 +92,19 @@ class Stack:
         return self.pid_dir / f"{name}.pid"
 
     def running_pid(self, name: str) -> int | None:
+        """The recorded pid if that process is alive (an exited child of ours is reaped, not counted)."""
         try:
             pid = int(self._pid_file(name).read_text())
-            os.kill(pid, 0)
-            return pid
-        except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return None  # our child, and it has exited
+        except ChildProcessError:
+            pass  # not our child (started by another `bud dev up`)
+        try:
+            return pid if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE else None
+        except psutil.NoSuchProcess:
             return None
 
     # -- commands ----------------------------------------------------------------------------------------------
@@ -113,7 +131,23 @@ class Stack:
             if proc.name == "postgres":
                 services.ensure_database(_port(self.settings.database_url, 55432))
             echo(f"  {proc.name:<22} ready in {time.monotonic() - t0:4.1f}s  {proc.url}")
+        if self.with_kube:
+            self._up_kube(echo, started)
         return started
+
+    def _up_kube(self, echo: Printer, started: list[ManagedProcess]) -> None:
+        """Start the Kubernetes cluster once the API is up, and register it through the API as kube-local."""
+        try:
+            self.kube.up(echo)
+            token = admin_token_path(self.settings).read_text().strip()
+            self.kube.register(f"http://127.0.0.1:{self.settings.api_port}", token, echo)
+        except (StartupError, OSError) as error:
+            echo(f"  {'kubernetes':<22} FAILED: {error}")
+            self.kube.down(echo)
+            for done in reversed(started):
+                done.stop()
+                self._pid_file(done.name).unlink(missing_ok=True)
+            raise
 
     def status(self) -> list[tuple[str, str, str]]:
         rows = []
@@ -123,10 +157,14 @@ class Stack:
                 rows.append((proc.name, "stopped", proc.url))
             else:
                 rows.append((proc.name, f"healthy (pid {pid})" if proc.healthy() else f"unhealthy (pid {pid})", proc.url))
+        if self.with_kube or self.kube.was_started():
+            rows += self.kube.status_rows()
         return rows
 
     def down(self, echo: Printer, timeout_s: float = 20.0) -> None:
         """Stop the parts recorded in our pid files, in reverse order: SIGTERM, then SIGKILL after timeout_s."""
+        if self.kube.was_started():
+            self.kube.down(echo, timeout_s)
         for proc in reversed(self.definitions()):
             pid = self.running_pid(proc.name)
             if pid is None:

@@ -318,7 +318,7 @@ class TinyLlamaSpec(BaseModel):
 
 
 def spec_for_total_bytes(total_bytes: int) -> TinyLlamaSpec:
-    """A bf16 Llama (TinyLlama-1.1B-like widths) whose weights come close to total_bytes: 2 GB -> 18 layers."""
+    """A bf16 Llama (TinyLlama-1.1B-like widths) whose weights come close to total_bytes: 2 GB -> 20 layers."""
     base = TinyLlamaSpec(hidden_size=2048, num_layers=1, num_attention_heads=32, num_kv_heads=4,
                          intermediate_size=5632, vocab_size=32000, max_position_embeddings=4096)
     per_layer = TinyLlamaSpec(**{**base.model_dump(), "num_layers": 2}).weight_bytes - base.weight_bytes

@@ -61,7 +61,8 @@ def run_stack_scenario(state: Path) -> None:
     try:
         started = bud(env, "dev", "up", "--detach")
         assert started.returncode == 0, started.stdout + started.stderr
-        for part in ("postgres", "temporal", "s3", "clamd", "prometheus", "api", "worker-bud-control", "worker-bud-optimizer"):
+        for part in ("postgres", "temporal", "s3", "clamd", "prometheus", "api", "worker-bud-control",
+                     "worker-bud-optimizer", "gateway"):
             assert part in started.stdout
         assert f"http://127.0.0.1:{env['BUD_TEMPORAL_UI_PORT']}" in started.stdout
 
@@ -75,7 +76,7 @@ def run_stack_scenario(state: Path) -> None:
         assert httpx.get(f"http://127.0.0.1:{env['BUD_TEMPORAL_UI_PORT']}/").status_code == 200
         status = bud(env, "dev", "status")
         assert status.returncode == 0, status.stdout
-        assert status.stdout.count("healthy") == 8
+        assert status.stdout.count("healthy") == 9
 
         # The local cluster registers itself through the running worker.
         local = wait_for(lambda: next((c for c in httpx.get(f"{api}/api/clusters", headers=headers).json()
@@ -83,7 +84,7 @@ def run_stack_scenario(state: Path) -> None:
         # Prometheus scrapes the API and the workers.
         prometheus = env["BUD_PROMETHEUS_URL"]
         wait_for(lambda: {t["labels"]["job"] for t in httpx.get(f"{prometheus}/api/v1/targets").json()["data"]["activeTargets"]
-                          if t["health"] == "up"} >= {"api", "workers"}, timeout=30)
+                          if t["health"] == "up"} >= {"api", "workers", "gateway"}, timeout=30)
 
         # Restart: state survives (database, token, Temporal history); the token is not printed again.
         pids_before = recorded_pids(state)

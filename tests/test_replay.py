@@ -8,6 +8,7 @@ replay of a recorded run (one that is in flight in production) then fails this t
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,65 @@ async def test_record_register_model_histories(api, control_worker, temporal_cli
         model = await register_and_wait(api, settings, prefix, parameter_count=clean.parameter_count)
         history = await temporal_client.get_workflow_handle(model["workflow_id"]).fetch_history()
         (HISTORIES / f"{file_name}.json").write_text(history.to_json())
+
+
+@pytest.mark.record_history
+async def test_record_deployment_histories(api, control_worker, optimizer_worker, gateway, temporal_client, settings,
+                                           tmp_path):
+    """Deploy (with its TransferModel and HealthCheck children), optimize, scale, delete; a failed and a cancelled deploy."""
+    from registry.testdata import write_tiny_llama
+    from tests.deploy_helpers import (available_model, configure_manual, create_endpoint, local_cluster_id,
+                                      settled, wait_endpoint)
+    from workflows.ids import (delete_endpoint_workflow_id, deploy_endpoint_workflow_id, health_check_workflow_id,
+                               scale_endpoint_workflow_id, transfer_workflow_id)
+
+    async def save(workflow_id: str, file_name: str) -> None:
+        history = await temporal_client.get_workflow_handle(workflow_id).fetch_history()
+        (HISTORIES / f"{file_name}.json").write_text(history.to_json())
+
+    model = await available_model(api, settings, write_tiny_llama(tmp_path / "m"))
+    cluster = await local_cluster_id(api)
+    endpoint = await create_endpoint(api, model["id"], cluster)
+    configured = await configure_manual(api, endpoint["id"])
+    await save(configured["optimization_workflow_id"], "optimize_deployment_manual")
+    await api.put(f"/api/endpoints/{endpoint['id']}/config", json={
+        "optimization_method": "REGRESSOR", "performance_targets": {"max_latency_ms": 2000},
+        "workload": {"input_tokens": 256, "output_tokens": 64, "concurrency": 4}})
+    regressor = await wait_endpoint(api, endpoint["id"], lambda e: e["optimization_status"] != "RUNNING", timeout=120)
+    await save(regressor["optimization_workflow_id"], "optimize_deployment_regressor")
+    await api.post(f"/api/endpoints/{endpoint['id']}/deploy")
+    assert (await wait_endpoint(api, endpoint["id"], settled))["status"] == "RUNNING"
+    await save(deploy_endpoint_workflow_id(endpoint["id"]), "deploy_endpoint_running")
+    await save(transfer_workflow_id(endpoint["id"]), "transfer_model")
+    await save(health_check_workflow_id(endpoint["id"]), "health_check")
+    await api.post(f"/api/endpoints/{endpoint['id']}/scale", json={"replicas": 2})
+    await wait_endpoint(api, endpoint["id"], lambda e: e["deployment"]["ready_replicas"] == 2 and e["step"] == "running")
+    await temporal_client.get_workflow_handle(scale_endpoint_workflow_id(endpoint["id"])).result()
+    await save(scale_endpoint_workflow_id(endpoint["id"]), "scale_endpoint")
+    await api.delete(f"/api/endpoints/{endpoint['id']}")
+    await temporal_client.get_workflow_handle(delete_endpoint_workflow_id(endpoint["id"])).result()
+    await save(delete_endpoint_workflow_id(endpoint["id"]), "delete_endpoint")
+
+    failing = await create_endpoint(api, model["id"], cluster)
+    await configure_manual(api, failing["id"])
+    settings.deploy_ready_timeout_s = 3
+    os.environ["BUD_SIM_FAIL_HEALTH"] = "1"  # replicas never turn healthy: FAILED at "waiting for replicas"
+    try:
+        await api.post(f"/api/endpoints/{failing['id']}/deploy")
+        await wait_endpoint(api, failing["id"], settled)
+    finally:
+        del os.environ["BUD_SIM_FAIL_HEALTH"]
+        settings.deploy_ready_timeout_s = 60
+    await save(deploy_endpoint_workflow_id(failing["id"]), "deploy_endpoint_failed")
+
+    cancelled = await create_endpoint(api, model["id"], cluster)
+    await configure_manual(api, cancelled["id"])
+    settings.sim_load_delay_s = 30
+    try:
+        await api.post(f"/api/endpoints/{cancelled['id']}/deploy")
+        await wait_endpoint(api, cancelled["id"], lambda e: e["step"] == "waiting for replicas")
+    finally:
+        settings.sim_load_delay_s = 0
+    await api.delete(f"/api/endpoints/{cancelled['id']}")
+    await temporal_client.get_workflow_handle(delete_endpoint_workflow_id(cancelled["id"])).result()
+    await save(deploy_endpoint_workflow_id(cancelled["id"]), "deploy_endpoint_cancelled")

@@ -67,7 +67,8 @@ class ScaleEndpoint:
             start_to_close_timeout=timedelta(seconds=release.timeout_s + 120), heartbeat_timeout=timedelta(seconds=30),
             retry_policy=INFRA_RETRY)
         await self._db(EndpointActivities.publish_endpoint, PublishInput(
-            endpoint_id=request.endpoint_id, route_name=plan.spec.served_model_name, replicas=state.replicas))
+            endpoint_id=request.endpoint_id, route_name=plan.spec.served_model_name, replicas=state.routable(),
+            replica_count=replicas, ready_replicas=state.ready_replicas))
         return state
 
     @workflow.run

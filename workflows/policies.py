@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 # Databases, object stores, daemons: transient failures, retry for a long while with backoff.
 INFRA_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
@@ -15,7 +15,7 @@ PROBE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coeffic
 
 def failure_reason(error: BaseException) -> str:
     """The innermost message of an activity failure: what a user needs to read."""
-    while isinstance(error, ActivityError) and error.cause is not None:
+    while isinstance(error, (ActivityError, ChildWorkflowError)) and error.cause is not None:
         error = error.cause
     if isinstance(error, ApplicationError):
         return error.message

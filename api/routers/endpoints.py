@@ -68,9 +68,9 @@ class EndpointOut(BaseModel):
     updated_at: datetime
 
 
-async def endpoint_out(conn, row) -> dict:
-    ready = await conn.fetchval("SELECT count(*) FROM endpoint_replicas WHERE endpoint_id = $1 AND ready", row["id"])
-    return {**dict(row), "deployment": {"runtime": row["runtime"], "replicas": row["replicas"], "ready_replicas": ready,
+def endpoint_out(row) -> dict:
+    return {**dict(row), "deployment": {"runtime": row["runtime"], "replicas": row["replicas"],
+                                        "ready_replicas": row["ready_replicas"],
                                         "config": row["config"], "resources": row["resources"]}}
 
 
@@ -94,19 +94,19 @@ async def create_endpoint(body: EndpointCreate, pool: PoolDep, principal: Princi
         if row is None:
             raise ApiError(409, f"an endpoint named {body.name!r} exists (names are the model names clients use)",
                            {"field": "name"})
-        return await endpoint_out(conn, row)
+        return endpoint_out(row)
 
 
 @router.get("", response_model=list[EndpointOut])
 async def list_endpoints(pool: PoolDep, principal: PrincipalDep) -> list[dict]:
     async with pool.acquire() as conn:
-        return [await endpoint_out(conn, row) for row in await endpoints.list_endpoints(conn, principal.project_id)]
+        return [endpoint_out(row) for row in await endpoints.list_endpoints(conn, principal.project_id)]
 
 
 @router.get("/{endpoint_id}", response_model=EndpointOut)
 async def get_endpoint(endpoint_id: UUID, pool: PoolDep, principal: PrincipalDep) -> dict:
     async with pool.acquire() as conn:
-        return await endpoint_out(conn, await owned_endpoint(conn, endpoint_id, principal.project_id))
+        return endpoint_out(await owned_endpoint(conn, endpoint_id, principal.project_id))
 
 
 @router.put("/{endpoint_id}/config", response_model=EndpointOut, status_code=status.HTTP_202_ACCEPTED)
@@ -148,7 +148,7 @@ async def configure_endpoint(endpoint_id: UUID, body: EndpointConfigRequest, poo
                                        request=request)
         await conn.execute("UPDATE endpoints SET optimization_workflow_id = $2 WHERE id = $1", endpoint_id,
                            run["workflow_id"])
-        return await endpoint_out(conn, await endpoints.get_endpoint(conn, endpoint_id))
+        return endpoint_out(await endpoints.get_endpoint(conn, endpoint_id))
 
 
 @router.post("/{endpoint_id}/deploy", response_model=EndpointOut, status_code=status.HTTP_202_ACCEPTED)
@@ -177,7 +177,7 @@ async def deploy_endpoint(endpoint_id: UUID, pool: PoolDep, temporal: TemporalDe
         except WorkflowAlreadyStartedError:
             raise ApiError(409, "a deployment of this endpoint is already running") from None
         await endpoints.set_workflow(conn, endpoint_id, workflow_id, body.keep_on_failure)
-        return await endpoint_out(conn, await endpoints.get_endpoint(conn, endpoint_id))
+        return endpoint_out(await endpoints.get_endpoint(conn, endpoint_id))
 
 
 @router.post("/{endpoint_id}/scale", response_model=EndpointOut, status_code=status.HTTP_202_ACCEPTED)
@@ -202,7 +202,7 @@ async def scale_endpoint(endpoint_id: UUID, body: ScaleRequest, pool: PoolDep, t
         except WorkflowAlreadyStartedError:
             raise ApiError(409, "a scale of this endpoint is already running") from None
         await endpoints.set_status(conn, endpoint_id, EndpointStatus.RUNNING, f"scaling to {body.replicas}")
-        return await endpoint_out(conn, await endpoints.get_endpoint(conn, endpoint_id))
+        return endpoint_out(await endpoints.get_endpoint(conn, endpoint_id))
 
 
 @router.delete("/{endpoint_id}", response_model=EndpointOut, status_code=status.HTTP_202_ACCEPTED)
@@ -215,4 +215,4 @@ async def delete_endpoint(endpoint_id: UUID, pool: PoolDep, temporal: TemporalDe
             DeleteEndpoint.run, EndpointRef(endpoint_id=endpoint_id), id=delete_endpoint_workflow_id(endpoint_id),
             task_queue=settings.control_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
         await endpoints.set_status(conn, endpoint_id, EndpointStatus.DELETING, "deleting")
-        return await endpoint_out(conn, await endpoints.get_endpoint(conn, endpoint_id))
+        return endpoint_out(await endpoints.get_endpoint(conn, endpoint_id))

@@ -86,10 +86,18 @@ class DeploymentState(BaseModel):
     replicas: list[ReplicaState] = Field(default_factory=list)
     pending_reasons: list[str] = Field(default_factory=list, description="why replicas are not scheduled or not ready")
     exists: bool = True
+    service_url: str | None = Field(default=None, description="one URL load-balancing all replicas (Kubernetes Service)")
+    simulated_nodes: bool = Field(default=False, description="replicas run on fake (kwok) nodes: no server answers")
 
     @property
     def ready(self) -> bool:
         return self.exists and self.ready_replicas >= self.desired_replicas
+
+    def routable(self) -> list[ReplicaState]:
+        """What the gateway sends traffic to: the Service when there is one (it balances the pods), else each replica."""
+        if self.service_url:
+            return [ReplicaState(name=self.release, ready=self.ready_replicas > 0, url=self.service_url)]
+        return self.replicas
 
 
 # --------------------------------------------------------------------------------------------------- API bodies
@@ -209,16 +217,19 @@ class HealthCheckInput(BaseModel):
 
 class HealthReport(BaseModel):
     replicas_ready: int
-    completion_latency_ms: float
-    stream_first_token_ms: float
-    stream_chunks: int
-    sample_text: str
+    completion_latency_ms: float = 0.0
+    stream_first_token_ms: float = 0.0
+    stream_chunks: int = 0
+    sample_text: str = ""
+    note: str | None = None
 
 
 class PublishInput(BaseModel):
     endpoint_id: UUID
     route_name: str
-    replicas: list[ReplicaState]
+    replicas: list[ReplicaState] = Field(description="what the gateway routes to (a Service, or each replica)")
+    replica_count: int | None = Field(default=None, description="the release's replicas; default len(replicas)")
+    ready_replicas: int | None = Field(default=None, description="ready replicas as the backend reports them")
     health: HealthReport | None = None
 
 

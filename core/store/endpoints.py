@@ -10,7 +10,7 @@ from core.payloads.deployments import EndpointCreate, EndpointProgress, Endpoint
 
 COLUMNS = """id, project_id, name, model_id, cluster_id, status, step, runtime, optimization_method,
     performance_targets, config, replicas, resources, recommendation, optimization_status, optimization_workflow_id,
-    workflow_id, inference_url, error, keep_on_failure, health, created_at, updated_at"""
+    workflow_id, inference_url, error, keep_on_failure, health, ready_replicas, created_at, updated_at"""
 
 
 class InsufficientGpus(Exception):
@@ -88,8 +88,9 @@ async def set_health(conn: asyncpg.Connection, endpoint_id: UUID, health: dict |
     await conn.execute("UPDATE endpoints SET health = $2 WHERE id = $1", endpoint_id, health)
 
 
-async def set_replicas_count(conn: asyncpg.Connection, endpoint_id: UUID, replicas: int) -> None:
-    await conn.execute("UPDATE endpoints SET replicas = $2, updated_at = now() WHERE id = $1", endpoint_id, replicas)
+async def set_replicas_count(conn: asyncpg.Connection, endpoint_id: UUID, replicas: int, ready: int) -> None:
+    await conn.execute("UPDATE endpoints SET replicas = $2, ready_replicas = $3, updated_at = now() WHERE id = $1",
+                       endpoint_id, replicas, ready)
 
 
 # ------------------------------------------------------------------------------------------------ GPUs
