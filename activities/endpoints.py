@@ -23,6 +23,7 @@ from core.payloads.deployments import (
     Resources,
     RuntimeConfig,
 )
+from core.payloads.models import BenchmarkCreate
 from core.planning import fit_problems, serving_config, simulated_timing
 from core.settings import Settings
 from core.store import clusters, endpoints, models
@@ -119,6 +120,7 @@ class EndpointActivities:
             await endpoints.set_replicas_count(conn, request.endpoint_id, count, ready)
             if request.health:
                 await endpoints.set_health(conn, request.endpoint_id, request.health.model_dump())
+                await record_measured_performance(conn, endpoint, request)
 
     @activity.defn
     async def unpublish_endpoint(self, ref: EndpointRef) -> None:
@@ -146,3 +148,17 @@ class EndpointActivities:
         """A scale's outcome: the endpoint keeps serving (RUNNING); a failure is noted as its error."""
         async with self.pool.acquire() as conn:
             await endpoints.set_progress(conn, progress)
+
+
+async def record_measured_performance(conn: asyncpg.Connection, endpoint: asyncpg.Record, request: PublishInput) -> None:
+    """The health check's measurements become the model's serving benchmarks (per GPU type and config)."""
+    health = request.health
+    if health is None or health.stream_chunks == 0:
+        return  # nothing measured (e.g. simulated Kubernetes nodes)
+    details = {"endpoint": endpoint["name"], "runtime": endpoint["runtime"], "config": endpoint["config"],
+               "replicas": request.replica_count}
+    gpu_type = (endpoint["resources"] or {}).get("gpu_type")
+    for name, score in (("ttft_ms", health.stream_first_token_ms), ("e2e_latency_ms", health.completion_latency_ms)):
+        await models.add_benchmark(conn, endpoint["model_id"], BenchmarkCreate(
+            name=name, score=score, kind="performance", unit="ms", gpu_type=gpu_type, details=details,
+            source=f"health check of endpoint {endpoint['name']}"))

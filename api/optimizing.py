@@ -34,7 +34,7 @@ def model_facts(model: asyncpg.Record) -> ModelArchitecture:
     return ModelArchitecture.model_validate(model["facts"])
 
 
-def pick_gpu(cluster: asyncpg.Record, requested: str | None) -> tuple[str, dict]:
+def pick_gpu(cluster: asyncpg.Record, requested: str | None, field: str = "resources.gpu_type") -> tuple[str, dict]:
     pools = {pool["gpu_type"]: pool for pool in cluster["gpus"]}
     if requested is None:
         gpu_type = next(iter(pools))
@@ -42,19 +42,19 @@ def pick_gpu(cluster: asyncpg.Record, requested: str | None) -> tuple[str, dict]
         try:
             gpu_type = canonical_gpu_type(requested)
         except ValueError as error:
-            raise unprocessable("resources.gpu_type", str(error)) from None
+            raise unprocessable(field, str(error)) from None
     if gpu_type not in pools:
-        raise unprocessable("resources.gpu_type", f"cluster {cluster['name']} has no {gpu_type}; it has {', '.join(pools)}")
+        raise unprocessable(field, f"cluster {cluster['name']} has no {gpu_type}; it has {', '.join(pools)}")
     return gpu_type, pools[gpu_type]
 
 
 async def optimization_request(
     conn: asyncpg.Connection, *, model: asyncpg.Record, cluster: asyncpg.Record, endpoint_id: UUID | None,
     runtime: str, method: str, targets: PerformanceTargets, workload: WorkloadSpec, gpu_type: str | None,
-    config: RuntimeConfig | None, replicas: int | None,
+    config: RuntimeConfig | None, replicas: int | None, gpu_field: str = "resources.gpu_type",
 ) -> OptimizationRequest:
     facts = model_facts(model)
-    gpu_type, pool = pick_gpu(cluster, gpu_type)
+    gpu_type, pool = pick_gpu(cluster, gpu_type, gpu_field)
     free, _ = await endpoints.free_gpus(conn, cluster["id"], gpu_type, excluding=endpoint_id)
     manual = None
     if method == "MANUAL":

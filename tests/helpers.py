@@ -48,7 +48,8 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def start_worker_process(settings: Settings, state_dir: Path, queue: str | None = None) -> ManagedProcess:
+def start_worker_process(settings: Settings, state_dir: Path, queue: str | None = None,
+                         extra_env: dict[str, str] | None = None) -> ManagedProcess:
     """A real `python -m worker` process, for tests that kill it."""
     queue = queue or settings.control_queue
     name = unique("worker")
@@ -57,6 +58,6 @@ def start_worker_process(settings: Settings, state_dir: Path, queue: str | None 
         argv=[sys.executable, "-m", "worker", "--queue", queue],
         log_path=state_dir / "logs" / f"{name}.log",
         healthy=lambda: True,
-        env={**os.environ, **settings_env(settings)},
+        env={**os.environ, **settings_env(settings), **(extra_env or {})},
         cwd=services.PROJECT_ROOT,
     ).start()

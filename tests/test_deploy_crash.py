@@ -90,7 +90,8 @@ async def test_worker_killed_during_health_checks_leaves_no_duplicate_replicas(
     endpoint = await create_endpoint(api, model["id"], await local_cluster_id(api))
     await configure_manual(api, endpoint["id"], replicas=2)
     queue_settings, handle = await deploy_on_own_queue(temporal_client, settings, endpoint["id"])
-    first = start_worker_process(queue_settings, state_dir)
+    # Replicas this worker starts inherit a 100x slowdown: the test inference takes seconds, a window to kill in.
+    first = start_worker_process(queue_settings, state_dir, extra_env={"BUD_SIM_SLOWDOWN": "100"})
     await wait_endpoint(api, endpoint["id"], lambda e: e["step"] == "health checks", timeout=120)
     first.kill()
     assert len(runtime_processes(endpoint["name"])) == 2  # replicas outlive the worker that started them

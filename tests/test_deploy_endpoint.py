@@ -65,6 +65,11 @@ async def test_happy_path_register_configure_deploy_serve_delete(
     assert running["inference_url"] == gateway
     assert running["health"]["stream_chunks"] > 0
     assert len(runtime_processes(endpoint["name"])) == 2
+    # What the health check measured is now a serving benchmark of the model, for this GPU type and config.
+    measured = (await api.get(f"/api/models/{model['id']}")).json()["benchmarks"]
+    assert {"ttft_ms", "e2e_latency_ms"} <= {b["name"] for b in measured if b["kind"] == "performance"
+                                            and b["details"]["endpoint"] == endpoint["name"]}
+    assert all(b["gpu_type"] == "nvidia-h100-80gb" for b in measured if b["kind"] == "performance")
 
     async with httpx.AsyncClient(timeout=30) as client:
         async with asyncio.timeout(10):  # the gateway polls its routes

@@ -13,6 +13,7 @@ import httpx
 import psutil
 
 from devstack.process import free_port
+from registry.testdata import write_tiny_llama
 from tests.helpers import server_state_dir
 
 
@@ -29,6 +30,7 @@ def stack_env(state: Path) -> dict[str, str]:
         "BUD_CLAMD_PORT": str(free_port()),
         "BUD_PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
         "BUD_WORKER_METRICS_BASE_PORT": str(free_port()),
+        "COLUMNS": "200",  # rich wraps CLI messages to the terminal width
     }
 
 
@@ -39,6 +41,19 @@ def bud(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.Com
 
 def recorded_pids(state: Path) -> list[int]:
     return [int(path.read_text()) for path in (state / "pids").glob("*.pid")]
+
+
+def alive(pids: list[int]) -> list[tuple[int, str]]:
+    """Processes still running (an exited orphan may linger as a zombie until init reaps it: that is not running)."""
+    running = []
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            if process.status() != psutil.STATUS_ZOMBIE:
+                running.append((pid, " ".join(process.cmdline()[:4])))
+        except psutil.NoSuchProcess:
+            pass
+    return running
 
 
 def wait_for(check, timeout: float = 60.0):
@@ -81,6 +96,18 @@ def run_stack_scenario(state: Path) -> None:
         # The local cluster registers itself through the running worker.
         local = wait_for(lambda: next((c for c in httpx.get(f"{api}/api/clusters", headers=headers).json()
                                        if c["name"] == "local" and c["status"] == "READY"), None))
+        # A newcomer's first model: upload with progress, registration, the scan followed to the end.
+        model_dir = write_tiny_llama(state / "tiny-model")
+        uploaded = bud(env, "models", "upload", str(model_dir.path), "--name", "tiny", "--license", "apache-2.0")
+        assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
+        assert "AVAILABLE" in uploaded.stdout and "uploaded 6 file(s)" in uploaded.stdout
+        again = bud(env, "models", "upload", str(model_dir.path), "--name", "tiny", "--version", "2")
+        assert again.returncode == 0, again.stdout + again.stderr
+        bad = bud(env, "models", "upload", str(state / "no-such-dir"), "--name", "x")
+        assert bad.returncode != 0 and "does not exist" in (bad.stdout + bad.stderr)
+        listed = bud(env, "models", "list", "--status", "AVAILABLE")
+        assert listed.returncode == 0 and listed.stdout.count("tiny") == 2
+
         # Prometheus scrapes the API and the workers.
         prometheus = env["BUD_PROMETHEUS_URL"]
         wait_for(lambda: {t["labels"]["job"] for t in httpx.get(f"{prometheus}/api/v1/targets").json()["data"]["activeTargets"]
@@ -89,7 +116,7 @@ def run_stack_scenario(state: Path) -> None:
         # Restart: state survives (database, token, Temporal history); the token is not printed again.
         pids_before = recorded_pids(state)
         assert bud(env, "dev", "down").returncode == 0
-        assert not [pid for pid in pids_before if psutil.pid_exists(pid)]
+        assert alive(pids_before) == []
         restarted = bud(env, "dev", "up", "--detach")
         assert restarted.returncode == 0, restarted.stdout + restarted.stderr
         assert token not in restarted.stdout
@@ -102,4 +129,4 @@ def run_stack_scenario(state: Path) -> None:
     finally:
         pids = recorded_pids(state) if (state / "pids").exists() else []
         bud(env, "dev", "down")
-    assert not [pid for pid in pids if psutil.pid_exists(pid)]
+    assert alive(pids) == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
@@ -18,7 +17,7 @@ from devstack.clamd import clamd_process
 from devstack.process import free_port
 from registry.testdata import write_tiny_llama
 from tests.helpers import unique
-from tests.registry_helpers import registration, upload, wait_settled
+from tests.registry_helpers import registration, upload
 from worker.clients import build_clients
 from worker.queues import setup_for
 

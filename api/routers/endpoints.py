@@ -8,10 +8,8 @@ from uuid import UUID
 
 from fastapi import APIRouter, status
 from pydantic import BaseModel
-from temporalio.client import WorkflowQueryFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.errors import ApiError, not_found

@@ -45,7 +45,7 @@ async def create_optimization(body: OptimizationCreate, pool: PoolDep, temporal:
         request = await optimization_request(
             conn, model=model, cluster=cluster, endpoint_id=None, runtime=body.runtime,
             method=body.optimization_method, targets=body.performance_targets, workload=body.workload,
-            gpu_type=body.gpu_type, config=body.config, replicas=body.replicas)
+            gpu_type=body.gpu_type, config=body.config, replicas=body.replicas, gpu_field="gpu_type")
         return await start_optimization(conn, temporal, settings, project_id=principal.project_id, endpoint_id=None,
                                         model_id=model["id"], cluster_id=cluster["id"], request=request)
 
