@@ -36,6 +36,7 @@ def configure_logging(env: str = "dev", level: int = logging.INFO) -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request drowns everything else
 
 
 def get_logger(name: str = "bud"):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +21,14 @@ import httpx
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from devstack.kube import BINARIES, DEFAULT_NODE_POOLS, KubeCluster, NodePool, ensure_binaries
+from devstack.kube import (
+    BINARIES,
+    DEFAULT_NODE_POOLS,
+    KubeCluster,
+    NodePool,
+    ensure_binaries,
+)
+from devstack.pidfiles import PidFiles
 from devstack.process import StartupError
 
 CLUSTER_NAME = "kube-local"
@@ -66,20 +72,6 @@ async def register_kube_cluster(
     return fetched.json()
 
 
-def _alive(pid: int) -> bool:
-    """Whether pid runs. A child of ours that exited (the foreground `bud dev up` started it) is reaped first, as a
-    zombie would otherwise still answer signal 0."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # not our child: `bud dev down` from another shell
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
 class DevKube:
     """Start, inspect and stop the dev stack's KubeCluster through pid files in `pid_dir` (one per process)."""
 
@@ -93,6 +85,7 @@ class DevKube:
     ):
         self.kube_dir = state_dir / "kube"
         self.pid_dir = pid_dir
+        self.pids = PidFiles(pid_dir)
         self.bin_dir = bin_dir
         self.node_pools = list(node_pools)
         self.port = port or apiserver_port()
@@ -101,19 +94,12 @@ class DevKube:
     def kubeconfig_path(self) -> Path:
         return self.kube_dir / "kubeconfig"
 
-    def _pid_file(self, name: str) -> Path:
-        return self.pid_dir / f"{name}.pid"
-
     def running_pid(self, name: str) -> int | None:
-        try:
-            pid = int(self._pid_file(name).read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-        return pid if _alive(pid) else None
+        return self.pids.running_pid(name)
 
     def was_started(self) -> bool:
         """Whether `up` recorded this cluster (so status and down include it without --kube)."""
-        return any(self._pid_file(name).exists() for name in BINARIES)
+        return any(self.pids.exists(name) for name in BINARIES)
 
     def up(self, echo: Printer) -> None:
         running = [name for name in BINARIES if self.running_pid(name)]
@@ -131,7 +117,7 @@ class DevKube:
         self.pid_dir.mkdir(parents=True, exist_ok=True)
         cluster.start()  # stops what it started if it fails
         for process in cluster.processes:
-            self._pid_file(process.name).write_text(str(process.pid))
+            self.pids.record(process.name, process.pid)
         nodes = ", ".join(f"{p.count}x{p.gpus_per_node} {p.gpu_type}" for p in self.node_pools)
         echo(f"  {'kubernetes':<22} ready in {time.monotonic() - started:4.1f}s  {cluster.server_url} ({nodes})")
 
@@ -162,16 +148,8 @@ class DevKube:
     def down(self, echo: Printer, timeout_s: float = 20.0) -> None:
         """Stop the recorded processes, newest first: SIGTERM, then SIGKILL after timeout_s."""
         for name in reversed(BINARIES):
-            pid = self.running_pid(name)
-            if pid is not None:
-                os.kill(pid, signal.SIGTERM)
-                deadline = time.monotonic() + timeout_s
-                while time.monotonic() < deadline and self.running_pid(name):
-                    time.sleep(0.1)
-                if self.running_pid(name):
-                    os.kill(pid, signal.SIGKILL)
+            if self.pids.stop(name, timeout_s=timeout_s):
                 echo(f"  {name:<22} stopped")
-            self._pid_file(name).unlink(missing_ok=True)
 
     def register(self, api_url: str, token: str, echo: Printer) -> None:
         """Register the running cluster through the API at api_url (idempotent by name)."""

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 from urllib.parse import urlparse
-
-import psutil
 
 from core.bootstrap import admin_token_path
 from core.settings import Settings
 from devstack import services
 from devstack.clamd import clamd_process
 from devstack.kube_stack import DevKube
+from devstack.pidfiles import PidFiles
 from devstack.process import ManagedProcess, StartupError
 
 Printer = Callable[[str], None]
@@ -32,6 +29,7 @@ class Stack:
         self.state = settings.state_dir
         self.pid_dir = self.state / "pids"
         self.with_kube = kube  # `bud dev up --kube`: also the local Kubernetes cluster (devstack/kube_stack.py)
+        self.pids = PidFiles(self.pid_dir)
         self.kube = DevKube(self.state, self.pid_dir)
 
     # -- definitions -------------------------------------------------------------------------------------------
@@ -87,30 +85,12 @@ class Stack:
                 health_url=f"http://127.0.0.1:{s.gateway_port}/healthz", url=s.gateway_url),
         ]
 
-    # -- pid files ---------------------------------------------------------------------------------------------
-    def _pid_file(self, name: str) -> Path:
-        return self.pid_dir / f"{name}.pid"
-
     def running_pid(self, name: str) -> int | None:
-        """The recorded pid if that process is alive (an exited child of ours is reaped, not counted)."""
-        try:
-            pid = int(self._pid_file(name).read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return None  # our child, and it has exited
-        except ChildProcessError:
-            pass  # not our child (started by another `bud dev up`)
-        try:
-            return pid if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE else None
-        except psutil.NoSuchProcess:
-            return None
+        return self.pids.running_pid(name)
 
     # -- commands ----------------------------------------------------------------------------------------------
     def up(self, echo: Printer) -> list[ManagedProcess]:
         """Start every part not already running, in dependency order, each waited healthy."""
-        self.pid_dir.mkdir(parents=True, exist_ok=True)
         started: list[ManagedProcess] = []
         for proc in self.definitions():
             if (pid := self.running_pid(proc.name)) is not None:
@@ -119,13 +99,13 @@ class Stack:
             t0 = time.monotonic()
             try:
                 proc.start()
-                self._pid_file(proc.name).write_text(str(proc.pid))
+                self.pids.record(proc.name, proc.pid)
                 proc.wait_healthy()
             except (StartupError, OSError) as error:
                 echo(f"  {proc.name:<22} FAILED: {error}")
                 for done in reversed(started + [proc]):
                     done.stop()
-                    self._pid_file(done.name).unlink(missing_ok=True)
+                    self.pids.forget(done.name)
                 raise
             started.append(proc)
             if proc.name == "postgres":
@@ -146,7 +126,7 @@ class Stack:
             self.kube.down(echo)
             for done in reversed(started):
                 done.stop()
-                self._pid_file(done.name).unlink(missing_ok=True)
+                self.pids.forget(done.name)
             raise
 
     def status(self) -> list[tuple[str, str, str]]:
@@ -166,15 +146,5 @@ class Stack:
         if self.kube.was_started():
             self.kube.down(echo, timeout_s)
         for proc in reversed(self.definitions()):
-            pid = self.running_pid(proc.name)
-            if pid is None:
-                self._pid_file(proc.name).unlink(missing_ok=True)
-                continue
-            os.kill(pid, proc.stop_signal)
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline and self.running_pid(proc.name):
-                time.sleep(0.1)
-            if self.running_pid(proc.name):
-                os.kill(pid, signal.SIGKILL)
-            self._pid_file(proc.name).unlink(missing_ok=True)
-            echo(f"  {proc.name:<22} stopped")
+            if self.pids.stop(proc.name, proc.stop_signal, timeout_s):
+                echo(f"  {proc.name:<22} stopped")
