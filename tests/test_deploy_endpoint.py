@@ -231,3 +231,24 @@ async def test_crashed_replica_is_restarted_by_the_supervisor(api, control_worke
             await asyncio.sleep(0.2)
     assert len(runtime_processes(endpoint["name"])) == 1
     await delete(api, endpoint["id"])
+
+
+async def test_model_load_failure_is_explained_and_kept_on_request(api, control_worker, optimizer_worker, model,
+                                                                   cluster_id, db_pool):
+    """A replica that cannot load the model: FAILED with the seed's explanation; keep_on_failure leaves it in place."""
+    endpoint = await create_endpoint(api, model["id"], cluster_id)
+    await configure_manual(api, endpoint["id"])
+    os.environ["BUD_SIM_LOAD_ERROR"] = "unsupported weight layout"  # replicas inherit it: loading fails
+    try:
+        failed = await deploy(api, endpoint["id"], keep_on_failure=True)
+    finally:
+        del os.environ["BUD_SIM_LOAD_ERROR"]
+    assert failed["status"] == "FAILED"
+    assert failed["error"]["step"] == "waiting for replicas"
+    assert "model failed to load" in failed["error"]["reason"]
+    assert "unsupported weight layout" in failed["error"]["reason"]
+    async with db_pool.acquire() as conn:  # kept: the reservation (and the release's files) stay for inspection
+        assert await conn.fetchval("SELECT count(*) FROM gpu_reservations WHERE endpoint_id = $1", endpoint["id"]) == 1
+    await delete(api, endpoint["id"])
+    async with db_pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM gpu_reservations WHERE endpoint_id = $1", endpoint["id"]) == 0
