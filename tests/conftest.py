@@ -209,3 +209,20 @@ def gateway(settings: Settings, db_pool, state_dir: Path) -> Iterator[str]:
     ).start().wait_healthy()
     yield f"http://127.0.0.1:{port}/v1"
     process.stop()
+
+
+@pytest.fixture
+def start_worker(state_dir: Path):
+    """Start `python -m worker` processes for a test; whatever the test's outcome, none outlives it."""
+    from tests.helpers import start_worker_process
+
+    started = []
+
+    def start(queue_settings: Settings, **kwargs):
+        process = start_worker_process(queue_settings, state_dir, **kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()

@@ -19,7 +19,7 @@ from tests.deploy_helpers import (
     settled,
     wait_endpoint,
 )
-from tests.helpers import start_worker_process, unique
+from tests.helpers import unique
 from workflows.deploy_endpoint import DeployEndpoint
 from workflows.ids import deploy_endpoint_workflow_id, transfer_workflow_id
 
@@ -58,18 +58,18 @@ async def deploy_on_own_queue(temporal_client, settings, endpoint_id: str):
 
 
 async def test_worker_killed_during_transfer_resumes_and_finishes(
-    api, control_worker, optimizer_worker, settings, temporal_client, state_dir, model
+    api, control_worker, optimizer_worker, settings, temporal_client, state_dir, start_worker, model
 ):
     endpoint = await create_endpoint(api, model["id"], await local_cluster_id(api))
     await configure_manual(api, endpoint["id"])
     queue_settings, handle = await deploy_on_own_queue(temporal_client, settings, endpoint["id"])
-    first = start_worker_process(queue_settings, state_dir)
+    first = start_worker(queue_settings)
     await started_activity(temporal_client, transfer_workflow_id(endpoint["id"]), "transfer_model_file")
     await asyncio.sleep(0.3)  # let some bytes land
     first.kill()
     cache = state_dir / "model-cache" / model["id"]
 
-    second = start_worker_process(queue_settings, state_dir)
+    second = start_worker(queue_settings)
     try:
         await asyncio.wait_for(handle.result(), timeout=180)
     finally:
@@ -85,18 +85,18 @@ async def test_worker_killed_during_transfer_resumes_and_finishes(
 
 
 async def test_worker_killed_during_health_checks_leaves_no_duplicate_replicas(
-    api, control_worker, optimizer_worker, settings, temporal_client, state_dir, model
+    api, control_worker, optimizer_worker, settings, temporal_client, state_dir, start_worker, model
 ):
     endpoint = await create_endpoint(api, model["id"], await local_cluster_id(api))
     await configure_manual(api, endpoint["id"], replicas=2)
     queue_settings, handle = await deploy_on_own_queue(temporal_client, settings, endpoint["id"])
     # Replicas this worker starts inherit a 100x slowdown: the test inference takes seconds, a window to kill in.
-    first = start_worker_process(queue_settings, state_dir, extra_env={"BUD_SIM_SLOWDOWN": "100"})
+    first = start_worker(queue_settings, extra_env={"BUD_SIM_SLOWDOWN": "100"})
     await wait_endpoint(api, endpoint["id"], lambda e: e["step"] == "health checks", timeout=120)
     first.kill()
     assert len(runtime_processes(endpoint["name"])) == 2  # replicas outlive the worker that started them
 
-    second = start_worker_process(queue_settings, state_dir)
+    second = start_worker(queue_settings)
     try:
         await asyncio.wait_for(handle.result(), timeout=180)
     finally:

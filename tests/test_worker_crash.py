@@ -9,7 +9,7 @@ from temporalio.api.enums.v1 import PendingActivityState
 
 from core.payloads.clusters import ClusterSpec
 from core.store import clusters as cluster_store
-from tests.helpers import start_worker_process, unique
+from tests.helpers import unique
 from workflows.starters import start_register_cluster
 
 
@@ -23,14 +23,16 @@ async def wait_for_started_activity(handle, activity_type: str, timeout: float =
             await asyncio.sleep(0.05)
 
 
-async def test_sigkilled_worker_is_replaced_and_the_workflow_finishes(settings, db_pool, temporal_client, state_dir):
+async def test_sigkilled_worker_is_replaced_and_the_workflow_finishes(
+    settings, db_pool, temporal_client, state_dir, start_worker
+):
     # A queue of its own, so only the worker processes of this test can pick the work up.
     queue_settings = settings.model_copy(update={"control_queue": unique("crash-queue")})
     spec = ClusterSpec(name=unique("crashy"), kind="local", gpus=[{"gpu_type": "nvidia-l40s", "count": 2}])
     async with db_pool.acquire() as conn:
         row = await cluster_store.insert_cluster(conn, None, spec, "test")
 
-    first = start_worker_process(queue_settings, state_dir)
+    first = start_worker(queue_settings)
     handle = await start_register_cluster(temporal_client, queue_settings, row["id"], spec)
     await wait_for_started_activity(handle, "probe_cluster")
     children_before = {child.pid for child in psutil.Process(first.pid).children(recursive=True)}
@@ -41,7 +43,7 @@ async def test_sigkilled_worker_is_replaced_and_the_workflow_finishes(settings, 
     await asyncio.sleep(0.5)
     assert not [pid for pid in children_before if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
 
-    second = start_worker_process(queue_settings, state_dir)
+    second = start_worker(queue_settings)
     try:
         result = await asyncio.wait_for(handle.result(), timeout=90)
     finally:

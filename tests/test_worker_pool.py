@@ -10,7 +10,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from core.payloads.clusters import ClusterSpec
 from core.store import clusters as cluster_store
-from tests.helpers import start_worker_process, unique
+from tests.helpers import unique
 from workflows.starters import start_register_cluster
 
 
@@ -21,9 +21,9 @@ async def pollers(client, queue: str) -> int:
     return len({poller.identity for poller in response.pollers})
 
 
-async def test_two_workers_on_one_queue_both_take_work(settings, db_pool, temporal_client, state_dir):
+async def test_two_workers_on_one_queue_both_take_work(settings, db_pool, temporal_client, start_worker):
     queue_settings = settings.model_copy(update={"control_queue": unique("shared-queue")})
-    workers = [start_worker_process(queue_settings, state_dir) for _ in range(2)]
+    workers = [start_worker(queue_settings) for _ in range(2)]
     try:
         async with asyncio.timeout(60):  # both processes up and polling before any work arrives
             while await pollers(temporal_client, queue_settings.control_queue) < 2:

@@ -10,7 +10,7 @@ from kubernetes import client as k8s
 
 from registry.testdata import write_tiny_llama
 from tests.deploy_helpers import available_model, configure_manual, create_endpoint, settled, wait_endpoint
-from tests.helpers import start_worker_process, unique
+from tests.helpers import unique
 from workflows.deploy_endpoint import DeployEndpoint
 from core.payloads.deployments import DeployEndpointInput
 from workflows.ids import deploy_endpoint_workflow_id
@@ -118,7 +118,8 @@ async def test_gpus_taken_by_someone_else_leave_pods_pending_and_the_deploy_fail
 
 
 async def test_worker_killed_mid_rollout_is_replaced_and_the_rollout_finishes(
-    api, control_worker, optimizer_worker, kube_cluster, kube_cluster_id, model, settings, temporal_client, state_dir
+    api, control_worker, optimizer_worker, kube_cluster, kube_cluster_id, model, settings, temporal_client,
+    state_dir, start_worker
 ):
     endpoint = await create_endpoint(api, model["id"], kube_cluster_id)
     await configure_manual(api, endpoint["id"], replicas=2)
@@ -126,10 +127,10 @@ async def test_worker_killed_mid_rollout_is_replaced_and_the_rollout_finishes(
     handle = await temporal_client.start_workflow(
         DeployEndpoint.run, DeployEndpointInput(endpoint_id=endpoint["id"]),
         id=deploy_endpoint_workflow_id(endpoint["id"]), task_queue=queue_settings.control_queue)
-    first = start_worker_process(queue_settings, state_dir)
+    first = start_worker(queue_settings)
     await wait_endpoint(api, endpoint["id"], lambda e: e["step"] in ("deploying runtime", "waiting for replicas"))
     first.kill()
-    second = start_worker_process(queue_settings, state_dir)
+    second = start_worker(queue_settings)
     try:
         await asyncio.wait_for(handle.result(), timeout=240)
     finally:
