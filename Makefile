@@ -41,6 +41,7 @@ bench: install
 	$(BIN)/python -m bench.bench_budsim_search
 	$(BIN)/python -m bench.bench_registry
 	$(BIN)/python -m bench.bench_deploy
+	$(BIN)/python -m bench.bench_transfer
 	$(BIN)/python -m bench.bench_gateway
 
 clean-state: down

@@ -17,14 +17,6 @@ HEARTBEAT_EVERY_S = 1.0
 VERIFIED_SUFFIX = ".bud-sha256"  # sidecar written after a verified copy: the cache key
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(8 * 1024 * 1024):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class TransferActivities:
     def __init__(self, store: ObjectStore, cache_dir: Path):
         self.store = store
@@ -50,10 +42,17 @@ class TransferActivities:
             partial.unlink()
             offset = 0
         resumed_from, copied, last_beat = offset, 0, time.monotonic()
+        # One pass: the checksum is computed while writing (a resumed copy first re-hashes what it already has).
+        digest = hashlib.sha256()
+        if offset:
+            with open(partial, "rb") as existing:
+                while block := existing.read(8 * 1024 * 1024):
+                    digest.update(block)
         with open(partial, "ab") as out:
             if offset < request.size:
                 async for chunk in self.store.stream(request.bucket, request.key, start=offset):
                     out.write(chunk)
+                    digest.update(chunk)
                     copied += len(chunk)
                     if time.monotonic() - last_beat > HEARTBEAT_EVERY_S:
                         out.flush()
@@ -64,12 +63,10 @@ class TransferActivities:
         size = partial.stat().st_size
         if size != request.size:
             raise ApplicationError(f"{request.path}: copied {size} of {request.size} bytes", type="ShortCopy")
-        if request.sha256:
-            actual = sha256_of(partial)
-            if actual != request.sha256:
-                partial.unlink()  # corrupt: start over on the retry
-                raise ApplicationError(f"{request.path}: checksum {actual[:12]}… does not match the registry's "
-                                       f"{request.sha256[:12]}…", type="ChecksumMismatch")
+        if request.sha256 and digest.hexdigest() != request.sha256:
+            partial.unlink()  # corrupt: start over on the retry
+            raise ApplicationError(f"{request.path}: checksum {digest.hexdigest()[:12]}… does not match the "
+                                   f"registry's {request.sha256[:12]}…", type="ChecksumMismatch")
         partial.replace(target)
         sidecar.write_text(request.sha256 or "")
         return TransferFileResult(path=request.path, destination=str(destination), bytes_copied=copied, skipped=False,

@@ -48,8 +48,11 @@ class ObjectStore:
 
     async def __aenter__(self) -> "ObjectStore":
         session = aioboto3.Session()
+        # Checksums only when required: a ranged GET (resuming a copy) returns the whole object's checksum, which the
+        # client would otherwise compare with the partial body and reject. Integrity is ours: SHA-256 per file.
         config = Config(s3={"addressing_style": "path"}, signature_version="s3v4",
-                        retries={"max_attempts": 2, "mode": "standard"}, max_pool_connections=32)
+                        retries={"max_attempts": 2, "mode": "standard"}, max_pool_connections=32,
+                        request_checksum_calculation="when_required", response_checksum_validation="when_required")
         self._client = await self._stack.enter_async_context(session.client(
             "s3", endpoint_url=self.settings.s3_endpoint, aws_access_key_id=self.settings.s3_access_key,
             aws_secret_access_key=self.settings.s3_secret_key, region_name=self.settings.s3_region, config=config,
