@@ -28,21 +28,11 @@ class BenchStack:
     state: Path
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    return {
-        "BUD_STATE_DIR": str(settings.state_dir), "BUD_DATABASE_URL": settings.database_url,
-        "BUD_TEMPORAL_ADDRESS": settings.temporal_address, "BUD_S3_ENDPOINT": settings.s3_endpoint,
-        "BUD_S3_ACCESS_KEY": settings.s3_access_key, "BUD_S3_SECRET_KEY": settings.s3_secret_key,
-        "BUD_CLAMD_PORT": str(settings.clamd_port), "BUD_GATEWAY_PORT": str(settings.gateway_port),
-        "BUD_LOCAL_CLUSTER_GPU_COUNT": str(settings.local_cluster_gpu_count),
-    }
-
-
 def start_worker(settings: Settings, state: Path, queue: str) -> ManagedProcess:
     name = f"worker-{queue}-{len(list((state / 'logs').glob('worker-*')))}"
     return ManagedProcess(name=name, argv=[sys.executable, "-m", "worker", "--queue", queue],
                           log_path=state / "logs" / f"{name}.log", healthy=lambda: True,
-                          env={**os.environ, **settings_env(settings)}, cwd=services.PROJECT_ROOT).start()
+                          env={**os.environ, **settings.as_environment()}, cwd=services.PROJECT_ROOT).start()
 
 
 @asynccontextmanager

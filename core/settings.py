@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(default=0, description="Prometheus port for the worker's SDK metrics; 0 = off")
     worker_metrics_base_port: int = Field(default=8100, description="dev stack: worker i exposes metrics on base + i")
 
+    def as_environment(self) -> dict[str, str]:
+        """These settings as BUD_* variables, for the processes we start (workers, API, gateway)."""
+        return {f"BUD_{name.upper()}": str(value) for name, value in self.model_dump().items() if value is not None}
+
     @property
     def gateway_url(self) -> str:
         return self.public_inference_base or f"http://{self.gateway_host}:{self.gateway_port}/v1"

@@ -16,23 +16,6 @@ from devstack import services
 from devstack.process import ManagedProcess
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The same settings as BUD_* variables, for subprocesses (workers started and killed by tests)."""
-    return {
-        "BUD_STATE_DIR": str(settings.state_dir),
-        "BUD_DATABASE_URL": settings.database_url,
-        "BUD_TEMPORAL_ADDRESS": settings.temporal_address,
-        "BUD_S3_ENDPOINT": settings.s3_endpoint,
-        "BUD_S3_ACCESS_KEY": settings.s3_access_key,
-        "BUD_S3_SECRET_KEY": settings.s3_secret_key,
-        "BUD_CONTROL_QUEUE": settings.control_queue,
-        "BUD_OPTIMIZER_QUEUE": settings.optimizer_queue,
-        "BUD_CLAMD_PORT": str(settings.clamd_port),
-        "BUD_GATEWAY_PORT": str(settings.gateway_port),
-        "BUD_DEPLOY_READY_TIMEOUT_S": str(settings.deploy_ready_timeout_s),
-    }
-
-
 @contextmanager
 def server_state_dir(prefix: str) -> Iterator[Path]:
     """A fresh state folder other system users can traverse (PostgreSQL runs as its own user when we are root)."""
@@ -58,6 +41,6 @@ def start_worker_process(settings: Settings, state_dir: Path, queue: str | None 
         argv=[sys.executable, "-m", "worker", "--queue", queue],
         log_path=state_dir / "logs" / f"{name}.log",
         healthy=lambda: True,
-        env={**os.environ, **settings_env(settings), **(extra_env or {})},
+        env={**os.environ, **settings.as_environment(), **(extra_env or {})},
         cwd=services.PROJECT_ROOT,
     ).start()
