@@ -48,6 +48,7 @@ def up(
     console.print(
         f"\nAPI        http://127.0.0.1:{settings.api_port}  (OpenAPI docs: /docs)\n"
         f"Temporal   http://127.0.0.1:{settings.temporal_ui_port}  (Web UI)\n"
+        f"Gateway    {settings.gateway_url}  (OpenAI-compatible)\n"
         f"Prometheus {settings.prometheus_url}\n"
         f"S3         {settings.s3_endpoint}  (bucket {settings.models_bucket})"
     )

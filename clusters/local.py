@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +43,15 @@ SEED_EXPLANATIONS = {  # the seed's Troubleshooting > Model Load Failure
 }
 # Popen objects of the replicas this process started, so their exit is reaped (no zombies).
 _CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 def has_real_gpu() -> bool:
@@ -140,8 +150,10 @@ class LocalBackend:
         tmp.replace(path)
 
     # -------------------------------------------------------------------------------------------- reconcile
-    def _start_replica(self, directory: Path, spec: DeploymentSpec, index: int, restarts: int) -> dict:
-        port = free_port()
+    def _start_replica(self, directory: Path, spec: DeploymentSpec, index: int, restarts: int,
+                       port: int | None = None) -> dict:
+        # A restarted replica keeps its port, so the routes the gateway holds stay valid.
+        port = port if port is not None and port_is_free(port) else free_port()
         log_path = directory / f"replica-{index}.log"
         with open(log_path, "ab") as log_file:
             child = subprocess.Popen(self.replica_argv(spec, port), stdout=log_file, stderr=subprocess.STDOUT,
@@ -170,7 +182,7 @@ class LocalBackend:
                     if restarts > MAX_RESTARTS and ran_for < min(2 ** restarts, 300):
                         continue  # crash loop: back off (wait_ready reports it; later passes retry slowly)
                     log.warning("replica died; restarting", release=release, replica=index, pid=record["pid"])
-                    self._start_replica(directory, spec, index, restarts=restarts)
+                    self._start_replica(directory, spec, index, restarts=restarts, port=record["port"])
             for path in directory.glob("replica-*.json"):
                 record = self._read(path)
                 if record and record["index"] >= spec.replicas:
@@ -194,6 +206,23 @@ class LocalBackend:
                     self.reconcile(directory.name)
                 except Exception as error:  # one broken release must not stop the supervisor
                     log.error("reconcile failed", release=directory.name, error=str(error))
+
+    def stop_all_replicas(self) -> int:
+        """Stop every replica process but keep each release's desired state: the next supervisor pass (the next
+        `bud dev up`) starts them again. Returns how many were stopped."""
+        stopped = 0
+        if not self.replicas_dir.exists():
+            return 0
+        for directory in self.replicas_dir.iterdir():
+            if not directory.is_dir():
+                continue
+            with self._locked(directory.name):
+                for path in directory.glob("replica-*.json"):
+                    record = self._read(path)
+                    if record and _alive(record):
+                        _stop_pid(record)  # the record stays: the restart reuses its port
+                        stopped += 1
+        return stopped
 
     async def supervise(self, interval_s: float = 2.0) -> None:
         """Run forever in a worker: restart crashed replicas of deployed releases."""

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlparse
 
+from clusters.local import LocalBackend
 from core.bootstrap import admin_token_path
 from core.settings import Settings
 from devstack import services
@@ -148,3 +149,8 @@ class Stack:
         for proc in reversed(self.definitions()):
             if self.pids.stop(proc.name, proc.stop_signal, timeout_s):
                 echo(f"  {proc.name:<22} stopped")
+            if proc.name == f"worker-{self.settings.control_queue}":
+                # Its supervisor is gone: stop the local cluster's replicas too; the next `up` starts them again.
+                replicas = LocalBackend(self.state).stop_all_replicas()
+                if replicas:
+                    echo(f"  {'local replicas':<22} {replicas} stopped (restarted by the next `bud dev up`)")

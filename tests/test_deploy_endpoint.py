@@ -220,16 +220,27 @@ async def test_scale_up_and_down_changes_replicas_and_gpus(api, control_worker, 
     await delete(api, endpoint["id"])
 
 
-async def test_crashed_replica_is_restarted_by_the_supervisor(api, control_worker, optimizer_worker, model, cluster_id):
+async def test_crashed_replica_is_restarted_by_the_supervisor(api, control_worker, optimizer_worker, model, cluster_id,
+                                                             db_pool):
     endpoint = await create_endpoint(api, model["id"], cluster_id)
     await configure_manual(api, endpoint["id"])
     assert (await deploy(api, endpoint["id"]))["status"] == "RUNNING"
     [replica] = runtime_processes(endpoint["name"])
+    async with db_pool.acquire() as conn:
+        url = await conn.fetchval("SELECT url FROM endpoint_replicas WHERE endpoint_id = $1", endpoint["id"])
     replica.kill()
     async with asyncio.timeout(30):
         while not [p for p in runtime_processes(endpoint["name"]) if p.pid != replica.pid]:
             await asyncio.sleep(0.2)
     assert len(runtime_processes(endpoint["name"])) == 1
+    async with asyncio.timeout(30), httpx.AsyncClient() as client:  # same address: the gateway's route still works
+        while True:
+            try:
+                if (await client.get(f"{url}/health")).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
     await delete(api, endpoint["id"])
 
 
