@@ -53,7 +53,7 @@ def runtime(start_runtime):
 
 
 def test_health_is_503_while_loading_then_200(start_runtime):
-    process = start_runtime("--sim-load-delay-s", "4", wait=False)  # long enough to see 503 on a busy machine
+    process = start_runtime("--sim-load-delay-s", "8", wait=False)  # long enough to see 503 on a busy machine
     statuses: list[tuple[float, int]] = []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
