@@ -56,7 +56,7 @@ async def ensure_local_cluster(pool: asyncpg.Pool, temporal: Client, settings: S
 
     spec = local_cluster_spec(settings)
     async with pool.acquire() as conn:
-        row = await clusters.insert_cluster(conn, None, spec, "register-cluster")
+        row = await clusters.insert_cluster(conn, None, spec)
         if row is None:
             row = await clusters.get_platform_cluster_by_name(conn, spec.name)
             if row["status"] != "REGISTERING":

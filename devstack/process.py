@@ -83,6 +83,7 @@ class ManagedProcess:
     stop_timeout_s: float = 15.0
     stop_signal: int = signal.SIGTERM
     die_with_parent: bool = False  # for short-lived helpers: no orphan if the parent is killed
+    prepare: Callable[[], None] | None = None  # one-time set-up run by start() (not by status or down)
     popen: subprocess.Popen | None = field(default=None, init=False, repr=False)
 
     @property
@@ -90,6 +91,8 @@ class ManagedProcess:
         return self.popen.pid if self.popen else None
 
     def start(self) -> "ManagedProcess":
+        if self.prepare is not None:
+            self.prepare()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         full_env = {**os.environ, **(self.env or {})}

@@ -93,25 +93,29 @@ def init_postgres(data_dir: Path, user: str = "bud") -> str | None:
 def postgres_server(state_dir: Path, port: int, fast_unsafe: bool = False) -> ManagedProcess:
     """PostgreSQL on 127.0.0.1:port with data in state_dir/postgres (fast_unsafe drops fsync: tests only)."""
     data_dir = state_dir / "postgres"
-    system_user = init_postgres(data_dir)
+    system_user = POSTGRES_SYSTEM_USER if os.geteuid() == 0 else None
     socket_dir = data_dir  # owned by the server's user, short enough for a unix socket path
     argv = [str(_postgres_bin() / "postgres"), "-D", str(data_dir), "-h", "127.0.0.1", "-p", str(port),
             "-k", str(socket_dir), "-c", "max_connections=200"]
     if fast_unsafe:
         argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
     log_path = state_dir / "logs" / "postgres.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    if system_user:
-        log_path.touch()
-        entry = pwd.getpwnam(system_user)
-        os.chown(log_path, entry.pw_uid, entry.pw_gid)
+
+    def prepare() -> None:
+        """initdb and permissions: only when starting, not each time `bud dev status` builds the definitions."""
+        init_postgres(data_dir)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        if system_user:
+            log_path.touch()
+            entry = pwd.getpwnam(system_user)
+            os.chown(log_path, entry.pw_uid, entry.pw_gid)
 
     def ready() -> bool:
         result = subprocess.run([str(_postgres_bin() / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-q"],
                                 capture_output=True)
         return result.returncode == 0
 
-    return ManagedProcess(name="postgres", argv=argv, log_path=log_path, healthy=ready, user=system_user,
+    return ManagedProcess(name="postgres", argv=argv, log_path=log_path, healthy=ready, user=system_user, prepare=prepare,
                           url=f"postgresql://bud@127.0.0.1:{port}/bud", stop_timeout_s=20,
                           stop_signal=signal.SIGINT)  # SIGINT = fast shutdown; SIGTERM waits for clients
 

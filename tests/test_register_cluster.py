@@ -79,7 +79,7 @@ async def test_unreachable_kubernetes_cluster_fails_with_reason(
     spec = ClusterSpec(name=unique("remote"), kind="kubernetes", kubeconfig=unreachable_kubeconfig(),
                        gpus=[{"gpu_type": "nvidia-h100-80gb", "count": 8}])
     async with db_pool.acquire() as conn:
-        row = await cluster_store.insert_cluster(conn, None, spec, "test")
+        row = await cluster_store.insert_cluster(conn, None, spec)
     queue = unique("ts-control")
     setup = setup_for(settings.control_queue, worker_clients)
     async with Worker(time_skipping_env.client, task_queue=queue, workflows=setup.workflows, activities=setup.activities):

@@ -30,7 +30,7 @@ async def test_sigkilled_worker_is_replaced_and_the_workflow_finishes(
     queue_settings = settings.model_copy(update={"control_queue": unique("crash-queue")})
     spec = ClusterSpec(name=unique("crashy"), kind="local", gpus=[{"gpu_type": "nvidia-l40s", "count": 2}])
     async with db_pool.acquire() as conn:
-        row = await cluster_store.insert_cluster(conn, None, spec, "test")
+        row = await cluster_store.insert_cluster(conn, None, spec)
 
     first = start_worker(queue_settings)
     handle = await start_register_cluster(temporal_client, queue_settings, row["id"], spec)

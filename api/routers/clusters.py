@@ -46,7 +46,7 @@ async def register_cluster(
     if spec.kind == "kubernetes" and not spec.kubeconfig:
         raise ApiError(422, "kubeconfig: required for kind 'kubernetes'", [{"field": "kubeconfig", "message": "required"}])
     async with pool.acquire() as conn:
-        row = await clusters.insert_cluster(conn, principal.project_id, spec, "register-cluster")
+        row = await clusters.insert_cluster(conn, principal.project_id, spec)
         if row is None:
             raise ApiError(409, f"cluster {spec.name!r} already exists in this project", {"field": "name"})
         workflow_id = register_cluster_workflow_id(row["id"])

@@ -11,9 +11,7 @@ from core.payloads.clusters import ClusterFacts, ClusterSpec, ClusterStatus
 _COLUMNS = "id, project_id, name, kind, gpus, status, facts, error, workflow_id, created_at, updated_at"
 
 
-async def insert_cluster(
-    conn: asyncpg.Connection, project_id: UUID | None, spec: ClusterSpec, workflow_id_prefix: str
-) -> asyncpg.Record | None:
+async def insert_cluster(conn: asyncpg.Connection, project_id: UUID | None, spec: ClusterSpec) -> asyncpg.Record | None:
     """Insert a REGISTERING cluster; None when the name is taken in that project."""
     return await conn.fetchrow(
         f"""
