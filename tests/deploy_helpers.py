@@ -73,3 +73,14 @@ def runtime_processes(served_name: str) -> list[psutil.Process]:
         if "runtime" in cmdline and served_name in cmdline and process.info["status"] != psutil.STATUS_ZOMBIE:
             found.append(process)
     return found
+
+
+async def finish_with_a_new_worker(api, start_worker, queue_settings, handle, endpoint_id: str,
+                                   timeout: float = 180) -> dict:
+    """After the first worker was killed: start another on the same queue, let the deploy finish, return the endpoint."""
+    replacement = start_worker(queue_settings)
+    try:
+        await asyncio.wait_for(handle.result(), timeout=timeout)
+    finally:
+        replacement.stop()
+    return await wait_endpoint(api, endpoint_id, settled)

@@ -14,9 +14,9 @@ from tests.deploy_helpers import (
     available_model,
     configure_manual,
     create_endpoint,
+    finish_with_a_new_worker,
     local_cluster_id,
     runtime_processes,
-    settled,
     wait_endpoint,
 )
 from tests.helpers import unique
@@ -69,12 +69,7 @@ async def test_worker_killed_during_transfer_resumes_and_finishes(
     first.kill()
     cache = state_dir / "model-cache" / model["id"]
 
-    second = start_worker(queue_settings)
-    try:
-        await asyncio.wait_for(handle.result(), timeout=180)
-    finally:
-        second.stop()
-    running = await wait_endpoint(api, endpoint["id"], settled)
+    running = await finish_with_a_new_worker(api, start_worker, queue_settings, handle, endpoint["id"])
     assert running["status"] == "RUNNING", running["error"]
     assert len(runtime_processes(endpoint["name"])) == 1
     assert not list(cache.glob("*.part"))  # every file completed and passed its checksum
@@ -96,12 +91,7 @@ async def test_worker_killed_during_health_checks_leaves_no_duplicate_replicas(
     first.kill()
     assert len(runtime_processes(endpoint["name"])) == 2  # replicas outlive the worker that started them
 
-    second = start_worker(queue_settings)
-    try:
-        await asyncio.wait_for(handle.result(), timeout=180)
-    finally:
-        second.stop()
-    running = await wait_endpoint(api, endpoint["id"], settled)
+    running = await finish_with_a_new_worker(api, start_worker, queue_settings, handle, endpoint["id"])
     assert running["status"] == "RUNNING", running["error"]
     assert len(runtime_processes(endpoint["name"])) == 2  # adopted, not started again
     await api.delete(f"/api/endpoints/{endpoint['id']}")

@@ -9,7 +9,14 @@ import pytest
 from kubernetes import client as k8s
 
 from registry.testdata import write_tiny_llama
-from tests.deploy_helpers import available_model, configure_manual, create_endpoint, settled, wait_endpoint
+from tests.deploy_helpers import (
+    available_model,
+    configure_manual,
+    create_endpoint,
+    finish_with_a_new_worker,
+    settled,
+    wait_endpoint,
+)
 from tests.helpers import unique
 from workflows.deploy_endpoint import DeployEndpoint
 from core.payloads.deployments import DeployEndpointInput
@@ -130,12 +137,7 @@ async def test_worker_killed_mid_rollout_is_replaced_and_the_rollout_finishes(
     first = start_worker(queue_settings)
     await wait_endpoint(api, endpoint["id"], lambda e: e["step"] in ("deploying runtime", "waiting for replicas"))
     first.kill()
-    second = start_worker(queue_settings)
-    try:
-        await asyncio.wait_for(handle.result(), timeout=240)
-    finally:
-        second.stop()
-    running = await wait_endpoint(api, endpoint["id"], settled)
+    running = await finish_with_a_new_worker(api, start_worker, queue_settings, handle, endpoint["id"], timeout=240)
     assert running["status"] == "RUNNING", running["error"]
     assert apps(kube_cluster).read_namespaced_deployment(release_of(endpoint), NAMESPACE).status.ready_replicas == 2
     await api.delete(f"/api/endpoints/{endpoint['id']}")
