@@ -17,6 +17,7 @@ import numpy as np
 from budsim.catalog import GpuSpec, get_gpu
 from budsim.features import FEATURE_NAMES
 from budsim.fitting import Calibrations, FittedPredictor, booster_from_json
+from budsim.kernels import profiles_hash
 from budsim.roofline import Roofline, ServingPoint, normalize_backend, precision_of
 from budsim.schemas import Prediction, ServingConfig, Workload
 from core.model_facts import ModelArchitecture
@@ -34,6 +35,10 @@ class Predictor:
         meta = json.loads(meta_path.read_text())
         if meta.get("features") != FEATURE_NAMES:
             raise RuntimeError("predictor artifact was trained with other features; rerun `python -m budsim.train`")
+        if meta.get("kernel_profiles", {}).get("hash") != profiles_hash():
+            raise RuntimeError(
+                "predictor artifact was trained on other kernel profiles (kernels.json); rerun `python -m budsim.train`"
+            )
         document = json.loads(model_path.read_text())
         self.meta = meta
         self.fitted = FittedPredictor(

@@ -22,12 +22,14 @@ import math
 from dataclasses import dataclass
 
 from budsim.catalog import GpuSpec
+from budsim.kernels import profile_for
 from core.model_facts import ModelArchitecture
 
-# Fractions of the data-sheet peaks that real kernels reach (aiconfigurator uses 0.8 for memory too).
-MEMORY_EFFICIENCY = 0.8
-COMPUTE_EFFICIENCY = 0.6
-COLLECTIVE_LATENCY_S = 8e-6  # one small all-reduce / all-to-all hop (custom all-reduce, NVLink)
+# How close kernels get to each GPU's data-sheet peaks comes from `budsim.kernels` (fitted on measured kernel
+# tables); only the all-to-all hop latency of MoE dispatch has no table and stays a constant.
+COLLECTIVE_LATENCY_S = 8e-6
+# GEMMs per layer (QKV, O, up/gate, down) whose fixed floor a decode step pays even when tiny.
+GEMMS_PER_LAYER = 4
 P2P_LATENCY_S = 10e-6
 # Share of expert weights that cannot exceed the total (catalog MoE layouts with a few dense layers).
 _MAX_EXPERT_SHARE = 0.97
@@ -213,8 +215,10 @@ def _collective_bandwidth(gpu: GpuSpec, group: int) -> float:
 def _allreduce_s(gpu: GpuSpec, tp: int, message_bytes: float, count: float) -> float:
     if tp <= 1:
         return 0.0
-    ring = 2.0 * (tp - 1) / tp * message_bytes / _collective_bandwidth(gpu, tp)
-    return count * (ring + COLLECTIVE_LATENCY_S * (1 + math.log2(tp) / 3))
+    if tp > gpu.gpus_per_node:  # across nodes: the network, not the measured NVLink curve
+        ring = 2.0 * (tp - 1) / tp * message_bytes / gpu.inter_node_bandwidth
+        return count * (ring + COLLECTIVE_LATENCY_S * (1 + math.log2(tp) / 3))
+    return count * profile_for(gpu).allreduce_s(tp, message_bytes, gpu.interconnect_bandwidth)
 
 
 def _all_to_all_s(gpu: GpuSpec, group: int, message_bytes: float, count: float) -> float:
@@ -268,7 +272,10 @@ def _step_seconds(
 
     kv_per_token = kv_bytes_per_token_per_gpu(point, sizes)
     kv_read = decode_seqs * context * kv_per_token  # prefill attention is compute-bound: counted in FLOPs
-    memory_s = (weight_read + kv_read) / (gpu.hbm_bandwidth * MEMORY_EFFICIENCY)
+    kernels = profile_for(gpu)
+    memory_s = weight_read / (gpu.hbm_bandwidth * kernels.memory_efficiency) + kv_read / (
+        gpu.hbm_bandwidth * kernels.decode_attention_efficiency
+    )
 
     # FLOPs: 2 per active parameter per token (experts spread over the tp*dp GPUs), plus attention scores.
     dense_flops = 2.0 * tokens * sizes.dense_params / (tp * pp)
@@ -280,16 +287,18 @@ def _step_seconds(
     attn_flops = (
         4.0 * heads_per_gpu * qk_dim * (attn_layers / pp) * (decode_seqs * context + prefill_tokens * prefill_context)
     )
-    gemm_s = (dense_flops + expert_flops) / (gpu.tflops(point.precision) * 1e12 * COMPUTE_EFFICIENCY)
-    attn_s = attn_flops / (gpu.bf16_tflops * 1e12 * COMPUTE_EFFICIENCY)
+    gemm_s = (dense_flops + expert_flops) / (gpu.tflops(point.precision) * 1e12 * kernels.gemm(point.precision))
+    attn_s = attn_flops / (gpu.bf16_tflops * 1e12 * kernels.prefill_attention_efficiency)
     compute_s = gemm_s + attn_s
+    # Every layer launches its GEMMs and attention however small the batch: a floor per step.
+    floors_s = layers * (GEMMS_PER_LAYER * kernels.gemm_floor_s + kernels.attention_floor_s)
 
     # Tensor-parallel all-reduce after attention and after the MLP in every layer; MoE dispatch + combine.
     activation = tokens * model.hidden_size * 2.0
     comm_s = _allreduce_s(gpu, tp, activation, 2 * layers)
     if model.num_experts and point.moe_ep > 1:
         comm_s += _all_to_all_s(gpu, tp * dp, activation * model.experts_per_token, 2 * layers)
-    seconds = max(memory_s, compute_s) + comm_s
+    seconds = max(memory_s, compute_s, floors_s) + comm_s
     return seconds, weight_read, kv_read, dense_flops + expert_flops + attn_flops, comm_s, touched
 
 

@@ -55,6 +55,7 @@ PP_CANDIDATES = [1, 2, 3, 4, 6, 8]
 MAX_REJECTED_REPORTED = 50
 MATING_RETRIES = 5
 POLISH_ROUNDS = 10
+REPLICAS_GENE = 4  # position of the replica count in a genome (see SearchSpace.encode)
 MAX_PARETO_REPORTED = 200
 _INFEASIBLE_OBJECTIVES = (0.0, 1e12, 1e12)
 
@@ -528,12 +529,18 @@ def finish_search(state: SearchState) -> OptimizationResult:
 
 def polish(space: SearchSpace, evaluator: ConfigEvaluator, rounds: int = POLISH_ROUNDS) -> None:
     """Local refinement of the front (a memetic step after NSGA-II): try every neighbour of each front member
-    that moves one or two knobs by one choice, and keep going while that finds new configs."""
+    that moves one or two knobs by one choice, and every replica count of it (throughput and cost scale with
+    replicas, so a front member's scaled copies are likely front members too, however far apart), and keep
+    going while that finds new configs."""
     moves = [(knob, step) for knob in range(5) for step in (-1, 1)]
     for _ in range(rounds):
         neighbours = {}
         for member in result_front(list(evaluator.cache.values())):
             genes = space.encode(member.config)
+            for replicas in range(int(space.lower[REPLICAS_GENE]), int(space.upper[REPLICAS_GENE]) + 1):
+                config = space.decode([*genes[:REPLICAS_GENE], replicas, *genes[REPLICAS_GENE + 1 :]])
+                if _config_key(config) not in evaluator.cache:
+                    neighbours[_config_key(config)] = config
             for i, first in enumerate(moves):
                 for second in [None, *moves[i + 1 :]]:
                     candidate = list(genes)

@@ -4,7 +4,11 @@ Fits the per-runtime roofline calibration and the two XGBoost corrections (TTFT,
 silicon_sample.csv and writes, under budsim/artifacts/:
 
 * predictor.json: the two boosters in XGBoost's own JSON model format ({"ttft": <model>, "tpot": <model>});
-* predictor.meta.json: data hash, seed, feature names, calibrations, booster parameters, training-fit metrics.
+* predictor.meta.json: data hash, seed, kernel-profile hash, feature names, calibrations, booster parameters,
+  training-fit metrics.
+
+The roofline it corrects uses the per-GPU kernel profiles (budsim/artifacts/kernels.json from
+`python -m budsim.kernels`); refit those first when the kernel tables change.
 
 Same data + same seed gives byte-identical files (XGBoost's hist method is deterministic for a fixed seed and
 thread count). Nothing is pickled.
@@ -21,6 +25,8 @@ import numpy as np
 from budsim.dataset import SILICON_CSV, data_hash, load_samples
 from budsim.features import FEATURE_NAMES
 from budsim.fitting import BOOSTER_PARAMS, NUM_ROUNDS, booster_to_json, fit
+from budsim.kernels import ARTIFACT as KERNEL_PROFILES
+from budsim.kernels import profiles_hash
 from budsim.roofline import physics
 
 ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
@@ -56,6 +62,8 @@ def train(seed: int, out_dir: Path) -> dict:
             "groups": len({s.group for s in samples}),
         },
         "seed": seed,
+        # the roofline the boosters correct depends on the kernel profiles: refit both together
+        "kernel_profiles": {"file": KERNEL_PROFILES.name, "hash": profiles_hash()},
         "features": FEATURE_NAMES,
         "target": "log(measured / roofline) for TTFT and TPOT",
         "calibrations": fitted.calibrations.to_json(),
