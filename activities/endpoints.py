@@ -10,6 +10,7 @@ from temporalio.exceptions import ApplicationError
 
 from core.logging import get_logger
 from core.model_facts import ModelArchitecture
+from core.payloads.autoscaling import AutoscalingSpec
 from core.payloads.deployments import (
     DeployEndpointInput,
     DeploymentPlan,
@@ -81,6 +82,7 @@ class EndpointActivities:
             timing=simulated_timing(facts, resources.gpu_type, serving, self.settings.sim_load_delay_s),
             labels={"bud.ai/project-id": str(endpoint["project_id"])},
             startup_timeout_s=self.settings.deploy_ready_timeout_s,
+            autoscaling=AutoscalingSpec.model_validate(endpoint["autoscaling"]) if endpoint["autoscaling"] else None,
         )
         return DeploymentPlan(
             spec=spec, cluster_id=cluster["id"], cluster_kind=cluster["kind"],

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field
 
+from core.payloads.autoscaling import QUEUE_DEPTH_METRIC, AutoscalingSpec
 from core.payloads.deployments import DeploymentSpec
 
 CHART_DIR = Path(__file__).resolve().parent.parent / "charts" / "bud-runtime"
@@ -92,6 +93,33 @@ def _model_values(spec: DeploymentSpec, s3: S3Source | None, cache: ModelCache) 
     }
 
 
+def _autoscaling_values(scaling: AutoscalingSpec | None) -> dict[str, Any]:
+    """The chart's `autoscaling` block for the seed's: an HPA when enabled. None or disabled gives enabled: false,
+    so a re-apply removes an HPA an earlier revision made and the Deployment gets `replicas` back.
+
+    The chart's HPA takes one cpu and one queue-depth metric: the first of each in `scaling.metrics` is used (the
+    queue-depth metric's own selector is replaced by the chart's `bud.ai/release=<release>`).
+    """
+    if scaling is None or not scaling.enabled:
+        return {"enabled": False}
+    cpu = next((m.resource for m in scaling.metrics if m.type == "Resource" and m.resource is not None), None)
+    queue = next((m.external for m in scaling.metrics if m.type == "External" and m.external is not None), None)
+    queue_depth: dict[str, Any] = {"enabled": queue is not None, "metricName": QUEUE_DEPTH_METRIC}
+    if queue is not None:
+        target = queue.target
+        figure = target.value if target.type == "Value" else target.averageValue
+        queue_depth["targetType"] = target.type
+        queue_depth["targetValue"] = int(figure) if float(figure).is_integer() else figure
+    return {
+        "enabled": True,
+        "minReplicas": scaling.min_replicas,
+        "maxReplicas": scaling.max_replicas,
+        "targetCPUUtilizationPercentage": cpu.target.averageUtilization if cpu is not None else None,
+        "queueDepth": queue_depth,
+        "behavior": copy.deepcopy(scaling.behavior) if scaling.behavior else {},
+    }
+
+
 def chart_values(
     spec: DeploymentSpec,
     *,
@@ -101,8 +129,9 @@ def chart_values(
 ) -> dict[str, Any]:
     """The values file for `helm upgrade --install spec.release charts/bud-runtime`.
 
-    `extra` is merged last: cluster-wide settings the spec does not carry (image mirrors, ingress, ServiceMonitor,
-    autoscaling).
+    `extra` is merged last: cluster-wide settings the spec does not carry (image mirrors, ingress, ServiceMonitor).
+    The HPA comes from `spec.autoscaling` (`autoscaling.enabled: false` when it has none); an `extra` autoscaling
+    block still overrides it key by key.
     """
     config = spec.config
     values: dict[str, Any] = {
@@ -127,5 +156,6 @@ def chart_values(
         "model": _model_values(spec, s3, cache or ModelCache()),
         "probes": {"startupTimeoutSeconds": max(1, math.ceil(spec.startup_timeout_s))},
         "labels": dict(spec.labels),
+        "autoscaling": _autoscaling_values(spec.autoscaling),
     }
     return deep_merge(values, extra or {})

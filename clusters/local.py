@@ -87,6 +87,14 @@ def _stop_pid(record: dict, timeout_s: float = 10) -> None:
         child.wait(timeout=5)
 
 
+# Spec fields that do not change what a replica process runs (the count, and who decides the count).
+_NOT_PROCESS_FACTS = ("replicas", "autoscaling")
+
+
+def _process_facts(spec: dict) -> dict:
+    return {k: v for k, v in spec.items() if k not in _NOT_PROCESS_FACTS}
+
+
 class LocalBackend:
     def __init__(self, state_dir: Path, gpu_memory_gb: dict[str, float] | None = None):
         self.state_dir = state_dir
@@ -262,8 +270,7 @@ class LocalBackend:
         with self._locked(spec.release):
             current = self._read(directory / "spec.json")
             desired = spec.model_dump(mode="json")
-            if current is not None and {k: v for k, v in current.items() if k != "replicas"} != {
-                k: v for k, v in desired.items() if k != "replicas"}:
+            if current is not None and _process_facts(current) != _process_facts(desired):
                 # Anything but the replica count changed: replace the replicas (a rolling update is the
                 # blue-green path's job; here the release is new or being reconfigured in place).
                 for path in directory.glob("replica-*.json"):
@@ -275,6 +282,27 @@ class LocalBackend:
         await asyncio.to_thread(self.reconcile, spec.release)
         heartbeat()
         return await self.state(spec)
+
+    def replica_cpu_percent(self, release: str, interval_s: float = 1.0) -> list[float]:
+        """CPU use of each live replica of `release` over `interval_s`, in percent of one core (blocking)."""
+        processes = []
+        for path in sorted(self._release_dir(release).glob("replica-*.json")):
+            record = self._read(path)
+            if record and _alive(record):
+                try:
+                    process = psutil.Process(record["pid"])
+                    process.cpu_percent(None)  # starts the measurement window
+                    processes.append(process)
+                except psutil.NoSuchProcess:
+                    continue
+        time.sleep(interval_s)
+        usage = []
+        for process in processes:
+            try:
+                usage.append(process.cpu_percent(None))
+            except psutil.NoSuchProcess:
+                continue
+        return usage
 
     async def _replica_states(self, spec: DeploymentSpec) -> list[ReplicaState]:
         directory = self._release_dir(spec.release)

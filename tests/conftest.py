@@ -125,6 +125,7 @@ def settings(state_dir: Path, postgres_url: str, s3_endpoint: str, temporal_addr
         gateway_port=gateway_port,
         local_cluster_gpu_count=8,
         deploy_ready_timeout_s=60,
+        autoscale_sync_s=1.0,
     )
 
 

@@ -18,6 +18,7 @@ import yaml
 
 from clusters.chart_values import CHART_DIR, ModelCache, S3Source, chart_values
 from clusters.helm import default_helm_binary
+from core.payloads.autoscaling import AutoscalingSpec, MetricSpec
 from core.payloads.deployments import DeploymentSpec, Resources, RuntimeConfig
 from tests.conftest import S3_KEY, S3_SECRET
 
@@ -361,6 +362,89 @@ def test_a_model_path_that_is_not_s3_is_loaded_as_is_without_a_copy(tmp_path: Pa
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     assert volumes["model-cache"] == {"name": "model-cache", "emptyDir": {}}
     assert not [name for name in manifests if name.split("/")[0] in {"PersistentVolumeClaim", "Secret", "ConfigMap"}]
+
+
+
+def queue_metric(target: dict[str, Any]) -> MetricSpec:
+    return MetricSpec.model_validate(
+        {"type": "External", "external": {"metric": {"name": "inference_queue_depth"}, "target": target}}
+    )
+
+
+def test_a_spec_with_autoscaling_renders_its_hpa_and_a_deployment_without_replicas(tmp_path: Path) -> None:
+    behavior = {"scaleDown": {"stabilizationWindowSeconds": 120, "policies": [{"type": "Pods", "value": 1,
+                                                                                 "periodSeconds": 60}]}}
+    spec = deployment_spec(autoscaling=AutoscalingSpec(min_replicas=2, max_replicas=6, behavior=behavior))
+    values = chart_values(spec)
+    assert values["autoscaling"] == {
+        "enabled": True, "minReplicas": 2, "maxReplicas": 6, "targetCPUUtilizationPercentage": 80,
+        "queueDepth": {"enabled": True, "metricName": "inference_queue_depth", "targetType": "Value",
+                       "targetValue": 100},
+        "behavior": behavior,
+    }
+    manifests = render(write_values(tmp_path, values), release=spec.release)
+    for manifest in manifests.values():
+        kubernetes_validate.validate(manifest, "1.33", strict=True)
+
+    assert "replicas" not in manifests[f"Deployment/{spec.release}"]["spec"]
+    hpa = manifests[f"HorizontalPodAutoscaler/{spec.release}"]["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.release}
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
+    cpu, queue = hpa["metrics"]
+    assert cpu == {"type": "Resource",
+                   "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}
+    assert queue == {"type": "External", "external": {
+        "metric": {"name": "inference_queue_depth", "selector": {"matchLabels": {"bud.ai/release": spec.release}}},
+        "target": {"type": "Value", "value": "100"},
+    }}
+    assert hpa["behavior"] == behavior
+
+
+def test_an_average_value_queue_target_renders_average_value_and_no_cpu_metric_when_none(tmp_path: Path) -> None:
+    scaling = AutoscalingSpec(min_replicas=1, max_replicas=3,
+                              metrics=[queue_metric({"type": "AverageValue", "averageValue": 12.5})])
+    spec = deployment_spec(autoscaling=scaling)
+    values = chart_values(spec)
+    assert values["autoscaling"]["targetCPUUtilizationPercentage"] is None
+    assert values["autoscaling"]["queueDepth"]["targetType"] == "AverageValue"
+    manifests = render(write_values(tmp_path, values), release=spec.release)
+    hpa = manifests[f"HorizontalPodAutoscaler/{spec.release}"]
+    kubernetes_validate.validate(hpa, "1.33", strict=True)
+    (queue,) = hpa["spec"]["metrics"]
+    assert queue["external"]["target"] == {"type": "AverageValue", "averageValue": "12.5"}
+    assert "behavior" not in hpa["spec"]
+
+
+def test_a_cpu_only_autoscaler_has_no_queue_metric(tmp_path: Path) -> None:
+    cpu = MetricSpec.model_validate(
+        {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 150}}}
+    )
+    spec = deployment_spec(autoscaling=AutoscalingSpec(min_replicas=1, max_replicas=2, metrics=[cpu]))
+    manifests = render(write_values(tmp_path, chart_values(spec)), release=spec.release)
+    (metric,) = manifests[f"HorizontalPodAutoscaler/{spec.release}"]["spec"]["metrics"]
+    assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 150}
+
+
+@pytest.mark.parametrize("scaling", [None, AutoscalingSpec(enabled=False, min_replicas=2, max_replicas=4)],
+                         ids=["none", "disabled"])
+def test_a_spec_without_enabled_autoscaling_renders_no_hpa_and_fixed_replicas(
+    tmp_path: Path, scaling: AutoscalingSpec | None
+) -> None:
+    spec = deployment_spec(autoscaling=scaling)
+    values = chart_values(spec)
+    assert values["autoscaling"] == {"enabled": False}
+    manifests = render(write_values(tmp_path, values), release=spec.release)
+    assert not [name for name in manifests if name.startswith("HorizontalPodAutoscaler/")]
+    assert manifests[f"Deployment/{spec.release}"]["spec"]["replicas"] == 3
+
+
+def test_cluster_wide_extra_values_still_merge_over_the_specs_autoscaling() -> None:
+    spec = deployment_spec(autoscaling=AutoscalingSpec(min_replicas=2, max_replicas=4))
+    values = chart_values(spec, extra={"autoscaling": {"queueDepth": {"metricName": "bud_queue_depth"}}})
+    assert values["autoscaling"]["queueDepth"] == {
+        "enabled": True, "metricName": "bud_queue_depth", "targetType": "Value", "targetValue": 100,
+    }
+    assert values["autoscaling"]["minReplicas"] == 2
 
 
 # ---- the model-transfer script, run for real against the S3 server ---------------------------------------------

@@ -142,3 +142,30 @@ async def test_record_deployment_histories(api, control_worker, optimizer_worker
     await api.delete(f"/api/endpoints/{cancelled['id']}")
     await temporal_client.get_workflow_handle(delete_endpoint_workflow_id(cancelled["id"])).result()
     await save(deploy_endpoint_workflow_id(cancelled["id"]), "deploy_endpoint_cancelled")
+
+
+@pytest.mark.record_history
+async def test_record_autoscale_history(api, control_worker, optimizer_worker, gateway, temporal_client, settings,
+                                        tmp_path):
+    """The local autoscaler raising an endpoint to its floor, then continuing-as-new when the spec is disabled."""
+    from registry.testdata import write_tiny_llama
+    from tests.deploy_helpers import available_model, configure_manual, create_endpoint, local_cluster_id, settled, wait_endpoint
+    from workflows.ids import autoscale_endpoint_workflow_id, delete_endpoint_workflow_id
+
+    model = await available_model(api, settings, write_tiny_llama(tmp_path / "m"))
+    endpoint = await create_endpoint(api, model["id"], await local_cluster_id(api))
+    await configure_manual(api, endpoint["id"])
+    await api.post(f"/api/endpoints/{endpoint['id']}/deploy")
+    assert (await wait_endpoint(api, endpoint["id"], settled))["status"] == "RUNNING"
+    spec = {"min_replicas": 2, "max_replicas": 2, "metrics": [{"type": "External", "external": {
+        "metric": {"name": "inference_queue_depth"}, "target": {"type": "Value", "value": 4}}}]}
+    assert (await api.put(f"/api/endpoints/{endpoint['id']}/autoscaling", json=spec)).status_code == 202
+    handle = temporal_client.get_workflow_handle(autoscale_endpoint_workflow_id(endpoint["id"]))
+    first_run = (await handle.describe()).run_id
+    await wait_endpoint(api, endpoint["id"], lambda e: e["deployment"]["ready_replicas"] == 2 and e["step"] == "running")
+    await api.put(f"/api/endpoints/{endpoint['id']}/autoscaling", json={**spec, "enabled": False})
+    assert await handle.result() == "disabled"
+    history = await temporal_client.get_workflow_handle(handle.id, run_id=first_run).fetch_history()
+    (HISTORIES / "autoscale_endpoint.json").write_text(history.to_json())
+    await api.delete(f"/api/endpoints/{endpoint['id']}")
+    await temporal_client.get_workflow_handle(delete_endpoint_workflow_id(endpoint["id"])).result()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from activities.autoscaling import AutoscalingActivities
 from activities.clusters import ClusterActivities
 from activities.endpoints import EndpointActivities
 from activities.health import HealthActivities
@@ -17,6 +18,7 @@ from activities.transfer import TransferActivities
 from activities.workflow_control import WorkflowControlActivities
 from clusters.kubernetes import KubernetesBackend
 from worker.clients import Clients
+from workflows.autoscale_endpoint import AutoscaleEndpoint
 from workflows.deploy_endpoint import DeployEndpoint
 from workflows.health_check import HealthCheck
 from workflows.manage_endpoint import DeleteEndpoint, ScaleEndpoint
@@ -26,7 +28,7 @@ from workflows.register_model import RegisterModel
 from workflows.transfer_model import TransferModel
 
 CONTROL_WORKFLOWS: list[type] = [RegisterCluster, RegisterModel, DeployEndpoint, TransferModel, HealthCheck,
-                                 ScaleEndpoint, DeleteEndpoint]
+                                 ScaleEndpoint, DeleteEndpoint, AutoscaleEndpoint]
 OPTIMIZER_WORKFLOWS: list[type] = [OptimizeDeployment]
 ALL_WORKFLOWS = CONTROL_WORKFLOWS + OPTIMIZER_WORKFLOWS
 
@@ -55,6 +57,7 @@ def control_queue(clients: Clients) -> QueueSetup:
         TransferActivities(clients.store, settings.state_dir / "model-cache"),
         HealthActivities(clients.http),
         WorkflowControlActivities(clients.temporal),
+        AutoscalingActivities(clients.pool, clients.local_backend, clients.http),
     ]
     return QueueSetup(workflows=CONTROL_WORKFLOWS, activities=[m for i in instances for m in activity_methods(i)])
 

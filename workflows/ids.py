@@ -33,3 +33,7 @@ def transfer_workflow_id(endpoint_id: UUID) -> str:
 
 def health_check_workflow_id(endpoint_id: UUID) -> str:
     return f"health-check-{endpoint_id}"
+
+
+def autoscale_endpoint_workflow_id(endpoint_id: UUID) -> str:
+    return f"autoscale-endpoint-{endpoint_id}"

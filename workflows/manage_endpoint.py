@@ -23,7 +23,12 @@ with workflow.unsafe.imports_passed_through():
         StopWorkflowsInput,
         TransferModelInput,
     )
-    from workflows.ids import deploy_endpoint_workflow_id, scale_endpoint_workflow_id, transfer_workflow_id
+    from workflows.ids import (
+        autoscale_endpoint_workflow_id,
+        deploy_endpoint_workflow_id,
+        scale_endpoint_workflow_id,
+        transfer_workflow_id,
+    )
     from workflows.policies import INFRA_RETRY, failure_reason
     from workflows.transfer_model import TransferModel
 
@@ -93,7 +98,8 @@ class ScaleEndpoint:
 
 @workflow.defn
 class DeleteEndpoint:
-    """Stop any deploy or scale in flight, remove the release, the routes and the GPU reservation."""
+    """Stop the autoscaler and any deploy or scale in flight, remove the release, the routes and the GPU
+    reservation."""
 
     @workflow.run
     async def run(self, ref: EndpointRef) -> EndpointProgress:
@@ -103,7 +109,8 @@ class DeleteEndpoint:
             start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
         await workflow.execute_activity_method(
             WorkflowControlActivities.stop_workflows,
-            StopWorkflowsInput(workflow_ids=[deploy_endpoint_workflow_id(ref.endpoint_id),
+            StopWorkflowsInput(workflow_ids=[autoscale_endpoint_workflow_id(ref.endpoint_id),
+                                             deploy_endpoint_workflow_id(ref.endpoint_id),
                                              scale_endpoint_workflow_id(ref.endpoint_id)]),
             start_to_close_timeout=timedelta(minutes=15), heartbeat_timeout=timedelta(seconds=30),
             retry_policy=INFRA_RETRY)

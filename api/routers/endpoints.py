@@ -1,4 +1,5 @@
-"""Endpoints (the seed's Stage 3): create, configure (automatic or manual), deploy, status, scale, delete."""
+"""Endpoints (the seed's Stages 3-4): create, configure (automatic or manual), deploy, status, scale, autoscale,
+delete."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.errors import ApiError, not_found
 from api.optimizing import model_facts, optimization_request, pick_gpu, start_optimization, unprocessable
+from core.payloads.autoscaling import AutoscaleInput, AutoscalingSpec
 from core.payloads.deployments import (
     DeployEndpointInput,
     DeployRequest,
@@ -26,8 +28,14 @@ from core.payloads.deployments import (
     ScaleRequest,
 )
 from core.store import clusters, endpoints, models
+from workflows.autoscale_endpoint import AutoscaleEndpoint
 from workflows.deploy_endpoint import DeployEndpoint
-from workflows.ids import deploy_endpoint_workflow_id, delete_endpoint_workflow_id, scale_endpoint_workflow_id
+from workflows.ids import (
+    autoscale_endpoint_workflow_id,
+    delete_endpoint_workflow_id,
+    deploy_endpoint_workflow_id,
+    scale_endpoint_workflow_id,
+)
 from workflows.manage_endpoint import DeleteEndpoint, ScaleEndpoint
 
 router = APIRouter(prefix="/api/endpoints", tags=["endpoints"])
@@ -62,6 +70,8 @@ class EndpointOut(BaseModel):
     optimization_workflow_id: str | None
     recommendation: dict[str, Any] | None
     health: dict[str, Any] | None
+    autoscaling: dict[str, Any] | None
+    autoscaling_state: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
 
@@ -185,6 +195,9 @@ async def scale_endpoint(endpoint_id: UUID, body: ScaleRequest, pool: PoolDep, t
         endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
         if endpoint["status"] != EndpointStatus.RUNNING:
             raise ApiError(409, f"only RUNNING endpoints scale; this one is {endpoint['status']}")
+        if (endpoint["autoscaling"] or {}).get("enabled"):
+            raise ApiError(409, "the autoscaler owns this endpoint's replica count: "
+                                "PUT /api/endpoints/{id}/autoscaling with enabled false first", {"field": "replicas"})
         resources = Resources.model_validate(endpoint["resources"])
         free, total = await endpoints.free_gpus(conn, endpoint["cluster_id"], resources.gpu_type, excluding=endpoint_id)
         needed = resources.gpu_count * body.replicas
@@ -200,6 +213,31 @@ async def scale_endpoint(endpoint_id: UUID, body: ScaleRequest, pool: PoolDep, t
         except WorkflowAlreadyStartedError:
             raise ApiError(409, "a scale of this endpoint is already running") from None
         await endpoints.set_status(conn, endpoint_id, EndpointStatus.RUNNING, f"scaling to {body.replicas}")
+        return endpoint_out(await endpoints.get_endpoint(conn, endpoint_id))
+
+
+@router.put("/{endpoint_id}/autoscaling", response_model=EndpointOut, status_code=status.HTTP_202_ACCEPTED)
+async def configure_autoscaling(endpoint_id: UUID, body: AutoscalingSpec, pool: PoolDep, temporal: TemporalDep,
+                                settings: SettingsDep, principal: PrincipalDep) -> dict:
+    """The seed's Stage 4 block. Kubernetes gets a HorizontalPodAutoscaler; on the local cluster the
+    AutoscaleEndpoint workflow scales by the same rules. A new body replaces the running autoscaler's spec."""
+    async with pool.acquire() as conn:
+        endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
+        if endpoint["status"] != EndpointStatus.RUNNING:
+            raise ApiError(409, f"only RUNNING endpoints autoscale; this one is {endpoint['status']}")
+        resources = Resources.model_validate(endpoint["resources"])
+        _, total = await endpoints.free_gpus(conn, endpoint["cluster_id"], resources.gpu_type)
+        needed = resources.gpu_count * body.max_replicas
+        if body.enabled and needed > total:
+            raise ApiError(409, f"max_replicas {body.max_replicas} would need {needed} {resources.gpu_type}; "
+                                f"the cluster has {total}", {"field": "max_replicas"})
+        await temporal.start_workflow(
+            AutoscaleEndpoint.run,
+            AutoscaleInput(endpoint_id=endpoint_id, sync_period_s=settings.autoscale_sync_s),
+            id=autoscale_endpoint_workflow_id(endpoint_id), task_queue=settings.control_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            start_signal="update", start_signal_args=[body])
+        await endpoints.set_autoscaling(conn, endpoint_id, body.model_dump(mode="json"), {"message": "applying"})
         return endpoint_out(await endpoints.get_endpoint(conn, endpoint_id))
 
 

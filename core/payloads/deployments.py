@@ -8,6 +8,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
+from core.payloads.autoscaling import AutoscalingSpec
+
 Runtime = Literal["vllm", "sglang", "tensorrt-llm"]
 
 
@@ -66,6 +68,9 @@ class DeploymentSpec(BaseModel):
     timing: SimulatedTiming | None = Field(default=None, description="used where replicas run the simulated runtime")
     startup_timeout_s: float = Field(default=900, gt=0, description="model load budget for the startup probe")
     labels: dict[str, str] = Field(default_factory=dict)
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None, description="enabled: the backend's autoscaler owns the replica count (Kubernetes: an HPA)"
+    )
 
 
 class ReplicaState(BaseModel):

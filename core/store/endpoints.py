@@ -10,7 +10,8 @@ from core.payloads.deployments import EndpointCreate, EndpointProgress, Endpoint
 
 COLUMNS = """id, project_id, name, model_id, cluster_id, status, step, runtime, optimization_method,
     performance_targets, config, replicas, resources, recommendation, optimization_status, optimization_workflow_id,
-    workflow_id, inference_url, error, keep_on_failure, health, ready_replicas, created_at, updated_at"""
+    workflow_id, inference_url, error, keep_on_failure, health, ready_replicas, autoscaling, autoscaling_state,
+    created_at, updated_at"""
 
 
 class InsufficientGpus(Exception):
@@ -86,6 +87,15 @@ async def set_status(conn: asyncpg.Connection, endpoint_id: UUID, status: Endpoi
 
 async def set_health(conn: asyncpg.Connection, endpoint_id: UUID, health: dict | None) -> None:
     await conn.execute("UPDATE endpoints SET health = $2 WHERE id = $1", endpoint_id, health)
+
+
+async def set_autoscaling(conn: asyncpg.Connection, endpoint_id: UUID, spec: dict, state: dict) -> None:
+    await conn.execute("UPDATE endpoints SET autoscaling = $2, autoscaling_state = $3, updated_at = now() WHERE id = $1",
+                       endpoint_id, spec, state)
+
+
+async def set_autoscaling_state(conn: asyncpg.Connection, endpoint_id: UUID, state: dict) -> None:
+    await conn.execute("UPDATE endpoints SET autoscaling_state = $2 WHERE id = $1", endpoint_id, state)
 
 
 async def set_replicas_count(conn: asyncpg.Connection, endpoint_id: UUID, replicas: int, ready: int) -> None:

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
@@ -23,6 +24,7 @@ from clusters.base import DeploymentFailed
 from clusters.chart_values import ModelCache, S3Source
 from clusters.helm import default_helm_binary
 from clusters.kubernetes import KubernetesBackend
+from core.payloads.autoscaling import AutoscalingSpec
 from core.payloads.deployments import DeploymentSpec, Resources, RuntimeConfig
 from core.settings import Settings
 from devstack.kube import KubeCluster
@@ -165,6 +167,41 @@ async def test_release_becomes_ready_on_h100_nodes_and_reapplying_changes_nothin
     assert {pod.metadata.uid for pod in release_pods(api, spec)} == pods_before
 
     await backend.delete(spec, beats)
+
+
+
+async def test_the_specs_autoscaling_block_becomes_an_hpa_and_dropping_it_gives_replicas_back(
+    backend: KubernetesBackend, api: k8s.ApiClient, kube_cluster: KubeCluster, namespace: str
+) -> None:
+    """autoscaling enabled: the release carries the seed's HPA and the Deployment leaves `replicas` to it; applied
+    again without the block, the HPA goes and the Deployment gets the spec's count back. (No metrics server here:
+    the HPA controller cannot compute CPU or queue depth, so it leaves a count inside min..max alone.)"""
+    spec = make_spec(namespace, replicas=3, gpu_count=1)
+    scaled = spec.model_copy(update={"autoscaling": AutoscalingSpec(min_replicas=2, max_replicas=4)})
+    autoscaling = k8s.AutoscalingV2Api(api)
+
+    await backend.apply(scaled, Beats())
+    hpa = autoscaling.read_namespaced_horizontal_pod_autoscaler(spec.release, namespace)
+    assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (2, 4)
+    assert (hpa.spec.scale_target_ref.kind, hpa.spec.scale_target_ref.name) == ("Deployment", spec.release)
+    cpu, queue = hpa.spec.metrics
+    assert (cpu.type, cpu.resource.name, cpu.resource.target.type) == ("Resource", "cpu", "Utilization")
+    assert cpu.resource.target.average_utilization == 80
+    assert (queue.type, queue.external.metric.name) == ("External", "inference_queue_depth")
+    assert queue.external.metric.selector.match_labels == {"bud.ai/release": spec.release}
+    assert (queue.external.target.type, queue.external.target.value) == ("Value", "100")
+    deployed = await backend.helm.manifest(spec.release, namespace, kube_cluster.kubeconfig)
+    deployment = next(doc for doc in yaml.safe_load_all(deployed) if doc and doc["kind"] == "Deployment")
+    assert "replicas" not in deployment["spec"]  # the HPA owns the count
+
+    await backend.apply(spec, Beats())  # the same release, autoscaling None
+    with pytest.raises(ApiException) as missing:
+        autoscaling.read_namespaced_horizontal_pod_autoscaler(spec.release, namespace)
+    assert missing.value.status == 404
+    assert autoscaling.list_namespaced_horizontal_pod_autoscaler(namespace).items == []
+    assert k8s.AppsV1Api(api).read_namespaced_deployment(spec.release, namespace).spec.replicas == 3
+    assert helm_json(kube_cluster, "get", "values", spec.release, "-n", namespace)["autoscaling"] == {"enabled": False}
+    await backend.delete(spec, Beats())
 
 
 async def test_more_gpus_than_any_node_has_fails_with_the_schedulers_reason(

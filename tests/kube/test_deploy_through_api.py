@@ -92,6 +92,23 @@ async def test_deploy_scale_delete_on_kubernetes(api, control_worker, optimizer_
                      and e["step"] == "running", timeout=180)
     assert apps(kube_cluster).read_namespaced_deployment(release, NAMESPACE).spec.replicas == 3
 
+    # The seed's autoscaling block becomes a HorizontalPodAutoscaler; disabling it removes the HPA again.
+    autoscaling = f"/api/endpoints/{endpoint['id']}/autoscaling"
+    response = await api.put(autoscaling, json={"enabled": True, "min_replicas": 2, "max_replicas": 4})
+    assert response.status_code == 202, response.text
+    applied = await wait_until(api, f"/api/endpoints/{endpoint['id']}",
+                               lambda e: (e["autoscaling_state"] or {}).get("message") == "HorizontalPodAutoscaler applied")
+    assert applied["autoscaling"]["max_replicas"] == 4
+    hpa = k8s.AutoscalingV2Api(kube_cluster.api_client()).read_namespaced_horizontal_pod_autoscaler(release, NAMESPACE)
+    assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (2, 4)
+    assert {m.type for m in hpa.spec.metrics} == {"Resource", "External"}
+    response = await api.put(autoscaling, json={"enabled": False, "min_replicas": 2, "max_replicas": 4})
+    assert response.status_code == 202
+    await wait_until(api, f"/api/endpoints/{endpoint['id']}",
+                     lambda e: (e["autoscaling_state"] or {}).get("message") == "HorizontalPodAutoscaler removed")
+    remaining = k8s.AutoscalingV2Api(kube_cluster.api_client()).list_namespaced_horizontal_pod_autoscaler(NAMESPACE)
+    assert [h.metadata.name for h in remaining.items if h.metadata.name == release] == []
+
     assert (await api.delete(f"/api/endpoints/{endpoint['id']}")).status_code == 202
     await wait_endpoint(api, endpoint["id"], lambda e: False, timeout=180)  # until 404
     assert apps(kube_cluster).list_namespaced_deployment(NAMESPACE, label_selector=f"bud.ai/release={release}").items == []

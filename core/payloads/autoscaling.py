@@ -1,0 +1,163 @@
+"""The seed's Stage 4 autoscaling block (an autoscaling/v2 HPA, in the seed's spelling) and the autoscaler's payloads.
+
+    autoscaling:
+      enabled: true
+      min_replicas: 2
+      max_replicas: 10
+      metrics:
+        - type: Resource
+          resource: {name: cpu, target: {type: Utilization, averageUtilization: 80}}
+        - type: External
+          external: {metric: {name: inference_queue_depth}, target: {type: Value, value: 100}}
+
+On Kubernetes the block becomes a HorizontalPodAutoscaler; on the local cluster the AutoscaleEndpoint workflow runs
+the same algorithm itself. `inference_queue_depth` is the number of requests in the endpoint's replicas (waiting
+plus running, vLLM's `num_requests_waiting + num_requests_running`), summed over replicas.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+QUEUE_DEPTH_METRIC = "inference_queue_depth"
+DEFAULT_SCALE_DOWN_WINDOW_S = 300  # autoscaling/v2's default: scale down on the highest recommendation of 5 min
+
+
+class MetricTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["Utilization", "Value", "AverageValue"]
+    averageUtilization: int | None = Field(default=None, ge=1, le=1000)  # noqa: N815 (the seed's spelling)
+    value: float | None = Field(default=None, gt=0)
+    averageValue: float | None = Field(default=None, gt=0)  # noqa: N815
+
+    @model_validator(mode="after")
+    def _one_matching_figure(self) -> "MetricTarget":
+        needed = {"Utilization": "averageUtilization", "Value": "value", "AverageValue": "averageValue"}[self.type]
+        if getattr(self, needed) is None:
+            raise ValueError(f"a target of type {self.type} needs {needed}")
+        return self
+
+
+class ResourceMetric(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["cpu"]
+    target: MetricTarget
+
+    @model_validator(mode="after")
+    def _utilization(self) -> "ResourceMetric":
+        if self.target.type != "Utilization":
+            raise ValueError("a cpu target is a Utilization (averageUtilization, percent of the requested cores)")
+        return self
+
+
+class ExternalMetricName(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["inference_queue_depth"]
+    selector: dict[str, Any] | None = None
+
+
+class ExternalMetric(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metric: ExternalMetricName
+    target: MetricTarget
+
+    @model_validator(mode="after")
+    def _value(self) -> "ExternalMetric":
+        if self.target.type == "Utilization":
+            raise ValueError(f"{QUEUE_DEPTH_METRIC} targets a Value or an AverageValue, not a Utilization")
+        return self
+
+
+class MetricSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["Resource", "External"]
+    resource: ResourceMetric | None = None
+    external: ExternalMetric | None = None
+
+    @model_validator(mode="after")
+    def _matching_block(self) -> "MetricSpec":
+        block = self.resource if self.type == "Resource" else self.external
+        other = self.external if self.type == "Resource" else self.resource
+        if block is None or other is not None:
+            raise ValueError(f"a {self.type} metric carries exactly one '{self.type.lower()}' block")
+        return self
+
+
+def seed_metrics() -> list[MetricSpec]:
+    """The seed's example: 80 % CPU, or 100 requests in the endpoint's queues."""
+    return [
+        MetricSpec.model_validate(
+            {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}
+        ),
+        MetricSpec.model_validate(
+            {
+                "type": "External",
+                "external": {"metric": {"name": QUEUE_DEPTH_METRIC}, "target": {"type": "Value", "value": 100}},
+            }
+        ),
+    ]
+
+
+class AutoscalingSpec(BaseModel):
+    """Body of `PUT /api/endpoints/{id}/autoscaling`; `behavior` is autoscaling/v2's (scaleUp/scaleDown)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    min_replicas: int = Field(default=1, ge=1, le=1000)
+    max_replicas: int = Field(default=4, ge=1, le=1000)
+    metrics: list[MetricSpec] = Field(default_factory=seed_metrics, max_length=8)
+    behavior: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _sane(self) -> "AutoscalingSpec":
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas must be at least min_replicas")
+        if self.enabled and not self.metrics:
+            raise ValueError("an enabled autoscaler needs at least one metric")
+        return self
+
+    def stabilization_window_s(self, direction: Literal["scaleUp", "scaleDown"]) -> float:
+        default = DEFAULT_SCALE_DOWN_WINDOW_S if direction == "scaleDown" else 0
+        rules = (self.behavior or {}).get(direction) or {}
+        return float(rules.get("stabilizationWindowSeconds", default))
+
+
+class LoadSample(BaseModel):
+    """What the replicas of an endpoint report at one instant."""
+
+    endpoint_status: str
+    replicas: int = Field(description="the endpoint's desired replica count")
+    ready_replicas: int = 0
+    queue_depth: float | None = Field(default=None, description="requests waiting + running, summed over replicas")
+    cpu_utilization: float | None = Field(
+        default=None, description="average CPU use of the ready replicas, percent of their requested cores"
+    )
+
+
+class Recommendation(BaseModel):
+    at: float  # workflow time, seconds since the epoch
+    replicas: int
+
+
+class AutoscaleInput(BaseModel):
+    """Start (or continue-as-new) of one endpoint's autoscaler."""
+
+    endpoint_id: UUID
+    spec: AutoscalingSpec | None = Field(default=None, description="None: take the spec the endpoint stores")
+    sync_period_s: float = Field(default=15.0, gt=0, le=3600)
+    history: list[Recommendation] = Field(default_factory=list)
+
+
+class AutoscalingRecord(BaseModel):
+    endpoint_id: UUID
+    spec: AutoscalingSpec
+    state: dict[str, Any] = Field(default_factory=dict, description="last decision, shown by GET /api/endpoints/{id}")

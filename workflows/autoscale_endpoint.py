@@ -1,0 +1,129 @@
+"""AutoscaleEndpoint: the seed's Stage 4 autoscaler for one endpoint, one workflow per endpoint.
+
+On Kubernetes the spec becomes a HorizontalPodAutoscaler (the release is re-applied with it) and the workflow ends:
+the HPA owns the replica count. On the local cluster this workflow is the HPA: every sync period it samples the
+replicas' load, runs the same algorithm (`core.autoscaling`) and scales through a ScaleEndpoint child, until the
+spec is disabled or the endpoint stops running. A new spec arrives as the `update` signal (the API signals-with-
+start), and the loop continues-as-new to keep its history short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.autoscaling import AutoscalingActivities
+    from activities.endpoints import EndpointActivities
+    from activities.releases import ReleaseActivities
+    from core.autoscaling import recommend, stabilize
+    from core.payloads.autoscaling import AutoscaleInput, AutoscalingRecord, AutoscalingSpec, LoadSample
+    from core.payloads.deployments import DeployEndpointInput, EndpointRef, ReleaseRequest, ScaleEndpointInput
+    from workflows.ids import scale_endpoint_workflow_id
+    from workflows.manage_endpoint import ScaleEndpoint
+    from workflows.policies import INFRA_RETRY, failure_reason
+
+DB_TIMEOUT = timedelta(seconds=30)
+BACKEND_TIMEOUT = timedelta(minutes=10)
+SYNCS_PER_RUN = 200  # then continue-as-new
+
+
+@workflow.defn
+class AutoscaleEndpoint:
+    def __init__(self) -> None:
+        self._pending: AutoscalingSpec | None = None
+        self._state: dict = {}
+
+    @workflow.signal
+    def update(self, spec: AutoscalingSpec) -> None:
+        self._pending = spec
+
+    @workflow.query
+    def state(self) -> dict:
+        return self._state
+
+    async def _record(self, endpoint_id, spec: AutoscalingSpec, state: dict) -> str:
+        return await workflow.execute_activity_method(
+            AutoscalingActivities.record_autoscaling, AutoscalingRecord(endpoint_id=endpoint_id, spec=spec, state=state),
+            start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+
+    async def _apply_to_kubernetes(self, request: AutoscaleInput) -> None:
+        """Re-apply the release: its values now carry the HPA (or, disabled, drop it and set replicas again)."""
+        plan = await workflow.execute_activity_method(
+            EndpointActivities.load_deployment_plan, DeployEndpointInput(endpoint_id=request.endpoint_id),
+            start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+        await workflow.execute_activity_method(
+            ReleaseActivities.apply_release, ReleaseRequest(cluster_id=plan.cluster_id, spec=plan.spec),
+            start_to_close_timeout=BACKEND_TIMEOUT, heartbeat_timeout=timedelta(minutes=2), retry_policy=INFRA_RETRY)
+
+    @workflow.run
+    async def run(self, request: AutoscaleInput) -> str:
+        spec = self._pending or request.spec
+        self._pending = None
+        history = list(request.history)
+        if spec is None:
+            return "no autoscaling spec"
+        kind = await self._record(request.endpoint_id, spec, {"message": "applying"})
+        if kind != "local":
+            await self._apply_to_kubernetes(request)
+            message = "HorizontalPodAutoscaler applied" if spec.enabled else "HorizontalPodAutoscaler removed"
+            await self._record(request.endpoint_id, spec, {"message": message})
+            return message
+        if not spec.enabled:
+            await self._record(request.endpoint_id, spec, {"message": "disabled"})
+            return "disabled"
+
+        for _ in range(SYNCS_PER_RUN):
+            sample: LoadSample = await workflow.execute_activity_method(
+                AutoscalingActivities.sample_load, EndpointRef(endpoint_id=request.endpoint_id),
+                start_to_close_timeout=timedelta(seconds=60), heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=INFRA_RETRY)
+            if sample.endpoint_status != "RUNNING":
+                message = f"endpoint is {sample.endpoint_status}: autoscaler stopped"
+                await self._save_state(request, spec, {"message": message})
+                return message
+            recommended, reasons = recommend(spec, sample)
+            now = workflow.now().timestamp()
+            decision, history = stabilize(spec, history, now, sample.replicas, recommended)
+            state = {"at": workflow.now().isoformat(), "current_replicas": sample.replicas,
+                     "recommended_replicas": recommended, "desired_replicas": decision,
+                     "queue_depth": sample.queue_depth, "cpu_utilization": sample.cpu_utilization,
+                     "reasons": reasons}
+            if decision != sample.replicas:
+                await self._save_state(request, spec, {**state, "outcome": f"scaling {sample.replicas} -> {decision}"})
+                state["outcome"] = await self._scale(request, sample.replicas, decision)
+            self._state = state
+            await self._save_state(request, spec, state)
+            try:
+                await workflow.wait_condition(lambda: self._pending is not None,
+                                              timeout=timedelta(seconds=request.sync_period_s))
+                break  # a new spec: continue-as-new applies it
+            except asyncio.TimeoutError:
+                continue  # the next sync period
+        workflow.continue_as_new(AutoscaleInput(endpoint_id=request.endpoint_id, spec=self._pending or spec,
+                                                sync_period_s=request.sync_period_s, history=history))
+
+    async def _save_state(self, request: AutoscaleInput, spec: AutoscalingSpec, state: dict) -> None:
+        await workflow.execute_activity_method(
+            AutoscalingActivities.record_autoscaling_state,
+            AutoscalingRecord(endpoint_id=request.endpoint_id, spec=spec, state=state),
+            start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+
+    async def _scale(self, request: AutoscaleInput, current: int, replicas: int) -> str:
+        """Scale through the same workflow as a user's POST /scale (GPU reservation, routes, rollback on failure)."""
+        try:
+            result = await workflow.execute_child_workflow(
+                ScaleEndpoint.run,
+                ScaleEndpointInput(endpoint_id=request.endpoint_id, replicas=replicas, previous_replicas=current),
+                id=scale_endpoint_workflow_id(request.endpoint_id), parent_close_policy=ParentClosePolicy.ABANDON)
+        except WorkflowAlreadyStartedError:
+            return "a scale is already in flight; retried next period"
+        except (ActivityError, ChildWorkflowError) as error:
+            return f"scaling {current} -> {replicas} failed: {failure_reason(error)}"
+        if result.error_reason:
+            return f"scaling {current} -> {replicas} failed: {result.error_reason}"
+        return f"scaled {current} -> {replicas}"
