@@ -144,9 +144,11 @@ async def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
 
 @pytest_asyncio.fixture(scope="session")
 async def worker_clients(settings: Settings, db_pool, temporal_client: Client) -> AsyncIterator[Clients]:
-    """The clients a worker process builds (object store, clamd, HTTP, backends), sharing the session's pool."""
+    """The clients a worker process builds (object store, clamd, HTTP, backends), sharing the session's pool.
+    At the end of the session every local replica still running stops (a failed test leaves no runtime behind)."""
     async with build_clients(settings, temporal_client, pool=db_pool) as clients:
         yield clients
+        clients.local_backend.stop_all_replicas()
 
 
 @pytest_asyncio.fixture(scope="session")
