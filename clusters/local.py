@@ -19,7 +19,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -85,6 +87,15 @@ def _stop_pid(record: dict, timeout_s: float = 10) -> None:
     child = _CHILDREN.pop(record["pid"], None)
     if child is not None:
         child.wait(timeout=5)
+
+
+@dataclass(frozen=True)
+class ReplicaMoved:
+    """A restarted replica could not get its old port back (something else took it): routes must follow it."""
+
+    release: str
+    old_url: str
+    new_url: str
 
 
 # Spec fields that do not change what a replica process runs (the count, and who decides the count).
@@ -173,12 +184,14 @@ class LocalBackend:
         log.info("replica started", release=spec.release, replica=index, port=port, pid=child.pid)
         return record
 
-    def reconcile(self, release: str) -> None:
-        """Make the processes match spec.json: start missing replicas, restart dead ones, stop extra ones."""
+    def reconcile(self, release: str) -> list[ReplicaMoved]:
+        """Make the processes match spec.json: start missing replicas, restart dead ones, stop extra ones.
+        Returns the restarted replicas that had to take a new port."""
+        moved: list[ReplicaMoved] = []
         with self._locked(release) as directory:
             desired = self._read(directory / "spec.json")
             if desired is None:
-                return
+                return moved
             spec = DeploymentSpec.model_validate(desired)
             for index in range(spec.replicas):
                 record = self._read(directory / f"replica-{index}.json")
@@ -190,13 +203,17 @@ class LocalBackend:
                     if restarts > MAX_RESTARTS and ran_for < min(2 ** restarts, 300):
                         continue  # crash loop: back off (wait_ready reports it; later passes retry slowly)
                     log.warning("replica died; restarting", release=release, replica=index, pid=record["pid"])
-                    self._start_replica(directory, spec, index, restarts=restarts, port=record["port"])
+                    restarted = self._start_replica(directory, spec, index, restarts=restarts, port=record["port"])
+                    if restarted["port"] != record["port"]:
+                        moved.append(ReplicaMoved(release, f"http://127.0.0.1:{record['port']}",
+                                                  f"http://127.0.0.1:{restarted['port']}"))
             for path in directory.glob("replica-*.json"):
                 record = self._read(path)
                 if record and record["index"] >= spec.replicas:
                     _stop_pid(record)
                     path.unlink(missing_ok=True)
             self._write_targets(release, directory)
+        return moved
 
     def _write_targets(self, release: str, directory: Path) -> None:
         self.targets_dir.mkdir(parents=True, exist_ok=True)
@@ -204,16 +221,18 @@ class LocalBackend:
         document = [{"targets": [f"127.0.0.1:{port}" for port in ports], "labels": {"release": release}}]
         self._write(self.targets_dir / f"{release}.json", document)
 
-    def reconcile_all(self) -> None:
+    def reconcile_all(self) -> list[ReplicaMoved]:
         """The supervisor's pass over every release (a restarted worker finds running replicas here)."""
+        moved: list[ReplicaMoved] = []
         if not self.replicas_dir.exists():
-            return
+            return moved
         for directory in self.replicas_dir.iterdir():
             if (directory / "spec.json").exists():
                 try:
-                    self.reconcile(directory.name)
+                    moved += self.reconcile(directory.name)
                 except Exception as error:  # one broken release must not stop the supervisor
                     log.error("reconcile failed", release=directory.name, error=str(error))
+        return moved
 
     def stop_all_replicas(self) -> int:
         """Stop every replica process but keep each release's desired state: the next supervisor pass (the next
@@ -232,10 +251,20 @@ class LocalBackend:
                         stopped += 1
         return stopped
 
-    async def supervise(self, interval_s: float = 2.0) -> None:
-        """Run forever in a worker: restart crashed replicas of deployed releases."""
+    async def supervise(
+        self, interval_s: float = 2.0, on_moved: Callable[[list[ReplicaMoved]], Awaitable[None]] | None = None
+    ) -> None:
+        """Run forever in a worker: restart crashed replicas of deployed releases; `on_moved` hears of replicas that
+        came back on another port (the worker points the routes at them)."""
+        unreported: list[ReplicaMoved] = []
         while True:
-            await asyncio.to_thread(self.reconcile_all)
+            unreported += await asyncio.to_thread(self.reconcile_all)
+            if unreported and on_moved is not None:
+                try:
+                    await on_moved(unreported)
+                    unreported = []
+                except Exception as error:  # kept and retried on the next pass (the database may be restarting)
+                    log.error("republishing moved replicas failed", error=str(error))
             await asyncio.sleep(interval_s)
 
     # -------------------------------------------------------------------------------------------- backend API

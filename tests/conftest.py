@@ -25,7 +25,7 @@ from devstack import services
 from devstack.clamd import clamd_process
 from devstack.process import free_port
 from tests.helpers import server_state_dir
-from worker.clients import Clients, build_clients
+from worker.clients import Clients, build_clients, supervise_local_replicas
 from worker.queues import setup_for
 
 VENV_BIN = Path(sys.executable).parent
@@ -157,7 +157,7 @@ async def control_worker(settings: Settings, worker_clients: Clients, temporal_c
     setup = setup_for(settings.control_queue, worker_clients)
     worker = Worker(temporal_client, task_queue=settings.control_queue, workflows=setup.workflows,
                     activities=setup.activities, max_concurrent_activities=200)
-    supervisor = asyncio.create_task(worker_clients.local_backend.supervise(interval_s=0.5))
+    supervisor = asyncio.create_task(supervise_local_replicas(worker_clients, interval_s=0.5))
     async with worker:
         yield worker
     supervisor.cancel()

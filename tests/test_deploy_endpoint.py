@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 
 import httpx
 import pytest
@@ -241,6 +242,46 @@ async def test_crashed_replica_is_restarted_by_the_supervisor(api, control_worke
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.2)
+    await delete(api, endpoint["id"])
+
+
+async def test_a_replica_restarted_on_another_port_keeps_serving_through_the_gateway(
+    api, control_worker, optimizer_worker, gateway, model, cluster_id, db_pool, worker_clients
+):
+    """Its old port was taken while it was down: the supervisor starts it elsewhere and the route follows."""
+    endpoint = await create_endpoint(api, model["id"], cluster_id)
+    await configure_manual(api, endpoint["id"])
+    assert (await deploy(api, endpoint["id"]))["status"] == "RUNNING"
+    [replica] = runtime_processes(endpoint["name"])
+    async with db_pool.acquire() as conn:
+        old_url = await conn.fetchval("SELECT url FROM endpoint_replicas WHERE endpoint_id = $1", endpoint["id"])
+    squatter = socket.socket()
+    # Holding the release's lock keeps the supervisor away until the port is taken.
+    with worker_clients.local_backend._locked(f"ep-{endpoint['id'][:8]}"):
+        replica.kill()
+        replica.wait(10)
+        squatter.bind(("127.0.0.1", int(old_url.rsplit(":", 1)[1])))
+        squatter.listen()
+    try:
+        async with asyncio.timeout(30):
+            while (new_url := await db_pool.fetchval(
+                    "SELECT url FROM endpoint_replicas WHERE endpoint_id = $1", endpoint["id"])) == old_url:
+                await asyncio.sleep(0.2)
+        assert new_url != old_url
+        # Until the new replica is up and the gateway has re-read its routes (the squatter accepts connections and
+        # never answers: a request still sent to the old address times out and is retried).
+        async with httpx.AsyncClient(timeout=3) as client, asyncio.timeout(45):
+            while True:
+                try:
+                    reply = await client.post(f"{gateway}/chat/completions", json={
+                        "model": endpoint["name"], "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
+                    if reply.status_code == 200:
+                        break
+                except httpx.TimeoutException:
+                    pass
+                await asyncio.sleep(0.3)
+    finally:
+        squatter.close()
     await delete(api, endpoint["id"])
 
 

@@ -13,7 +13,7 @@ from temporalio.worker import Worker
 from core.logging import configure_logging, get_logger
 from core.settings import get_settings
 from core.temporal import connect_temporal
-from worker.clients import build_clients
+from worker.clients import build_clients, supervise_local_replicas
 from worker.queues import setup_for
 
 log = get_logger("worker")
@@ -37,7 +37,7 @@ async def run_worker(queue: str) -> None:
         supervisor = None
         if queue == settings.control_queue:
             # Restart crashed local replicas and adopt the ones a previous worker started.
-            supervisor = asyncio.create_task(clients.local_backend.supervise())
+            supervisor = asyncio.create_task(supervise_local_replicas(clients))
         worker = Worker(
             client,
             task_queue=queue,

@@ -11,12 +11,16 @@ import httpx
 from temporalio.client import Client
 
 from budsim.catalog import get_gpu
-from clusters.local import LocalBackend
+from clusters.local import LocalBackend, ReplicaMoved
 from core.db import apply_migrations, create_pool
 from core.gpu_types import CANONICAL_GPU_TYPES
+from core.logging import get_logger
 from core.objectstore import ObjectStore
 from core.settings import Settings
+from core.store import endpoints
 from registry.clamd import ClamdClient
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -50,3 +54,17 @@ async def build_clients(settings: Settings, temporal: Client, pool: asyncpg.Pool
     finally:
         if own_pool:
             await pool.close()
+
+
+async def supervise_local_replicas(clients: Clients, interval_s: float = 2.0) -> None:
+    """Run forever in a control worker: restart crashed local replicas, and point the routes at any that came back
+    on another port (the gateway reads replica addresses from PostgreSQL)."""
+
+    async def republish(moved: list[ReplicaMoved]) -> None:
+        async with clients.pool.acquire() as conn:
+            for replica in moved:
+                rows = await endpoints.move_replica(conn, replica.old_url, replica.new_url)
+                log.info("routes follow a restarted replica", release=replica.release, old=replica.old_url,
+                         new=replica.new_url, rows=rows)
+
+    await clients.local_backend.supervise(interval_s, on_moved=republish)

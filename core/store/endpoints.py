@@ -151,6 +151,13 @@ async def replace_replicas(conn: asyncpg.Connection, endpoint_id: UUID, replicas
         )
 
 
+async def move_replica(conn: asyncpg.Connection, old_url: str, new_url: str) -> int:
+    """Point routes at a replica that came back on another address; returns how many rows followed."""
+    status = await conn.execute("UPDATE endpoint_replicas SET url = $2, updated_at = now() WHERE url = $1",
+                                old_url, new_url)
+    return int(status.split()[-1])
+
+
 async def ensure_route(conn: asyncpg.Connection, route_name: str, project_id: UUID, endpoint_id: UUID) -> None:
     """A route named after the endpoint, sending it all traffic, unless the route already exists (traffic shifts own it)."""
     async with conn.transaction():
