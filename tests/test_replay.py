@@ -7,6 +7,7 @@ replay of a recorded run (one that is in flight in production) then fails this t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -169,3 +170,39 @@ async def test_record_autoscale_history(api, control_worker, optimizer_worker, g
     (HISTORIES / "autoscale_endpoint.json").write_text(history.to_json())
     await api.delete(f"/api/endpoints/{endpoint['id']}")
     await temporal_client.get_workflow_handle(delete_endpoint_workflow_id(endpoint["id"])).result()
+
+
+@pytest.mark.record_history
+async def test_record_traffic_shift_histories(api, control_worker, optimizer_worker, gateway, temporal_client,
+                                              settings, tmp_path):
+    """A blue-green swap that completes, and a gradual rollout rolled back by an abort signal."""
+    from registry.testdata import write_tiny_llama
+    from tests.deploy_helpers import available_model, configure_manual, create_endpoint, local_cluster_id, settled, wait_endpoint
+    from workflows.ids import traffic_shift_workflow_id
+
+    model = await available_model(api, settings, write_tiny_llama(tmp_path / "m"))
+    cluster = await local_cluster_id(api)
+    endpoints = []
+    for _ in range(2):
+        endpoint = await create_endpoint(api, model["id"], cluster)
+        await configure_manual(api, endpoint["id"])
+        await api.post(f"/api/endpoints/{endpoint['id']}/deploy")
+        assert (await wait_endpoint(api, endpoint["id"], settled))["status"] == "RUNNING"
+        endpoints.append(endpoint)
+    blue, green = endpoints
+    for file_name, shift in (
+        ("traffic_shift_blue_green", {"strategy": "blue-green", "drain_s": 0}),
+        ("traffic_shift_aborted", {"steps": [10, 100], "step_interval_s": 600}),
+    ):
+        route = unique("route")
+        await api.put(f"/api/routes/{route}", json={"backends": [{"endpoint_id": blue["id"], "weight": 100}]})
+        assert (await api.post(f"/api/routes/{route}/shift", json={"to_endpoint_id": green["id"], **shift})).status_code == 202
+        handle = temporal_client.get_workflow_handle(traffic_shift_workflow_id(route))
+        if file_name.endswith("aborted"):
+            while (await api.get(f"/api/routes/{route}")).json()["shift"].get("step", "").startswith("10 %") is False:
+                await asyncio.sleep(0.2)
+            await api.post(f"/api/routes/{route}/shift/abort", json={"reason": "recorded abort"})
+        await handle.result()
+        (HISTORIES / f"{file_name}.json").write_text((await handle.fetch_history()).to_json())
+    for endpoint in endpoints:
+        await api.delete(f"/api/endpoints/{endpoint['id']}")

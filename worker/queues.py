@@ -14,6 +14,7 @@ from activities.object_store import ObjectStoreActivities
 from activities.optimizer import OptimizerActivities
 from activities.releases import ReleaseActivities
 from activities.scanning import ScanningActivities
+from activities.traffic import TrafficActivities
 from activities.transfer import TransferActivities
 from activities.workflow_control import WorkflowControlActivities
 from clusters.kubernetes import KubernetesBackend
@@ -25,10 +26,11 @@ from workflows.manage_endpoint import DeleteEndpoint, ScaleEndpoint
 from workflows.optimize_deployment import OptimizeDeployment
 from workflows.register_cluster import RegisterCluster
 from workflows.register_model import RegisterModel
+from workflows.traffic_shift import TrafficShift
 from workflows.transfer_model import TransferModel
 
 CONTROL_WORKFLOWS: list[type] = [RegisterCluster, RegisterModel, DeployEndpoint, TransferModel, HealthCheck,
-                                 ScaleEndpoint, DeleteEndpoint, AutoscaleEndpoint]
+                                 ScaleEndpoint, DeleteEndpoint, AutoscaleEndpoint, TrafficShift]
 OPTIMIZER_WORKFLOWS: list[type] = [OptimizeDeployment]
 ALL_WORKFLOWS = CONTROL_WORKFLOWS + OPTIMIZER_WORKFLOWS
 
@@ -58,6 +60,7 @@ def control_queue(clients: Clients) -> QueueSetup:
         HealthActivities(clients.http),
         WorkflowControlActivities(clients.temporal),
         AutoscalingActivities(clients.pool, clients.local_backend, clients.http),
+        TrafficActivities(clients.pool, clients.http),
     ]
     return QueueSetup(workflows=CONTROL_WORKFLOWS, activities=[m for i in instances for m in activity_methods(i)])
 

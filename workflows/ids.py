@@ -37,3 +37,7 @@ def health_check_workflow_id(endpoint_id: UUID) -> str:
 
 def autoscale_endpoint_workflow_id(endpoint_id: UUID) -> str:
     return f"autoscale-endpoint-{endpoint_id}"
+
+
+def traffic_shift_workflow_id(route_name: str) -> str:
+    return f"traffic-shift-{route_name}"

@@ -1,0 +1,46 @@
+"""Routes: a model name spread over endpoints by weight (what the gateway reads). Writes are idempotent."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import asyncpg
+
+ROUTE_QUERY = """
+SELECT r.name, r.project_id, r.shift, r.updated_at,
+       COALESCE(json_agg(json_build_object('endpoint_id', b.endpoint_id, 'endpoint_name', e.name, 'weight', b.weight,
+                                           'status', e.status) ORDER BY e.name)
+                FILTER (WHERE b.endpoint_id IS NOT NULL), '[]') AS backends
+FROM routes r
+LEFT JOIN route_backends b ON b.route_name = r.name
+LEFT JOIN endpoints e ON e.id = b.endpoint_id
+"""
+
+
+async def get_route(conn: asyncpg.Connection, name: str, project_id: UUID | None = None) -> asyncpg.Record | None:
+    if project_id is None:
+        return await conn.fetchrow(ROUTE_QUERY + " WHERE r.name = $1 GROUP BY r.name", name)
+    return await conn.fetchrow(ROUTE_QUERY + " WHERE r.name = $1 AND r.project_id = $2 GROUP BY r.name", name,
+                               project_id)
+
+
+async def list_routes(conn: asyncpg.Connection, project_id: UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(ROUTE_QUERY + " WHERE r.project_id = $1 GROUP BY r.name ORDER BY r.name", project_id)
+
+
+async def set_weights(conn: asyncpg.Connection, name: str, project_id: UUID, weights: dict[UUID, int]) -> None:
+    """Make the route's backends exactly `weights` in one transaction (the gateway never sees a half-done swap)."""
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO routes (name, project_id) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET updated_at = now()",
+            name, project_id)
+        await conn.execute("DELETE FROM route_backends WHERE route_name = $1 AND NOT (endpoint_id = ANY($2::uuid[]))",
+                           name, list(weights))
+        await conn.executemany(
+            """INSERT INTO route_backends (route_name, endpoint_id, weight) VALUES ($1, $2, $3)
+               ON CONFLICT (route_name, endpoint_id) DO UPDATE SET weight = EXCLUDED.weight""",
+            [(name, endpoint_id, weight) for endpoint_id, weight in weights.items()])
+
+
+async def set_shift(conn: asyncpg.Connection, name: str, state: dict) -> None:
+    await conn.execute("UPDATE routes SET shift = $2 WHERE name = $1", name, state)

@@ -1,0 +1,193 @@
+"""Routes and traffic shifts through the API, the TrafficShift workflow and the real gateway: weighted A/B splits,
+blue-green swaps, SLO-gated gradual rollouts that complete or roll back, and aborts."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import httpx
+import pytest
+
+from registry.testdata import write_tiny_llama
+from tests.deploy_helpers import (
+    available_model,
+    configure_manual,
+    create_endpoint,
+    local_cluster_id,
+    runtime_processes,
+    settled,
+    wait_endpoint,
+)
+from tests.helpers import unique
+
+
+@pytest.fixture(scope="module")
+async def model(api, control_worker, settings, tmp_path_factory):
+    return await available_model(api, settings, write_tiny_llama(tmp_path_factory.mktemp("traffic") / "tiny"))
+
+
+@pytest.fixture(scope="module")
+async def cluster_id(api, control_worker):
+    return await local_cluster_id(api)
+
+
+async def running_endpoint(api, model, cluster_id) -> dict:
+    endpoint = await create_endpoint(api, model["id"], cluster_id)
+    await configure_manual(api, endpoint["id"])
+    assert (await api.post(f"/api/endpoints/{endpoint['id']}/deploy")).status_code == 202
+    running = await wait_endpoint(api, endpoint["id"], settled)
+    assert running["status"] == "RUNNING", running["error"]
+    return running
+
+
+@pytest.fixture
+async def blue_green(api, control_worker, optimizer_worker, gateway, model, cluster_id):
+    """Two RUNNING endpoints and a route sending all traffic to the first."""
+    blue, green = await running_endpoint(api, model, cluster_id), await running_endpoint(api, model, cluster_id)
+    name = unique("route")
+    response = await api.put(f"/api/routes/{name}", json={"backends": [
+        {"endpoint_id": blue["id"], "weight": 100}, {"endpoint_id": green["id"], "weight": 0}]})
+    assert response.status_code == 200, response.text
+    yield name, blue, green
+    for endpoint in (blue, green):
+        await api.delete(f"/api/endpoints/{endpoint['id']}")
+    for endpoint in (blue, green):
+        await wait_endpoint(api, endpoint["id"], lambda e: False)
+
+
+async def served_by(gateway: str, route: str, requests: int) -> collections.Counter:
+    """Which endpoint answered each of `requests` sequential completions sent to the route's name."""
+    counts: collections.Counter = collections.Counter()
+    async with httpx.AsyncClient(timeout=30) as client:
+        for _ in range(requests):
+            reply = await client.post(f"{gateway}/chat/completions", json={
+                "model": route, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
+            assert reply.status_code == 200, reply.text
+            counts[reply.json()["model"]] += 1
+    return counts
+
+
+async def route_served(gateway: str, route: str) -> None:
+    async with httpx.AsyncClient(timeout=10) as client, asyncio.timeout(15):
+        while route not in [m["id"] for m in (await client.get(f"{gateway}/models")).json()["data"]]:
+            await asyncio.sleep(0.1)
+
+
+async def shift_done(api, route: str, timeout: float = 60) -> dict:
+    async with asyncio.timeout(timeout):
+        while (body := (await api.get(f"/api/routes/{route}")).json())["shift"]["status"] == "RUNNING":
+            await asyncio.sleep(0.2)
+    return body
+
+
+def weights(route: dict) -> dict[str, int]:
+    return {b["endpoint_name"]: b["weight"] for b in route["backends"]}
+
+
+async def keep_busy(gateway: str, route: str, stop: asyncio.Event) -> None:
+    async with httpx.AsyncClient(timeout=30) as client:
+        while not stop.is_set():
+            await client.post(f"{gateway}/chat/completions", json={
+                "model": route, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8})
+
+
+async def test_weights_split_the_traffic_and_bad_routes_are_refused(api, gateway, blue_green, model, cluster_id):
+    name, blue, green = blue_green
+    response = await api.put(f"/api/routes/{name}", json={"backends": [
+        {"endpoint_id": blue["id"], "weight": 80}, {"endpoint_id": green["id"], "weight": 20}]})
+    assert response.status_code == 200 and weights(response.json()) == {blue["name"]: 80, green["name"]: 20}
+    await route_served(gateway, name)
+    await asyncio.sleep(0.5)  # the gateway re-reads routes every 0.2 s
+    assert await served_by(gateway, name, 50) == {blue["name"]: 40, green["name"]: 10}
+
+    bad_sum = await api.put(f"/api/routes/{name}", json={"backends": [{"endpoint_id": blue["id"], "weight": 90}]})
+    assert bad_sum.status_code == 422 and "add up to 100" in bad_sum.text
+    unknown = await api.put(f"/api/routes/{name}", json={"backends": [
+        {"endpoint_id": "00000000-0000-0000-0000-000000000000", "weight": 100}]})
+    assert unknown.status_code == 422 and unknown.json()["error"]["details"][0]["field"] == "backends.0.endpoint_id"
+    pending = await create_endpoint(api, model["id"], cluster_id)
+    not_running = await api.put(f"/api/routes/{name}", json={"backends": [{"endpoint_id": pending["id"], "weight": 100}]})
+    assert not_running.status_code == 409 and "only RUNNING endpoints take traffic" in not_running.text
+    no_route = await api.post(f"/api/routes/{unique('none')}/shift", json={"to_endpoint_id": green["id"]})
+    assert no_route.status_code == 404
+    bad_steps = await api.post(f"/api/routes/{name}/shift", json={"to_endpoint_id": green["id"], "steps": [50, 20]})
+    assert bad_steps.status_code == 422
+    assert weights((await api.get(f"/api/routes/{name}")).json()) == {blue["name"]: 80, green["name"]: 20}  # unchanged
+
+
+async def test_blue_green_swaps_at_once_and_removes_the_old_endpoint(api, gateway, blue_green):
+    name, blue, green = blue_green
+    response = await api.post(f"/api/routes/{name}/shift", json={
+        "to_endpoint_id": green["id"], "strategy": "blue-green", "drain_s": 0, "remove_old": True})
+    assert response.status_code == 202, response.text
+    done = await shift_done(api, name)
+    assert done["shift"]["status"] == "COMPLETED", done["shift"]
+    assert weights(done) == {green["name"]: 100}
+    assert (await wait_endpoint(api, blue["id"], lambda e: False))["status"] == "GONE"
+    assert runtime_processes(blue["name"]) == []
+    await route_served(gateway, name)
+    await asyncio.sleep(0.5)
+    assert await served_by(gateway, name, 5) == {green["name"]: 5}
+
+
+async def test_gradual_rollout_holding_its_slo_completes(api, gateway, blue_green):
+    name, blue, green = blue_green
+    await route_served(gateway, name)
+    stop = asyncio.Event()
+    load = [asyncio.create_task(keep_busy(gateway, name, stop)) for _ in range(4)]
+    try:
+        response = await api.post(f"/api/routes/{name}/shift", json={
+            "to_endpoint_id": green["id"], "steps": [50, 100], "step_interval_s": 1.5, "drain_s": 0,
+            "slo": {"max_ttft_p99_ms": 5000, "max_latency_p99_ms": 30000, "min_requests": 1}})
+        assert response.status_code == 202
+        done = await shift_done(api, name)
+    finally:
+        stop.set()
+        await asyncio.gather(*load)
+    shift = done["shift"]
+    assert shift["status"] == "COMPLETED", shift
+    assert [step["weight"] for step in shift["steps"]] == [50, 100]
+    assert all(step["requests"] >= 1 and step["verdict"] == "held" for step in shift["steps"])
+    assert weights(done) == {green["name"]: 100}
+    assert (await api.get(f"/api/endpoints/{blue['id']}")).json()["status"] == "RUNNING"  # kept: remove_old false
+
+
+async def test_gradual_rollout_missing_its_slo_rolls_back(api, gateway, blue_green):
+    name, blue, green = blue_green
+    await route_served(gateway, name)
+    stop = asyncio.Event()
+    load = [asyncio.create_task(keep_busy(gateway, name, stop)) for _ in range(4)]
+    try:
+        response = await api.post(f"/api/routes/{name}/shift", json={
+            "to_endpoint_id": green["id"], "steps": [50, 100], "step_interval_s": 1.5,
+            "slo": {"max_ttft_p99_ms": 0.001}})  # no real first token is that fast
+        assert response.status_code == 202
+        done = await shift_done(api, name)
+    finally:
+        stop.set()
+        await asyncio.gather(*load)
+    shift = done["shift"]
+    assert shift["status"] == "ROLLED_BACK", shift
+    assert shift["reason"].startswith("at 50 %: TTFT p99")
+    assert weights(done) == {blue["name"]: 100, green["name"]: 0}
+
+
+async def test_abort_rolls_back_a_shift_in_flight(api, blue_green):
+    name, blue, green = blue_green
+    response = await api.post(f"/api/routes/{name}/shift", json={
+        "to_endpoint_id": green["id"], "steps": [10, 100], "step_interval_s": 600})
+    assert response.status_code == 202
+    async with asyncio.timeout(30):
+        while weights((await api.get(f"/api/routes/{name}")).json()) != {blue["name"]: 90, green["name"]: 10}:
+            await asyncio.sleep(0.2)
+    busy = await api.put(f"/api/routes/{name}", json={"backends": [{"endpoint_id": blue["id"], "weight": 100}]})
+    assert busy.status_code == 409 and "abort it first" in busy.text
+    again = await api.post(f"/api/routes/{name}/shift", json={"to_endpoint_id": green["id"]})
+    assert again.status_code == 409
+    aborted = await api.post(f"/api/routes/{name}/shift/abort", json={"reason": "bad answers in review"})
+    assert aborted.status_code == 202
+    done = await shift_done(api, name)
+    assert done["shift"]["status"] == "ROLLED_BACK" and done["shift"]["reason"] == "bad answers in review"
+    assert weights(done) == {blue["name"]: 100, green["name"]: 0}
+    assert (await api.post(f"/api/routes/{name}/shift/abort", json={})).status_code == 409
