@@ -14,6 +14,7 @@ from core.db import apply_migrations, create_pool
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
 from core.temporal import connect_temporal
+from workflows.starters import ensure_reoptimize_schedule
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings, app.state.pool, app.state.temporal = settings, pool, temporal
         await ensure_admin_token(pool, settings)
         await ensure_local_cluster(pool, temporal, settings)
+        await ensure_reoptimize_schedule(temporal, settings)
         try:
             yield
         finally:

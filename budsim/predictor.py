@@ -116,11 +116,12 @@ def predict_many(
     workload: Workload,
     price_per_hour: float | None = None,
     predictor: Predictor | None = None,
+    calibration: tuple[float, float] = (1.0, 1.0),
 ) -> list[Prediction]:
     """Predictions for many configs of one model on one GPU type (one XGBoost call).
 
     Each config is predicted twice: under the workload, and saturated (max_num_seqs clients per replica) for
-    its capacity.
+    its capacity. `calibration` scales (TTFT, TPOT), e.g. by what a deployment measured against its prediction.
     """
     spec = gpu if isinstance(gpu, GpuSpec) else get_gpu(gpu)
     price = spec.price_per_hour if price_per_hour is None else price_per_hour
@@ -128,6 +129,7 @@ def predict_many(
     points = [serving_point(model, spec, c, workload) for c in configs]
     saturated = [replace(p, batch_per_rank=c.max_num_seqs) for p, c in zip(points, configs)]
     ttft, tpot, roofs = predictor.predict_points(points + saturated)
+    ttft, tpot = ttft * calibration[0], tpot * calibration[1]
     n = len(configs)
     return [
         _assemble(

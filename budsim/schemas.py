@@ -85,6 +85,14 @@ class Targets(BaseModel):
     max_cost_per_hour: float | None = None
 
 
+class ProductionCalibration(BaseModel):
+    """Measured / predicted ratios from a deployment in production (Stage 5): later predictions for the same model,
+    GPU and runtime are scaled by them."""
+
+    ttft_scale: float = Field(default=1.0, gt=0.01, lt=100)
+    tpot_scale: float = Field(default=1.0, gt=0.01, lt=100)
+
+
 class OptimizationRequest(BaseModel):
     model: ModelArchitecture
     gpu_type: str = Field(description="catalog name or alias, e.g. 'nvidia-h100-80gb' or 'h100_sxm'")
@@ -97,6 +105,7 @@ class OptimizationRequest(BaseModel):
     max_model_len: int | None = Field(default=None, description="context to provision; default: the workload's")
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
     price_per_hour: float | None = Field(default=None, description="USD per GPU-hour; default: the catalog's")
+    calibration: ProductionCalibration = Field(default_factory=ProductionCalibration)
     seed: int = 0
     population_size: int = Field(default=48, ge=8, le=400)
     generations: int = Field(default=25, ge=1, le=400)

@@ -292,8 +292,10 @@ class ConfigEvaluator:
             if not problems:
                 runnable.append(config)
         if runnable:
+            calibration = self.request.calibration
             predictions = predict_many(
-                self.request.model, self.gpu, runnable, self.request.workload, self.request.price_per_hour
+                self.request.model, self.gpu, runnable, self.request.workload, self.request.price_per_hour,
+                calibration=(calibration.ttft_scale, calibration.tpot_scale),
             )
             for config, prediction in zip(runnable, predictions):
                 evaluation = self.cache[_config_key(config)]

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
 
     sim_load_delay_s: float = Field(default=0.0, ge=0, description="simulated model load time of local replicas")
     deploy_ready_timeout_s: float = Field(default=900, gt=0, description="how long replicas may take to become ready")
+    reoptimize_interval_s: float = Field(
+        default=300, ge=10, description="how often the Reoptimize schedule observes every RUNNING endpoint"
+    )
     autoscale_sync_s: float = Field(
         default=15.0, gt=0, le=3600, description="how often the local autoscaler samples load (the HPA's sync period)"
     )

@@ -142,7 +142,8 @@ def s3_server(state_dir: Path, port: int, access_key: str, secret_key: str, buck
 
 
 # ---------------------------------------------------------------------------------------------- Prometheus
-def prometheus_server(state_dir: Path, port: int, static_targets: dict[str, list[str]]) -> ManagedProcess:
+def prometheus_server(state_dir: Path, port: int, static_targets: dict[str, list[str]],
+                      scrape_interval_s: int = 5) -> ManagedProcess:
     """Prometheus scraping the stack's components (static) and runtime replicas (file_sd, written by the backend)."""
     prom_dir = state_dir / "prometheus"
     targets_dir = prom_dir / "targets"
@@ -152,9 +153,11 @@ def prometheus_server(state_dir: Path, port: int, static_targets: dict[str, list
         for job, targets in static_targets.items()
     ]
     config = (
-        "global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\nscrape_configs:\n"
+        f"global:\n  scrape_interval: {scrape_interval_s}s\n  evaluation_interval: {scrape_interval_s}s\n"
+        "scrape_configs:\n"
         + "".join(jobs)
-        + f"  - job_name: runtimes\n    file_sd_configs:\n      - files: ['{targets_dir}/*.json']\n        refresh_interval: 5s\n"
+        + f"  - job_name: runtimes\n    file_sd_configs:\n      - files: ['{targets_dir}/*.json']\n"
+        f"        refresh_interval: {scrape_interval_s}s\n"
     )
     config_path = prom_dir / "prometheus.yml"
     config_path.write_text(config)

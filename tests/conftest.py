@@ -112,8 +112,13 @@ def gateway_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def prometheus_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
 def settings(state_dir: Path, postgres_url: str, s3_endpoint: str, temporal_address: str, clamd_port: int,
-             gateway_port: int) -> Settings:
+             gateway_port: int, prometheus_port: int) -> Settings:
     return Settings(
         state_dir=state_dir,
         database_url=postgres_url,
@@ -126,6 +131,8 @@ def settings(state_dir: Path, postgres_url: str, s3_endpoint: str, temporal_addr
         local_cluster_gpu_count=8,
         deploy_ready_timeout_s=60,
         autoscale_sync_s=1.0,
+        prometheus_url=f"http://127.0.0.1:{prometheus_port}",
+        reoptimize_interval_s=3600,  # tests observe on demand (POST .../metrics/refresh)
     )
 
 
@@ -211,6 +218,15 @@ def gateway(settings: Settings, db_pool, state_dir: Path) -> Iterator[str]:
         state_dir, {"BUD_DATABASE_URL": settings.database_url}, health_url=f"http://127.0.0.1:{port}/healthz",
     ).start().wait_healthy()
     yield f"http://127.0.0.1:{port}/v1"
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus(settings: Settings, state_dir: Path) -> Iterator[str]:
+    """Real Prometheus scraping every local replica each second (the backend writes its file_sd targets)."""
+    port = int(settings.prometheus_url.rsplit(":", 1)[1])
+    process = services.prometheus_server(state_dir, port, {}, scrape_interval_s=1).start().wait_healthy()
+    yield settings.prometheus_url
     process.stop()
 
 

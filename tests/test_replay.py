@@ -206,3 +206,35 @@ async def test_record_traffic_shift_histories(api, control_worker, optimizer_wor
         (HISTORIES / f"{file_name}.json").write_text((await handle.fetch_history()).to_json())
     for endpoint in endpoints:
         await api.delete(f"/api/endpoints/{endpoint['id']}")
+
+
+@pytest.mark.record_history
+async def test_record_reoptimize_history(api, control_worker, optimizer_worker, gateway, prometheus, temporal_client,
+                                         settings, tmp_path):
+    """Reoptimize for one endpoint under load: observation, alerts, and the calibrated search as a child."""
+    import httpx
+
+    from registry.testdata import write_tiny_llama
+    from tests.deploy_helpers import MANUAL_CONFIG, available_model, create_endpoint, local_cluster_id, settled, wait_endpoint
+    from workflows.ids import reoptimize_endpoint_workflow_id
+
+    model = await available_model(api, settings, write_tiny_llama(tmp_path / "m"))
+    endpoint = await create_endpoint(api, model["id"], await local_cluster_id(api))
+    await api.put(f"/api/endpoints/{endpoint['id']}/config", json={
+        "runtime": "vllm", "optimization_method": "MANUAL", "config": MANUAL_CONFIG, "replicas": 1,
+        "performance_targets": {"min_throughput_tps": 1_000_000}})
+    await wait_endpoint(api, endpoint["id"], lambda e: e["optimization_status"] != "RUNNING")
+    await api.post(f"/api/endpoints/{endpoint['id']}/deploy")
+    assert (await wait_endpoint(api, endpoint["id"], settled))["status"] == "RUNNING"
+    async with httpx.AsyncClient(timeout=30) as client:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 8  # several 1 s scrapes under load
+        while loop.time() < until:
+            await client.post(f"{gateway}/chat/completions", json={
+                "model": endpoint["name"], "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16})
+    await api.post(f"/api/endpoints/{endpoint['id']}/metrics/refresh", params={"window_s": 30})
+    handle = temporal_client.get_workflow_handle(reoptimize_endpoint_workflow_id(endpoint["id"]))
+    summary = await handle.result()
+    assert summary[endpoint["id"]]["recommendation"], summary
+    (HISTORIES / "reoptimize.json").write_text((await handle.fetch_history()).to_json())
+    await api.delete(f"/api/endpoints/{endpoint['id']}")

@@ -10,6 +10,7 @@ from activities.clusters import ClusterActivities
 from activities.endpoints import EndpointActivities
 from activities.health import HealthActivities
 from activities.model_records import ModelRecordActivities
+from activities.monitoring import MonitoringActivities
 from activities.object_store import ObjectStoreActivities
 from activities.optimizer import OptimizerActivities
 from activities.releases import ReleaseActivities
@@ -26,11 +27,13 @@ from workflows.manage_endpoint import DeleteEndpoint, ScaleEndpoint
 from workflows.optimize_deployment import OptimizeDeployment
 from workflows.register_cluster import RegisterCluster
 from workflows.register_model import RegisterModel
+from workflows.reoptimize import Reoptimize
 from workflows.traffic_shift import TrafficShift
 from workflows.transfer_model import TransferModel
 
 CONTROL_WORKFLOWS: list[type] = [RegisterCluster, RegisterModel, DeployEndpoint, TransferModel, HealthCheck,
-                                 ScaleEndpoint, DeleteEndpoint, AutoscaleEndpoint, TrafficShift]
+                                 ScaleEndpoint, DeleteEndpoint, AutoscaleEndpoint, TrafficShift,
+                                 Reoptimize]
 OPTIMIZER_WORKFLOWS: list[type] = [OptimizeDeployment]
 ALL_WORKFLOWS = CONTROL_WORKFLOWS + OPTIMIZER_WORKFLOWS
 
@@ -61,6 +64,7 @@ def control_queue(clients: Clients) -> QueueSetup:
         WorkflowControlActivities(clients.temporal),
         AutoscalingActivities(clients.pool, clients.local_backend, clients.http),
         TrafficActivities(clients.pool, clients.http),
+        MonitoringActivities(clients.pool, clients.http, settings),
     ]
     return QueueSetup(workflows=CONTROL_WORKFLOWS, activities=[m for i in instances for m in activity_methods(i)])
 

@@ -41,3 +41,7 @@ def autoscale_endpoint_workflow_id(endpoint_id: UUID) -> str:
 
 def traffic_shift_workflow_id(route_name: str) -> str:
     return f"traffic-shift-{route_name}"
+
+
+def reoptimize_endpoint_workflow_id(endpoint_id: UUID) -> str:
+    return f"reoptimize-endpoint-{endpoint_id}"

@@ -16,6 +16,7 @@ from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.errors import ApiError, not_found
 from api.optimizing import model_facts, optimization_request, pick_gpu, start_optimization, unprocessable
 from core.payloads.autoscaling import AutoscaleInput, AutoscalingSpec
+from core.payloads.monitoring import ReoptimizeInput
 from core.payloads.deployments import (
     DeployEndpointInput,
     DeployRequest,
@@ -30,8 +31,10 @@ from core.payloads.deployments import (
 from core.store import clusters, endpoints, models
 from workflows.autoscale_endpoint import AutoscaleEndpoint
 from workflows.deploy_endpoint import DeployEndpoint
+from workflows.reoptimize import Reoptimize
 from workflows.ids import (
     autoscale_endpoint_workflow_id,
+    reoptimize_endpoint_workflow_id,
     delete_endpoint_workflow_id,
     deploy_endpoint_workflow_id,
     scale_endpoint_workflow_id,
@@ -72,6 +75,7 @@ class EndpointOut(BaseModel):
     health: dict[str, Any] | None
     autoscaling: dict[str, Any] | None
     autoscaling_state: dict[str, Any] | None
+    monitoring: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
 
@@ -239,6 +243,40 @@ async def configure_autoscaling(endpoint_id: UUID, body: AutoscalingSpec, pool: 
             start_signal="update", start_signal_args=[body])
         await endpoints.set_autoscaling(conn, endpoint_id, body.model_dump(mode="json"), {"message": "applying"})
         return endpoint_out(await endpoints.get_endpoint(conn, endpoint_id))
+
+
+class MetricsOut(BaseModel):
+    """The seed's Stage 5 for one endpoint: live metrics, alerts, measured vs predicted, re-optimization advice."""
+
+    endpoint_id: UUID
+    status: str
+    monitoring: dict[str, Any] | None
+
+
+@router.get("/{endpoint_id}/metrics", response_model=MetricsOut)
+async def endpoint_metrics(endpoint_id: UUID, pool: PoolDep, principal: PrincipalDep) -> dict:
+    """The last observation (the schedule refreshes it every BUD_REOPTIMIZE_INTERVAL_S; null before the first)."""
+    async with pool.acquire() as conn:
+        endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
+    return {"endpoint_id": endpoint_id, "status": endpoint["status"], "monitoring": endpoint["monitoring"]}
+
+
+@router.post("/{endpoint_id}/metrics/refresh", response_model=MetricsOut, status_code=status.HTTP_202_ACCEPTED)
+async def refresh_endpoint_metrics(endpoint_id: UUID, pool: PoolDep, temporal: TemporalDep, settings: SettingsDep,
+                                   principal: PrincipalDep, window_s: int = 300) -> dict:
+    """Observe the endpoint now (Reoptimize for this endpoint alone) over the last `window_s` seconds."""
+    if not 10 <= window_s <= 86_400:
+        raise ApiError(422, "window_s must be between 10 and 86400 seconds", [{"field": "window_s"}])
+    async with pool.acquire() as conn:
+        endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
+        if endpoint["status"] != EndpointStatus.RUNNING:
+            raise ApiError(409, f"only RUNNING endpoints have live metrics; this one is {endpoint['status']}")
+    await temporal.start_workflow(
+        Reoptimize.run, ReoptimizeInput(endpoint_id=endpoint_id, window_s=window_s,
+                                        optimizer_queue=settings.optimizer_queue),
+        id=reoptimize_endpoint_workflow_id(endpoint_id), task_queue=settings.control_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+    return {"endpoint_id": endpoint_id, "status": endpoint["status"], "monitoring": endpoint["monitoring"]}
 
 
 @router.delete("/{endpoint_id}", response_model=EndpointOut, status_code=status.HTTP_202_ACCEPTED)

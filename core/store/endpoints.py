@@ -11,7 +11,7 @@ from core.payloads.deployments import EndpointCreate, EndpointProgress, Endpoint
 COLUMNS = """id, project_id, name, model_id, cluster_id, status, step, runtime, optimization_method,
     performance_targets, config, replicas, resources, recommendation, optimization_status, optimization_workflow_id,
     workflow_id, inference_url, error, keep_on_failure, health, ready_replicas, autoscaling, autoscaling_state,
-    created_at, updated_at"""
+    monitoring, created_at, updated_at"""
 
 
 class InsufficientGpus(Exception):

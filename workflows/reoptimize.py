@@ -1,0 +1,78 @@
+"""Reoptimize (the seed's Stage 5): for each RUNNING endpoint, compare what Prometheus measured with what was
+predicted and promised, raise the seed's alerts, and when they fire or the prediction is off, search again under
+the measured load with the predictor calibrated by the measurement. The advice is stored on the endpoint (and the
+search as an optimization); nothing is redeployed without the user (PUT /config, then deploy).
+
+Started every `BUD_REOPTIMIZE_INTERVAL_S` by a Temporal Schedule, or for one endpoint by
+`POST /api/endpoints/{id}/metrics/refresh`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ChildWorkflowError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.monitoring import MonitoringActivities
+    from core.payloads.monitoring import MonitoringRecord, NewOptimization, Observation, ObserveRequest, ReoptimizeInput
+    from core.payloads.optimization import OptimizationOutcome, OptimizeDeploymentInput
+    from workflows.optimize_deployment import OptimizeDeployment
+    from workflows.policies import INFRA_RETRY, failure_reason
+
+DB_TIMEOUT = timedelta(seconds=30)
+
+
+@workflow.defn
+class Reoptimize:
+    @workflow.run
+    async def run(self, request: ReoptimizeInput) -> dict:
+        endpoint_ids = [request.endpoint_id] if request.endpoint_id else await workflow.execute_activity_method(
+            MonitoringActivities.running_endpoints, request, start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+        summary = {}
+        for endpoint_id in endpoint_ids:
+            snapshot = await self._one(endpoint_id, request)
+            summary[str(endpoint_id)] = {"alerts": len(snapshot.get("alerts", [])),
+                                         "recommendation": bool(snapshot.get("recommendation")),
+                                         "error": snapshot.get("error")}
+        return summary
+
+    async def _one(self, endpoint_id, request: ReoptimizeInput) -> dict:
+        snapshot: dict = {"at": workflow.now().isoformat(), "window_s": request.window_s}
+        try:
+            observation: Observation = await workflow.execute_activity_method(
+                MonitoringActivities.observe, ObserveRequest(endpoint_id=endpoint_id, window_s=request.window_s),
+                start_to_close_timeout=timedelta(minutes=2), retry_policy=INFRA_RETRY)
+            snapshot.update(observation.model_dump(mode="json", include={
+                "metrics", "expectation", "alerts", "drift", "reoptimize_because"}))
+            if observation.reoptimization is not None:
+                snapshot["recommendation"] = await self._search(observation, request.optimizer_queue)
+        except (ActivityError, ChildWorkflowError) as error:
+            snapshot["error"] = failure_reason(error)
+        await workflow.execute_activity_method(
+            MonitoringActivities.record_monitoring, MonitoringRecord(endpoint_id=endpoint_id, snapshot=snapshot),
+            start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+        return snapshot
+
+    async def _search(self, observation: Observation, optimizer_queue: str) -> dict:
+        """The optimizer's search under the measured load, with its predictions scaled by what was measured."""
+        assert observation.reoptimization is not None and observation.project_id and observation.model_id
+        optimization_id = await workflow.execute_activity_method(
+            MonitoringActivities.create_optimization,
+            NewOptimization(project_id=observation.project_id, model_id=observation.model_id,
+                            cluster_id=observation.cluster_id, request=observation.reoptimization),
+            start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+        outcome: OptimizationOutcome = await workflow.execute_child_workflow(
+            OptimizeDeployment.run,
+            OptimizeDeploymentInput(optimization_id=optimization_id, request=observation.reoptimization),
+            id=f"reoptimize-{observation.endpoint_id}-{str(optimization_id)[:8]}", task_queue=optimizer_queue)
+        advice = {"optimization_id": str(optimization_id), "status": outcome.status, "error": outcome.error,
+                  "workload": observation.reoptimization.workload.model_dump(),
+                  "calibration": observation.reoptimization.calibration.model_dump()}
+        if outcome.result is not None and outcome.result.recommendation is not None:
+            chosen = outcome.result.recommendation
+            advice.update(meets_targets=outcome.result.meets_targets, message=outcome.result.message,
+                          config=chosen.config.model_dump(mode="json"),
+                          prediction=chosen.prediction.model_dump(mode="json"))
+        return advice
