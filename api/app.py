@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.metrics import install_metrics
-from api.routers import clusters, endpoints, health, models, optimizations, projects, routes
+from api.routers import clusters, dashboard, endpoints, health, models, optimizations, projects, routes
 from core.bootstrap import ensure_admin_token, ensure_local_cluster
 from core.db import apply_migrations, create_pool
 from core.logging import configure_logging
@@ -44,6 +44,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_metrics(app)
     for router in (health.router, projects.router, clusters.router, models.router, optimizations.router,
-                   endpoints.router, routes.router):
+                   endpoints.router, routes.router, dashboard.router):
         app.include_router(router)
     return app
