@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import psutil
 
 from tests.helpers import unique
@@ -84,3 +85,35 @@ async def finish_with_a_new_worker(api, start_worker, queue_settings, handle, en
     finally:
         replacement.stop()
     return await wait_endpoint(api, endpoint_id, settled)
+
+
+async def running_endpoint(api, model_id: str, cluster_id: str) -> dict:
+    """A new endpoint with the manual test config (1 replica), deployed and RUNNING."""
+    endpoint = await create_endpoint(api, model_id, cluster_id)
+    await configure_manual(api, endpoint["id"])
+    response = await api.post(f"/api/endpoints/{endpoint['id']}/deploy")
+    assert response.status_code == 202, response.text
+    running = await wait_endpoint(api, endpoint["id"], settled)
+    assert running["status"] == "RUNNING", running["error"]
+    return running
+
+
+async def wait_for_route(gateway: str, model_name: str) -> None:
+    """Until the gateway (it polls its routes) serves `model_name`."""
+    async with httpx.AsyncClient(timeout=10) as client, asyncio.timeout(15):
+        while model_name not in [m["id"] for m in (await client.get(f"{gateway}/models")).json()["data"]]:
+            await asyncio.sleep(0.1)
+
+
+async def keep_busy(gateway: str, model_name: str, stop: asyncio.Event, max_tokens: int = 8, stream: bool = False) -> int:
+    """One client sending chat completions back to back through the gateway until `stop`; returns the successes."""
+    done = 0
+    body = {"model": model_name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens,
+            "stream": stream}
+    async with httpx.AsyncClient(timeout=60) as client:
+        while not stop.is_set():
+            async with client.stream("POST", f"{gateway}/chat/completions", json=body) as reply:
+                async for _ in reply.aiter_bytes():
+                    pass
+                done += reply.status_code == 200
+    return done

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from registry.testdata import write_tiny_llama
 from tests.deploy_helpers import (
     available_model,
-    configure_manual,
     create_endpoint,
+    keep_busy,
     local_cluster_id,
+    running_endpoint,
     runtime_processes,
-    settled,
     wait_endpoint,
+    wait_for_route,
 )
 from workflows.ids import autoscale_endpoint_workflow_id
 
@@ -35,40 +35,10 @@ async def cluster_id(api, control_worker):
     return await local_cluster_id(api)
 
 
-async def running_endpoint(api, model, cluster_id) -> dict:
-    endpoint = await create_endpoint(api, model["id"], cluster_id)
-    await configure_manual(api, endpoint["id"], replicas=1)
-    response = await api.post(f"/api/endpoints/{endpoint['id']}/deploy")
-    assert response.status_code == 202, response.text
-    running = await wait_endpoint(api, endpoint["id"], settled)
-    assert running["status"] == "RUNNING", running["error"]
-    return running
-
-
-async def keep_busy(gateway: str, model_name: str, stop: asyncio.Event) -> int:
-    """One client sending streamed chat completions back to back until `stop`; returns how many succeeded."""
-    done = 0
-    async with httpx.AsyncClient(timeout=60) as client:
-        while not stop.is_set():
-            async with client.stream("POST", f"{gateway}/chat/completions", json={
-                    "model": model_name, "messages": [{"role": "user", "content": "count"}], "max_tokens": 200,
-                    "stream": True}) as reply:
-                async for _ in reply.aiter_bytes():
-                    pass
-                done += reply.status_code == 200
-    return done
-
-
-async def wait_for_route(gateway: str, model_name: str) -> None:
-    async with httpx.AsyncClient(timeout=10) as client, asyncio.timeout(15):
-        while model_name not in [m["id"] for m in (await client.get(f"{gateway}/models")).json()["data"]]:
-            await asyncio.sleep(0.1)
-
-
 async def test_local_autoscaler_follows_the_queue_up_and_back_down(
     api, control_worker, optimizer_worker, gateway, model, cluster_id, temporal_client
 ):
-    endpoint = await running_endpoint(api, model, cluster_id)
+    endpoint = await running_endpoint(api, model["id"], cluster_id)
     url = f"/api/endpoints/{endpoint['id']}/autoscaling"
     body = {"enabled": True, "min_replicas": 1, "max_replicas": 3, "metrics": [QUEUE_METRIC],
             "behavior": {"scaleDown": {"stabilizationWindowSeconds": 3}}}
@@ -83,7 +53,8 @@ async def test_local_autoscaler_follows_the_queue_up_and_back_down(
 
     await wait_for_route(gateway, endpoint["name"])
     stop = asyncio.Event()
-    clients = [asyncio.create_task(keep_busy(gateway, endpoint["name"], stop)) for _ in range(12)]
+    clients = [asyncio.create_task(keep_busy(gateway, endpoint["name"], stop, max_tokens=200, stream=True))
+               for _ in range(12)]
     try:
         up = await wait_endpoint(api, endpoint["id"], lambda e: e["deployment"]["ready_replicas"] == 3, timeout=90)
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
 
 from registry.testdata import write_tiny_llama
@@ -13,9 +12,11 @@ from tests.deploy_helpers import (
     MANUAL_CONFIG,
     available_model,
     create_endpoint,
+    keep_busy,
     local_cluster_id,
     settled,
     wait_endpoint,
+    wait_for_route,
 )
 from workflows.starters import REOPTIMIZE_SCHEDULE_ID
 
@@ -23,13 +24,6 @@ from workflows.starters import REOPTIMIZE_SCHEDULE_ID
 @pytest.fixture(scope="module")
 async def model(api, control_worker, settings, tmp_path_factory):
     return await available_model(api, settings, write_tiny_llama(tmp_path_factory.mktemp("monitoring") / "tiny"))
-
-
-async def keep_busy(gateway: str, name: str, stop: asyncio.Event) -> None:
-    async with httpx.AsyncClient(timeout=30) as client:
-        while not stop.is_set():
-            await client.post(f"{gateway}/chat/completions", json={
-                "model": name, "messages": [{"role": "user", "content": "tell me"}], "max_tokens": 16})
 
 
 async def test_reoptimize_observes_live_metrics_alerts_and_recommends(
@@ -48,11 +42,9 @@ async def test_reoptimize_observes_live_metrics_alerts_and_recommends(
     assert (await wait_endpoint(api, endpoint["id"], settled))["status"] == "RUNNING"
     assert (await api.get(f"/api/endpoints/{endpoint['id']}/metrics")).json()["monitoring"] is None
 
-    async with httpx.AsyncClient(timeout=10) as client, asyncio.timeout(15):
-        while endpoint["name"] not in [m["id"] for m in (await client.get(f"{gateway}/models")).json()["data"]]:
-            await asyncio.sleep(0.1)
+    await wait_for_route(gateway, endpoint["name"])
     stop = asyncio.Event()
-    load = [asyncio.create_task(keep_busy(gateway, endpoint["name"], stop)) for _ in range(4)]
+    load = [asyncio.create_task(keep_busy(gateway, endpoint["name"], stop, max_tokens=16)) for _ in range(4)]
     try:
         await asyncio.sleep(8)  # several 1 s scrapes of the replica under load
         refresh = await api.post(f"/api/endpoints/{endpoint['id']}/metrics/refresh", params={"window_s": 30})

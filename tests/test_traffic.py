@@ -12,12 +12,13 @@ import pytest
 from registry.testdata import write_tiny_llama
 from tests.deploy_helpers import (
     available_model,
-    configure_manual,
     create_endpoint,
+    keep_busy,
     local_cluster_id,
+    running_endpoint,
     runtime_processes,
-    settled,
     wait_endpoint,
+    wait_for_route,
 )
 from tests.helpers import unique
 
@@ -32,19 +33,11 @@ async def cluster_id(api, control_worker):
     return await local_cluster_id(api)
 
 
-async def running_endpoint(api, model, cluster_id) -> dict:
-    endpoint = await create_endpoint(api, model["id"], cluster_id)
-    await configure_manual(api, endpoint["id"])
-    assert (await api.post(f"/api/endpoints/{endpoint['id']}/deploy")).status_code == 202
-    running = await wait_endpoint(api, endpoint["id"], settled)
-    assert running["status"] == "RUNNING", running["error"]
-    return running
-
-
 @pytest.fixture
 async def blue_green(api, control_worker, optimizer_worker, gateway, model, cluster_id):
     """Two RUNNING endpoints and a route sending all traffic to the first."""
-    blue, green = await running_endpoint(api, model, cluster_id), await running_endpoint(api, model, cluster_id)
+    blue = await running_endpoint(api, model["id"], cluster_id)
+    green = await running_endpoint(api, model["id"], cluster_id)
     name = unique("route")
     response = await api.put(f"/api/routes/{name}", json={"backends": [
         {"endpoint_id": blue["id"], "weight": 100}, {"endpoint_id": green["id"], "weight": 0}]})
@@ -68,12 +61,6 @@ async def served_by(gateway: str, route: str, requests: int) -> collections.Coun
     return counts
 
 
-async def route_served(gateway: str, route: str) -> None:
-    async with httpx.AsyncClient(timeout=10) as client, asyncio.timeout(15):
-        while route not in [m["id"] for m in (await client.get(f"{gateway}/models")).json()["data"]]:
-            await asyncio.sleep(0.1)
-
-
 async def shift_done(api, route: str, timeout: float = 60) -> dict:
     async with asyncio.timeout(timeout):
         while (body := (await api.get(f"/api/routes/{route}")).json())["shift"]["status"] == "RUNNING":
@@ -85,19 +72,12 @@ def weights(route: dict) -> dict[str, int]:
     return {b["endpoint_name"]: b["weight"] for b in route["backends"]}
 
 
-async def keep_busy(gateway: str, route: str, stop: asyncio.Event) -> None:
-    async with httpx.AsyncClient(timeout=30) as client:
-        while not stop.is_set():
-            await client.post(f"{gateway}/chat/completions", json={
-                "model": route, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8})
-
-
 async def test_weights_split_the_traffic_and_bad_routes_are_refused(api, gateway, blue_green, model, cluster_id):
     name, blue, green = blue_green
     response = await api.put(f"/api/routes/{name}", json={"backends": [
         {"endpoint_id": blue["id"], "weight": 80}, {"endpoint_id": green["id"], "weight": 20}]})
     assert response.status_code == 200 and weights(response.json()) == {blue["name"]: 80, green["name"]: 20}
-    await route_served(gateway, name)
+    await wait_for_route(gateway, name)
     await asyncio.sleep(0.5)  # the gateway re-reads routes every 0.2 s
     assert await served_by(gateway, name, 50) == {blue["name"]: 40, green["name"]: 10}
 
@@ -126,14 +106,14 @@ async def test_blue_green_swaps_at_once_and_removes_the_old_endpoint(api, gatewa
     assert weights(done) == {green["name"]: 100}
     assert (await wait_endpoint(api, blue["id"], lambda e: False))["status"] == "GONE"
     assert runtime_processes(blue["name"]) == []
-    await route_served(gateway, name)
+    await wait_for_route(gateway, name)
     await asyncio.sleep(0.5)
     assert await served_by(gateway, name, 5) == {green["name"]: 5}
 
 
 async def test_gradual_rollout_holding_its_slo_completes(api, gateway, blue_green):
     name, blue, green = blue_green
-    await route_served(gateway, name)
+    await wait_for_route(gateway, name)
     stop = asyncio.Event()
     load = [asyncio.create_task(keep_busy(gateway, name, stop)) for _ in range(4)]
     try:
@@ -155,7 +135,7 @@ async def test_gradual_rollout_holding_its_slo_completes(api, gateway, blue_gree
 
 async def test_gradual_rollout_missing_its_slo_rolls_back(api, gateway, blue_green):
     name, blue, green = blue_green
-    await route_served(gateway, name)
+    await wait_for_route(gateway, name)
     stop = asyncio.Event()
     load = [asyncio.create_task(keep_busy(gateway, name, stop)) for _ in range(4)]
     try:
