@@ -7,10 +7,11 @@ constants for every GPU, this module fits them per GPU on aiconfigurator's kerne
 * GEMM:        t = max(2mnk / (peak(dtype) x gemm_efficiency), bytes / (bandwidth x memory_efficiency)) + gemm_floor
 * decode attn: t = KV bytes read / (bandwidth x decode_attention_efficiency) + attention_floor
 * prefill attn: t = causal attention FLOPs / (bf16 peak x prefill_attention_efficiency) + attention_floor
-* all-reduce:  t = latency(n) + 2 (n-1)/n x bytes / bus_bandwidth(n), for n = 2, 4, 8 GPUs
+* all-reduce:  the measured time per message size for n = 2, 4, 8 GPUs (the faster of vLLM's custom all-reduce
+                and NCCL), interpolated log-log
 
-GPUs without tables (Blackwell, L4, A10G, ...) get the median efficiencies of the measured ones and all-reduce
-figures scaled from their interconnect. The fits are then checked against data they never saw: Vidur's per-operator
+GPUs without tables (Blackwell, L4, A10G, ...) get the median efficiencies of the measured ones and an all-reduce
+scaled from their interconnect. The fits are then checked against data they never saw: Vidur's per-operator
 times (A100/H100 model layers) and all-reduce latencies, and Splitwise's decode iteration times (Llama-2-70B,
 A100/H100, TP 2/4/8). The output is budsim/artifacts/kernels.json (the profiles, read by the roofline) and
 kernels.md (fit quality and the independent checks).

@@ -152,7 +152,9 @@ class AutoscaleInput(BaseModel):
     """Start (or continue-as-new) of one endpoint's autoscaler."""
 
     endpoint_id: UUID
-    spec: AutoscalingSpec | None = Field(default=None, description="None: take the spec the endpoint stores")
+    spec: AutoscalingSpec | None = Field(
+        default=None, description="None on a first start: the spec arrives as the `update` signal (signal-with-start)"
+    )
     sync_period_s: float = Field(default=15.0, gt=0, le=3600)
     history: list[Recommendation] = Field(default_factory=list)
 
