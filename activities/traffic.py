@@ -89,12 +89,20 @@ class TrafficActivities:
 
     @activity.defn
     async def set_route_weights(self, request: Weights) -> None:
+        """Set the weights in one transaction. An endpoint deleted meanwhile is left out (it must not get traffic
+        back); failing when no RUNNING endpoint would carry traffic."""
         async with self.pool.acquire() as conn:
             route = await routes.get_route(conn, request.route_name)
             if route is None:
                 raise invalid(f"route {request.route_name} no longer exists")
-            await routes.set_weights(conn, request.route_name, route["project_id"], request.weights)
-        log.info("route weights", route=request.route_name, weights={str(k): v for k, v in request.weights.items()})
+            rows = await conn.fetch("SELECT id, status FROM endpoints WHERE id = ANY($1::uuid[])", list(request.weights))
+            live = {row["id"] for row in rows if row["status"] not in (EndpointStatus.DELETING, EndpointStatus.DELETED)}
+            weights = {endpoint: weight for endpoint, weight in request.weights.items() if endpoint in live}
+            running = {row["id"] for row in rows if row["status"] == EndpointStatus.RUNNING}
+            if not any(weight > 0 and endpoint in running for endpoint, weight in weights.items()):
+                raise invalid(f"no RUNNING endpoint would carry route {request.route_name}'s traffic")
+            await routes.set_weights(conn, request.route_name, route["project_id"], weights)
+        log.info("route weights", route=request.route_name, weights={str(k): v for k, v in weights.items()})
 
     @activity.defn
     async def record_shift(self, record: ShiftRecord) -> None:

@@ -191,19 +191,22 @@ def fit_prefill_attention(rows: list[dict], peak_flops: float) -> tuple[float, f
     return float(efficiency), float(floor), _mape(model(params), measured)
 
 
+HALF_BYTES = 2  # the tables' message_size counts bf16/half elements (aiconfigurator's speed-of-light: 2 x size x 2)
+
+
 def allreduce_curves(custom: list[dict], nccl: list[dict]) -> dict[int, AllReduceCurve]:
-    """Per GPU count, the faster of vLLM's custom all-reduce (CUDA graph) and NCCL at each message size (bytes),
-    made monotone (a larger message never finishes sooner)."""
+    """Per GPU count, the faster of vLLM's custom all-reduce (CUDA graph) and NCCL at each message size (converted
+    to bytes), made monotone (a larger message never finishes sooner)."""
     best: dict[tuple[int, int], float] = {}
     for r in custom:
         if r.get("backend", "vllm_graph") != "vllm_graph" or r.get("allreduce_dtype") not in ("bfloat16", None):
             continue
-        key = (int(r["num_gpus"]), int(r["message_size"]))
+        key = (int(r["num_gpus"]), int(r["message_size"]) * HALF_BYTES)
         best[key] = min(best.get(key, math.inf), r["latency"] / 1000.0)
     for r in nccl:
         if r["op_name"] != "all_reduce" or r.get("nccl_dtype") != "half":
             continue
-        key = (int(r["num_gpus"]), int(r["message_size"]))
+        key = (int(r["num_gpus"]), int(r["message_size"]) * HALF_BYTES)
         best[key] = min(best.get(key, math.inf), r["latency"] / 1000.0)
     curves = {}
     for gpus in sorted({n for n, _ in best}):

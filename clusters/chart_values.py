@@ -116,7 +116,7 @@ def _autoscaling_values(scaling: AutoscalingSpec | None) -> dict[str, Any]:
         "maxReplicas": scaling.max_replicas,
         "targetCPUUtilizationPercentage": cpu.target.averageUtilization if cpu is not None else None,
         "queueDepth": queue_depth,
-        "behavior": copy.deepcopy(scaling.behavior) if scaling.behavior else {},
+        "behavior": scaling.behavior.model_dump(exclude_none=True) if scaling.behavior else {},
     }
 
 

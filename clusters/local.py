@@ -94,6 +94,7 @@ class ReplicaMoved:
     """A restarted replica could not get its old port back (something else took it): routes must follow it."""
 
     release: str
+    endpoint_id: str
     old_url: str
     new_url: str
 
@@ -205,7 +206,7 @@ class LocalBackend:
                     log.warning("replica died; restarting", release=release, replica=index, pid=record["pid"])
                     restarted = self._start_replica(directory, spec, index, restarts=restarts, port=record["port"])
                     if restarted["port"] != record["port"]:
-                        moved.append(ReplicaMoved(release, f"http://127.0.0.1:{record['port']}",
+                        moved.append(ReplicaMoved(release, str(spec.endpoint_id), f"http://127.0.0.1:{record['port']}",
                                                   f"http://127.0.0.1:{restarted['port']}"))
             for path in directory.glob("replica-*.json"):
                 record = self._read(path)

@@ -67,4 +67,6 @@ def stabilize(
         decision = min(r.replicas for r in history if r.at >= now - up_window)
         decision = max(decision, current)
     keep = max(down_window, up_window)
+    # The bounds win over the window (a lowered max_replicas applies at once, as in Kubernetes).
+    decision = min(max(decision, spec.min_replicas), spec.max_replicas)
     return decision, [r for r in history if r.at >= now - keep]

@@ -90,8 +90,18 @@ def test_scale_up_window_takes_the_lowest_recent_recommendation():
                                                         "target": {"type": "Value", "value": 5}}}]}, "resource"),
         ({"metrics": []}, "at least one metric"),
         ({"max_replicas": 3, "surprise": 1}, "surprise"),
+        ({"behavior": {"scaleDown": 5}}, "scaleDown"),
+        ({"behavior": {"scaleDown": {"stabilizationWindowSeconds": "soon"}}}, "stabilizationWindowSeconds"),
+        ({"behavior": {"scaleUp": {"stabilizationWindowSeconds": 7200}}}, "stabilizationWindowSeconds"),
     ],
 )
 def test_bad_blocks_are_rejected_with_the_reason(body, field):
     with pytest.raises(ValidationError, match=field):
         AutoscalingSpec.model_validate(body)
+
+
+def test_a_lowered_maximum_applies_at_once_despite_the_window():
+    history = [Recommendation(at=0, replicas=8)]
+    spec = queue_spec(10, max_replicas=3)  # was higher when the 8 was recommended
+    decision, _ = stabilize(spec, history, now=10, current=8, recommended=3)
+    assert decision == 3

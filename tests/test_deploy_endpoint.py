@@ -308,3 +308,20 @@ async def test_model_load_failure_is_explained_and_kept_on_request(api, control_
     await delete(api, endpoint["id"])
     async with db_pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM gpu_reservations WHERE endpoint_id = $1", endpoint["id"]) == 0
+
+
+async def test_moving_a_replica_touches_only_its_own_endpoints_rows(api, control_worker, model, cluster_id, db_pool):
+    """A freed port is soon another release's: only the moved replica's endpoint may follow it."""
+    from core.store.endpoints import move_replica
+
+    first = await create_endpoint(api, model["id"], cluster_id)
+    second = await create_endpoint(api, model["id"], cluster_id)
+    async with db_pool.acquire() as conn:
+        for endpoint in (first, second):
+            await conn.execute("INSERT INTO endpoint_replicas (endpoint_id, name, url, ready) VALUES ($1, 'r0', $2, true)",
+                               endpoint["id"], "http://127.0.0.1:40001")
+        assert await move_replica(conn, first["id"], "http://127.0.0.1:40001", "http://127.0.0.1:40002") == 1
+        urls = {str(row["endpoint_id"]): row["url"] for row in await conn.fetch(
+            "SELECT endpoint_id, url FROM endpoint_replicas WHERE endpoint_id = ANY($1::uuid[])",
+            [first["id"], second["id"]])}
+    assert urls == {first["id"]: "http://127.0.0.1:40002", second["id"]: "http://127.0.0.1:40001"}

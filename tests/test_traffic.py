@@ -171,3 +171,11 @@ async def test_abort_rolls_back_a_shift_in_flight(api, blue_green):
     assert done["shift"]["status"] == "ROLLED_BACK" and done["shift"]["reason"] == "bad answers in review"
     assert weights(done) == {blue["name"]: 100, green["name"]: 0}
     assert (await api.post(f"/api/routes/{name}/shift/abort", json={})).status_code == 409
+
+
+async def test_a_model_name_belongs_to_one_project(api, anon_api, blue_green):
+    _, blue, _ = blue_green
+    team = {"Authorization": f"Bearer {(await api.post('/api/projects', json={'name': unique('team')})).json()['token']}"}
+    taken = await anon_api.put(f"/api/routes/{blue['name']}", headers=team,
+                               json={"backends": [{"endpoint_id": blue["id"], "weight": 100}]})
+    assert taken.status_code == 409 and "belongs to another project" in taken.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from uuid import UUID
 
 import asyncpg
 import httpx
@@ -63,7 +64,7 @@ async def supervise_local_replicas(clients: Clients, interval_s: float = 2.0) ->
     async def republish(moved: list[ReplicaMoved]) -> None:
         async with clients.pool.acquire() as conn:
             for replica in moved:
-                rows = await endpoints.move_replica(conn, replica.old_url, replica.new_url)
+                rows = await endpoints.move_replica(conn, UUID(replica.endpoint_id), replica.old_url, replica.new_url)
                 log.info("routes follow a restarted replica", release=replica.release, old=replica.old_url,
                          new=replica.new_url, rows=rows)
 

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
 DB_TIMEOUT = timedelta(seconds=30)
 BACKEND_TIMEOUT = timedelta(minutes=10)
 SYNCS_PER_RUN = 200  # then continue-as-new
+GONE_OR_FAILED = ("DELETING", "DELETED", "FAILED")
 
 
 @workflow.defn
@@ -72,30 +73,25 @@ class AutoscaleEndpoint:
             await self._apply_to_kubernetes(request)
             message = "HorizontalPodAutoscaler applied" if spec.enabled else "HorizontalPodAutoscaler removed"
             await self._record(request.endpoint_id, spec, {"message": message})
-            return message
+            return self._newer_spec_or(request, history, message)
         if not spec.enabled:
             await self._record(request.endpoint_id, spec, {"message": "disabled"})
-            return "disabled"
+            return self._newer_spec_or(request, history, "disabled")
 
         for _ in range(SYNCS_PER_RUN):
             sample: LoadSample = await workflow.execute_activity_method(
                 AutoscalingActivities.sample_load, EndpointRef(endpoint_id=request.endpoint_id),
                 start_to_close_timeout=timedelta(seconds=60), heartbeat_timeout=timedelta(seconds=30),
                 retry_policy=INFRA_RETRY)
-            if sample.endpoint_status != "RUNNING":
+            if sample.endpoint_status in GONE_OR_FAILED:
+                # Stopped for good: the spec is kept but disabled, so the user owns the count again.
                 message = f"endpoint is {sample.endpoint_status}: autoscaler stopped"
-                await self._save_state(request, spec, {"message": message})
-                return message
-            recommended, reasons = recommend(spec, sample)
-            now = workflow.now().timestamp()
-            decision, history = stabilize(spec, history, now, sample.replicas, recommended)
-            state = {"at": workflow.now().isoformat(), "current_replicas": sample.replicas,
-                     "recommended_replicas": recommended, "desired_replicas": decision,
-                     "queue_depth": sample.queue_depth, "cpu_utilization": sample.cpu_utilization,
-                     "reasons": reasons}
-            if decision != sample.replicas:
-                await self._save_state(request, spec, {**state, "outcome": f"scaling {sample.replicas} -> {decision}"})
-                state["outcome"] = await self._scale(request, sample.replicas, decision)
+                await self._record(request.endpoint_id, spec.model_copy(update={"enabled": False}), {"message": message})
+                return self._newer_spec_or(request, history, message)
+            if sample.endpoint_status != "RUNNING":  # being (re)deployed: look again next period
+                state = {"at": workflow.now().isoformat(), "message": f"waiting: endpoint is {sample.endpoint_status}"}
+            else:
+                state = await self._sync(request, spec, sample, history)
             self._state = state
             await self._save_state(request, spec, state)
             try:
@@ -106,6 +102,26 @@ class AutoscaleEndpoint:
                 continue  # the next sync period
         workflow.continue_as_new(AutoscaleInput(endpoint_id=request.endpoint_id, spec=self._pending or spec,
                                                 sync_period_s=request.sync_period_s, history=history))
+
+    def _newer_spec_or(self, request: AutoscaleInput, history: list, outcome: str) -> str:
+        """A spec that arrived while this run was finishing must not be lost: continue with it."""
+        if self._pending is not None:
+            workflow.continue_as_new(AutoscaleInput(endpoint_id=request.endpoint_id, spec=self._pending,
+                                                    sync_period_s=request.sync_period_s, history=history))
+        return outcome
+
+    async def _sync(self, request: AutoscaleInput, spec: AutoscalingSpec, sample: LoadSample, history: list) -> dict:
+        """One HPA sync: recommend, stabilize (updating `history` in place), scale when the count changes."""
+        recommended, reasons = recommend(spec, sample)
+        decision, kept = stabilize(spec, history, workflow.now().timestamp(), sample.replicas, recommended)
+        history[:] = kept
+        state = {"at": workflow.now().isoformat(), "current_replicas": sample.replicas,
+                 "recommended_replicas": recommended, "desired_replicas": decision,
+                 "queue_depth": sample.queue_depth, "cpu_utilization": sample.cpu_utilization, "reasons": reasons}
+        if decision != sample.replicas:
+            await self._save_state(request, spec, {**state, "outcome": f"scaling {sample.replicas} -> {decision}"})
+            state["outcome"] = await self._scale(request, sample.replicas, decision)
+        return state
 
     async def _save_state(self, request: AutoscaleInput, spec: AutoscalingSpec, state: dict) -> None:
         await workflow.execute_activity_method(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
@@ -22,6 +23,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.policies import INFRA_RETRY, failure_reason
 
 DB_TIMEOUT = timedelta(seconds=30)
+# Prometheus down must not hold the whole pass (the schedule skips runs while one is going): a few tries, then the
+# endpoint's snapshot records the error and the pass moves on.
+OBSERVE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2, maximum_attempts=3)
 
 
 @workflow.defn
@@ -43,7 +47,7 @@ class Reoptimize:
         try:
             observation: Observation = await workflow.execute_activity_method(
                 MonitoringActivities.observe, ObserveRequest(endpoint_id=endpoint_id, window_s=request.window_s),
-                start_to_close_timeout=timedelta(minutes=2), retry_policy=INFRA_RETRY)
+                start_to_close_timeout=timedelta(minutes=2), retry_policy=OBSERVE_RETRY)
             snapshot.update(observation.model_dump(mode="json", include={
                 "metrics", "expectation", "alerts", "drift", "reoptimize_because"}))
             if observation.reoptimization is not None:

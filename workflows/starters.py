@@ -60,7 +60,7 @@ async def ensure_reoptimize_schedule(client: Client, settings: Settings) -> None
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
             Reoptimize.run,
-            ReoptimizeInput(window_s=max(60, int(settings.reoptimize_interval_s)),
+            ReoptimizeInput(window_s=min(max(60, int(settings.reoptimize_interval_s)), 86_400),
                             optimizer_queue=settings.optimizer_queue),
             id=REOPTIMIZE_SCHEDULE_ID, task_queue=settings.control_queue),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.reoptimize_interval_s))]),

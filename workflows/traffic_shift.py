@@ -23,7 +23,9 @@ with workflow.unsafe.imports_passed_through():
     from core.payloads.traffic import (
         ShiftPlan,
         ShiftRecord,
+        ShiftRequest,
         ShiftStatus,
+        Slo,
         SloProbe,
         SloReading,
         TrafficShiftInput,
@@ -102,6 +104,18 @@ class TrafficShift:
                                reason=failure_reason(error))
             return f"failed: {failure_reason(error)}"
 
+        try:
+            return await self._shift(plan, shift)
+        except ActivityError as error:  # e.g. the route or every endpoint vanished mid-shift
+            reason = failure_reason(error)
+            try:
+                await self._weights(plan.route_name, plan.original)
+            except ActivityError:
+                pass  # nothing left to restore
+            await self._record(plan.route_name, status=ShiftStatus.FAILED.value, step="failed", reason=reason)
+            return f"failed: {reason}"
+
+    async def _shift(self, plan: ShiftPlan, shift: ShiftRequest) -> str:
         steps = [100] if shift.strategy == "blue-green" else shift.steps
         for weight in steps:
             if self._abort_reason:
@@ -142,8 +156,10 @@ class TrafficShift:
         return "completed"
 
     @staticmethod
-    def _judge(reading: SloReading, slo) -> str | None:
+    def _judge(reading: SloReading, slo: Slo) -> str | None:
         """Why the step fails its SLO, or None when it holds."""
+        if reading.replicas_read == 0:
+            return "no replica of the new endpoint answered /metrics"
         if reading.requests < slo.min_requests:
             return f"only {reading.requests} requests reached the new endpoint (at least {slo.min_requests} needed)"
         if reading.ttft_p99_ms is not None and reading.ttft_p99_ms > slo.max_ttft_p99_ms:

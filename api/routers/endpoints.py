@@ -28,7 +28,7 @@ from core.payloads.deployments import (
     ScaleEndpointInput,
     ScaleRequest,
 )
-from core.store import clusters, endpoints, models
+from core.store import clusters, endpoints, models, routes
 from workflows.autoscale_endpoint import AutoscaleEndpoint
 from workflows.deploy_endpoint import DeployEndpoint
 from workflows.reoptimize import Reoptimize
@@ -102,6 +102,9 @@ async def create_endpoint(body: EndpointCreate, pool: PoolDep, principal: Princi
             raise not_found("model", body.model_id)
         if await clusters.get_cluster(conn, body.cluster_id, principal.project_id) is None:
             raise not_found("cluster", body.cluster_id)
+        owner = await routes.name_owner(conn, body.name)
+        if owner is not None and owner != principal.project_id:
+            raise ApiError(409, f"the model name {body.name!r} belongs to another project", {"field": "name"})
         row = await endpoints.insert_endpoint(conn, body)
         if row is None:
             raise ApiError(409, f"an endpoint named {body.name!r} exists (names are the model names clients use)",
@@ -235,13 +238,14 @@ async def configure_autoscaling(endpoint_id: UUID, body: AutoscalingSpec, pool: 
         if body.enabled and needed > total:
             raise ApiError(409, f"max_replicas {body.max_replicas} would need {needed} {resources.gpu_type}; "
                                 f"the cluster has {total}", {"field": "max_replicas"})
+        # Stored before the workflow starts, so its own first record is never overwritten by this one.
+        await endpoints.set_autoscaling(conn, endpoint_id, body.model_dump(mode="json"), {"message": "applying"})
         await temporal.start_workflow(
             AutoscaleEndpoint.run,
             AutoscaleInput(endpoint_id=endpoint_id, sync_period_s=settings.autoscale_sync_s),
             id=autoscale_endpoint_workflow_id(endpoint_id), task_queue=settings.control_queue,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             start_signal="update", start_signal_args=[body])
-        await endpoints.set_autoscaling(conn, endpoint_id, body.model_dump(mode="json"), {"message": "applying"})
         return endpoint_out(await endpoints.get_endpoint(conn, endpoint_id))
 
 

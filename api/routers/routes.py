@@ -77,9 +77,9 @@ async def put_route(name: str, body: RouteUpdate, pool: PoolDep, temporal: Tempo
     """Set the endpoints behind `name` and their weights (creates the route). Endpoints with traffic must be
     RUNNING; the change is one transaction, so the gateway never serves a half-applied split."""
     async with pool.acquire() as conn:
-        existing = await routes.get_route(conn, name)
-        if existing is not None and existing["project_id"] != principal.project_id:
-            raise ApiError(409, f"route name {name} is taken", {"field": "name"})
+        owner = await routes.name_owner(conn, name)
+        if owner is not None and owner != principal.project_id:
+            raise ApiError(409, f"the model name {name} belongs to another project", {"field": "name"})
         if await shift_running(temporal, name):
             raise ApiError(409, f"a traffic shift is moving route {name}: abort it first")
         for index, backend in enumerate(body.backends):
@@ -90,7 +90,10 @@ async def put_route(name: str, body: RouteUpdate, pool: PoolDep, temporal: Tempo
             if backend.weight > 0 and endpoint["status"] != EndpointStatus.RUNNING:
                 raise ApiError(409, f"endpoint {endpoint['name']} is {endpoint['status']}: only RUNNING endpoints "
                                     "take traffic", {"field": f"backends.{index}.weight"})
-        await routes.set_weights(conn, name, principal.project_id, {b.endpoint_id: b.weight for b in body.backends})
+        try:
+            await routes.set_weights(conn, name, principal.project_id, {b.endpoint_id: b.weight for b in body.backends})
+        except routes.RouteTaken:
+            raise ApiError(409, f"the model name {name} belongs to another project", {"field": "name"}) from None
         return dict(await routes.get_route(conn, name))
 
 
@@ -106,6 +109,11 @@ async def start_shift(name: str, body: ShiftRequest, pool: PoolDep, temporal: Te
         if target["status"] != EndpointStatus.RUNNING:
             raise ApiError(409, f"endpoint {target['name']} is {target['status']}, not RUNNING",
                            {"field": "to_endpoint_id"})
+        if await shift_running(temporal, name):
+            raise ApiError(409, f"a traffic shift is already moving route {name}")
+        # Shown before the workflow starts, so its own first record is never overwritten by this one.
+        await routes.set_shift(conn, name, {"status": "RUNNING", "step": "starting", "strategy": body.strategy,
+                                            "workflow_id": traffic_shift_workflow_id(name)})
         try:
             await temporal.start_workflow(
                 TrafficShift.run, TrafficShiftInput(route_name=name, project_id=principal.project_id, request=body),
@@ -113,8 +121,6 @@ async def start_shift(name: str, body: ShiftRequest, pool: PoolDep, temporal: Te
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
         except WorkflowAlreadyStartedError:
             raise ApiError(409, f"a traffic shift is already moving route {name}") from None
-        await routes.set_shift(conn, name, {"status": "RUNNING", "step": "starting", "strategy": body.strategy,
-                                            "workflow_id": traffic_shift_workflow_id(name)})
         return dict(await routes.get_route(conn, name))
 
 
@@ -126,5 +132,8 @@ async def abort_shift(name: str, body: ShiftAbort, pool: PoolDep, temporal: Temp
         await owned_route(conn, name, principal.project_id)
         if not await shift_running(temporal, name):
             raise ApiError(409, f"no traffic shift is running on route {name}")
-        await temporal.get_workflow_handle(traffic_shift_workflow_id(name)).signal(TrafficShift.abort, body.reason)
+        try:
+            await temporal.get_workflow_handle(traffic_shift_workflow_id(name)).signal(TrafficShift.abort, body.reason)
+        except RPCError:  # it finished between the check and the signal
+            raise ApiError(409, f"no traffic shift is running on route {name}") from None
         return dict(await routes.get_route(conn, name))

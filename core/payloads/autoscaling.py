@@ -91,6 +91,32 @@ class MetricSpec(BaseModel):
         return self
 
 
+class ScalingPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["Pods", "Percent"]
+    value: int = Field(ge=1, le=10_000)
+    periodSeconds: int = Field(ge=1, le=1800)  # noqa: N815 (autoscaling/v2's spelling)
+
+
+class ScalingRules(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stabilizationWindowSeconds: int | None = Field(default=None, ge=0, le=3600)  # noqa: N815
+    selectPolicy: Literal["Max", "Min", "Disabled"] | None = None  # noqa: N815
+    policies: list[ScalingPolicy] | None = Field(default=None, max_length=10)
+
+
+class Behavior(BaseModel):
+    """autoscaling/v2's HPA behavior: per direction, a stabilization window and rate policies (Kubernetes applies
+    the policies; the local autoscaler uses the windows)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scaleUp: ScalingRules | None = None  # noqa: N815
+    scaleDown: ScalingRules | None = None  # noqa: N815
+
+
 def seed_metrics() -> list[MetricSpec]:
     """The seed's example: 80 % CPU, or 100 requests in the endpoint's queues."""
     return [
@@ -107,7 +133,7 @@ def seed_metrics() -> list[MetricSpec]:
 
 
 class AutoscalingSpec(BaseModel):
-    """Body of `PUT /api/endpoints/{id}/autoscaling`; `behavior` is autoscaling/v2's (scaleUp/scaleDown)."""
+    """Body of `PUT /api/endpoints/{id}/autoscaling`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -115,7 +141,7 @@ class AutoscalingSpec(BaseModel):
     min_replicas: int = Field(default=1, ge=1, le=1000)
     max_replicas: int = Field(default=4, ge=1, le=1000)
     metrics: list[MetricSpec] = Field(default_factory=seed_metrics, max_length=8)
-    behavior: dict[str, Any] | None = None
+    behavior: Behavior | None = None
 
     @model_validator(mode="after")
     def _sane(self) -> "AutoscalingSpec":
@@ -127,8 +153,9 @@ class AutoscalingSpec(BaseModel):
 
     def stabilization_window_s(self, direction: Literal["scaleUp", "scaleDown"]) -> float:
         default = DEFAULT_SCALE_DOWN_WINDOW_S if direction == "scaleDown" else 0
-        rules = (self.behavior or {}).get(direction) or {}
-        return float(rules.get("stabilizationWindowSeconds", default))
+        rules = getattr(self.behavior, direction) if self.behavior else None
+        window = rules.stabilizationWindowSeconds if rules else None
+        return float(default if window is None else window)
 
 
 class LoadSample(BaseModel):

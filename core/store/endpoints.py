@@ -151,10 +151,12 @@ async def replace_replicas(conn: asyncpg.Connection, endpoint_id: UUID, replicas
         )
 
 
-async def move_replica(conn: asyncpg.Connection, old_url: str, new_url: str) -> int:
-    """Point routes at a replica that came back on another address; returns how many rows followed."""
-    status = await conn.execute("UPDATE endpoint_replicas SET url = $2, updated_at = now() WHERE url = $1",
-                                old_url, new_url)
+async def move_replica(conn: asyncpg.Connection, endpoint_id: UUID, old_url: str, new_url: str) -> int:
+    """Point an endpoint's routes at its replica that came back on another address (only this endpoint's rows: the
+    old port may already serve another release); returns how many rows followed."""
+    status = await conn.execute(
+        "UPDATE endpoint_replicas SET url = $3, updated_at = now() WHERE endpoint_id = $1 AND url = $2",
+        endpoint_id, old_url, new_url)
     return int(status.split()[-1])
 
 

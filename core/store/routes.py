@@ -17,6 +17,17 @@ LEFT JOIN endpoints e ON e.id = b.endpoint_id
 """
 
 
+class RouteTaken(Exception):
+    """The name belongs to another project's route."""
+
+
+async def name_owner(conn: asyncpg.Connection, name: str) -> UUID | None:
+    """The project whose route or endpoint is called `name` (both are model names clients send), if any."""
+    return await conn.fetchval(
+        "SELECT project_id FROM routes WHERE name = $1 UNION ALL "
+        "SELECT project_id FROM endpoints WHERE name = $1 AND status <> 'DELETED' LIMIT 1", name)
+
+
 async def get_route(conn: asyncpg.Connection, name: str, project_id: UUID | None = None) -> asyncpg.Record | None:
     if project_id is None:
         return await conn.fetchrow(ROUTE_QUERY + " WHERE r.name = $1 GROUP BY r.name", name)
@@ -31,9 +42,13 @@ async def list_routes(conn: asyncpg.Connection, project_id: UUID) -> list[asyncp
 async def set_weights(conn: asyncpg.Connection, name: str, project_id: UUID, weights: dict[UUID, int]) -> None:
     """Make the route's backends exactly `weights` in one transaction (the gateway never sees a half-done swap)."""
     async with conn.transaction():
-        await conn.execute(
-            "INSERT INTO routes (name, project_id) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET updated_at = now()",
+        owner = await conn.fetchval(
+            """INSERT INTO routes (name, project_id) VALUES ($1, $2)
+               ON CONFLICT (name) DO UPDATE SET updated_at = now() WHERE routes.project_id = EXCLUDED.project_id
+               RETURNING project_id""",
             name, project_id)
+        if owner is None:
+            raise RouteTaken(name)
         await conn.execute("DELETE FROM route_backends WHERE route_name = $1 AND NOT (endpoint_id = ANY($2::uuid[]))",
                            name, list(weights))
         await conn.executemany(

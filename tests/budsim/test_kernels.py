@@ -59,11 +59,12 @@ def test_allreduce_curve_takes_the_faster_implementation_and_interpolates():
         {"op_name": "all_reduce", "nccl_dtype": "half", "num_gpus": 8, "message_size": s, "latency": t}
         for s, t in ((1024, 0.016), (1 << 20, 0.038), (1 << 24, 0.120))
     ]
-    curve = allreduce_curves(custom, nccl)[8]
-    assert curve.at(1024) == pytest.approx(5e-6)  # custom wins small messages
-    assert curve.at(1 << 24) == pytest.approx(120e-6)  # NCCL wins big ones
-    assert 5e-6 < curve.at(1 << 15) < 20e-6
-    assert curve.at(1 << 25) == pytest.approx(240e-6)  # beyond the table: at the largest message's bandwidth
+    curve = allreduce_curves(custom, nccl)[8]  # the tables count bf16 elements: the curve is in bytes
+    assert curve.sizes == [2048, 2 << 20, 2 << 24]
+    assert curve.at(2048) == pytest.approx(5e-6)  # custom wins small messages
+    assert curve.at(2 << 24) == pytest.approx(120e-6)  # NCCL wins big ones
+    assert 5e-6 < curve.at(1 << 16) < 20e-6
+    assert curve.at(2 << 25) == pytest.approx(240e-6)  # beyond the table: at the largest message's bandwidth
 
 
 def test_monotone_curve_never_finishes_a_larger_message_sooner():
