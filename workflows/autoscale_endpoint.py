@@ -22,7 +22,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.releases import ReleaseActivities
     from core.autoscaling import recommend, stabilize
     from core.payloads.autoscaling import AutoscaleInput, AutoscalingRecord, AutoscalingSpec, LoadSample
-    from core.payloads.deployments import DeployEndpointInput, EndpointRef, ReleaseRequest, ScaleEndpointInput
+    from core.payloads.deployments import (
+        DeployEndpointInput,
+        EndpointRef,
+        GpuReservationRequest,
+        ReleaseRequest,
+        ScaleEndpointInput,
+    )
     from workflows.ids import scale_endpoint_workflow_id
     from workflows.manage_endpoint import ScaleEndpoint
     from workflows.policies import INFRA_RETRY, failure_reason
@@ -52,10 +58,18 @@ class AutoscaleEndpoint:
             AutoscalingActivities.record_autoscaling, AutoscalingRecord(endpoint_id=endpoint_id, spec=spec, state=state),
             start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
 
-    async def _apply_to_kubernetes(self, request: AutoscaleInput) -> None:
-        """Re-apply the release: its values now carry the HPA (or, disabled, drop it and set replicas again)."""
+    async def _apply_to_kubernetes(self, request: AutoscaleInput, spec: AutoscalingSpec) -> None:
+        """Hold GPUs for the HPA's ceiling (it adds pods without asking us), then re-apply the release: its values
+        now carry the HPA (or, disabled, drop it and set replicas again, holding GPUs for those)."""
         plan = await workflow.execute_activity_method(
             EndpointActivities.load_deployment_plan, DeployEndpointInput(endpoint_id=request.endpoint_id),
+            start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+        replicas = spec.max_replicas if spec.enabled else plan.spec.replicas
+        await workflow.execute_activity_method(
+            EndpointActivities.reserve_gpus,
+            GpuReservationRequest(endpoint_id=request.endpoint_id, cluster_id=plan.cluster_id,
+                                  gpu_type=plan.spec.resources.gpu_type,
+                                  count=plan.spec.resources.gpu_count * replicas),
             start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
         await workflow.execute_activity_method(
             ReleaseActivities.apply_release, ReleaseRequest(cluster_id=plan.cluster_id, spec=plan.spec),
@@ -70,7 +84,12 @@ class AutoscaleEndpoint:
             return "no autoscaling spec"
         kind = await self._record(request.endpoint_id, spec, {"message": "applying"})
         if kind != "local":
-            await self._apply_to_kubernetes(request)
+            try:
+                await self._apply_to_kubernetes(request, spec)
+            except ActivityError as error:  # e.g. the GPUs for max_replicas were taken meanwhile
+                message = f"not applied: {failure_reason(error)}"
+                await self._record(request.endpoint_id, spec.model_copy(update={"enabled": False}), {"message": message})
+                return self._newer_spec_or(request, history, message)
             message = "HorizontalPodAutoscaler applied" if spec.enabled else "HorizontalPodAutoscaler removed"
             await self._record(request.endpoint_id, spec, {"message": message})
             return self._newer_spec_or(request, history, message)

@@ -233,11 +233,17 @@ async def configure_autoscaling(endpoint_id: UUID, body: AutoscalingSpec, pool: 
         if endpoint["status"] != EndpointStatus.RUNNING:
             raise ApiError(409, f"only RUNNING endpoints autoscale; this one is {endpoint['status']}")
         resources = Resources.model_validate(endpoint["resources"])
-        _, total = await endpoints.free_gpus(conn, endpoint["cluster_id"], resources.gpu_type)
+        free, total = await endpoints.free_gpus(conn, endpoint["cluster_id"], resources.gpu_type,
+                                                excluding=endpoint_id)
+        cluster = await clusters.get_cluster(conn, endpoint["cluster_id"])
+        # Kubernetes: the HPA's ceiling is held up front (it adds pods without asking); local: the autoscaler
+        # reserves as it scales, within the cluster.
+        available = free if cluster["kind"] != "local" else total
         needed = resources.gpu_count * body.max_replicas
-        if body.enabled and needed > total:
+        if body.enabled and needed > available:
             raise ApiError(409, f"max_replicas {body.max_replicas} would need {needed} {resources.gpu_type}; "
-                                f"the cluster has {total}", {"field": "max_replicas"})
+                                f"{available} {'free' if cluster['kind'] != 'local' else 'in the cluster'}",
+                           {"field": "max_replicas"})
         # Stored before the workflow starts, so its own first record is never overwritten by this one.
         await endpoints.set_autoscaling(conn, endpoint_id, body.model_dump(mode="json"), {"message": "applying"})
         await temporal.start_workflow(

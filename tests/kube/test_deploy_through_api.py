@@ -68,7 +68,13 @@ async def deploy(api, endpoint_id: str) -> dict:
     return await wait_endpoint(api, endpoint_id, settled, timeout=240)
 
 
-async def test_deploy_scale_delete_on_kubernetes(api, control_worker, optimizer_worker, kube_cluster, kube_cluster_id, model):
+async def held_gpus(db_pool, endpoint_id: str) -> int:
+    return await db_pool.fetchval("SELECT COALESCE(sum(count), 0) FROM gpu_reservations WHERE endpoint_id = $1",
+                                  endpoint_id)
+
+
+async def test_deploy_scale_delete_on_kubernetes(api, control_worker, optimizer_worker, kube_cluster, kube_cluster_id,
+                                                 model, db_pool):
     endpoint = await create_endpoint(api, model["id"], kube_cluster_id)
     await configure_manual(api, endpoint["id"], replicas=2, tensor_parallel_size=2)
     running = await deploy(api, endpoint["id"])
@@ -102,12 +108,16 @@ async def test_deploy_scale_delete_on_kubernetes(api, control_worker, optimizer_
     hpa = k8s.AutoscalingV2Api(kube_cluster.api_client()).read_namespaced_horizontal_pod_autoscaler(release, NAMESPACE)
     assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (2, 4)
     assert {m.type for m in hpa.spec.metrics} == {"Resource", "External"}
+    assert await held_gpus(db_pool, endpoint["id"]) == 2 * 4  # TP2 x max_replicas: the HPA may add pods any time
+    too_big = await api.put(autoscaling, json={"enabled": True, "min_replicas": 2, "max_replicas": 9})
+    assert too_big.status_code == 409 and too_big.json()["error"]["details"]["field"] == "max_replicas"
     response = await api.put(autoscaling, json={"enabled": False, "min_replicas": 2, "max_replicas": 4})
     assert response.status_code == 202
     await wait_until(api, f"/api/endpoints/{endpoint['id']}",
                      lambda e: (e["autoscaling_state"] or {}).get("message") == "HorizontalPodAutoscaler removed")
     remaining = k8s.AutoscalingV2Api(kube_cluster.api_client()).list_namespaced_horizontal_pod_autoscaler(NAMESPACE)
     assert [h.metadata.name for h in remaining.items if h.metadata.name == release] == []
+    assert await held_gpus(db_pool, endpoint["id"]) == 2 * 3  # back to the replicas it runs
 
     assert (await api.delete(f"/api/endpoints/{endpoint['id']}")).status_code == 202
     await wait_endpoint(api, endpoint["id"], lambda e: False, timeout=180)  # until 404
