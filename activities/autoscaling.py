@@ -11,13 +11,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.endpoints import release_name
+from activities.replica_metrics import scrape_ready_replicas
 from clusters.local import LocalBackend
-from core.logging import get_logger
 from core.payloads.autoscaling import AutoscalingRecord, LoadSample
 from core.payloads.deployments import EndpointRef, Resources
 from core.store import clusters, endpoints
 
-log = get_logger(__name__)
 # vLLM's gauges whose sum over replicas is the seed's inference_queue_depth
 QUEUE_GAUGES = ("vllm:num_requests_waiting", "vllm:num_requests_running")
 CPU_SAMPLE_S = 1.0
@@ -56,37 +55,21 @@ class AutoscalingActivities:
 
     @activity.defn
     async def sample_load(self, ref: EndpointRef) -> LoadSample:
-        """Queue depth from every ready replica's /metrics and CPU use of the local replica processes.
-
-        A replica that does not answer counts as missing, not as idle: HPA likewise leaves pods without metrics out
-        of the average, so a crashed replica cannot trigger a scale-down.
-        """
+        """Queue depth from every ready replica's /metrics and CPU use of the local replica processes."""
         async with self.pool.acquire() as conn:
             endpoint = await endpoints.get_endpoint(conn, ref.endpoint_id)
-            if endpoint is None:
-                return LoadSample(endpoint_status="DELETED", replicas=0)
-            urls = [row["url"] for row in await conn.fetch(
-                "SELECT url FROM endpoint_replicas WHERE endpoint_id = $1 AND ready", ref.endpoint_id)]
+        if endpoint is None:
+            return LoadSample(endpoint_status="DELETED", replicas=0)
         sample = LoadSample(endpoint_status=endpoint["status"], replicas=endpoint["replicas"],
                             ready_replicas=endpoint["ready_replicas"])
-        if endpoint["status"] != "RUNNING" or not urls:
+        if endpoint["status"] != "RUNNING":
             return sample
-        depths = await asyncio.gather(*(self._queue_depth(url) for url in urls))
-        answered = [d for d in depths if d is not None]
-        if answered:
-            sample.queue_depth = sum(answered)
+        texts = await scrape_ready_replicas(self.pool, self.http, ref.endpoint_id)
+        if texts:
+            sample.queue_depth = sum(queue_depth(text) for text in texts)
         cores = Resources.model_validate(endpoint["resources"]).cpu_cores or 1.0
         usage = await asyncio.to_thread(self.local.replica_cpu_percent, release_name(ref.endpoint_id), CPU_SAMPLE_S)
         if usage:
             sample.cpu_utilization = sum(usage) / len(usage) / cores
         activity.heartbeat()
         return sample
-
-    async def _queue_depth(self, url: str) -> float | None:
-        try:
-            response = await self.http.get(f"{url}/metrics", timeout=5)
-            response.raise_for_status()
-        except httpx.HTTPError as error:
-            log.warning("replica metrics unreadable", url=url, error=str(error))
-            return None
-        return queue_depth(response.text)

@@ -3,6 +3,7 @@ the optimizer's prediction, and store what was found."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from uuid import UUID
 
@@ -96,9 +97,9 @@ class MonitoringActivities:
             resources = Resources.model_validate(endpoint["resources"]) if endpoint["resources"] else None
             free = (await endpoints.free_gpus(conn, cluster["id"], resources.gpu_type, excluding=endpoint["id"]))[0] \
                 if resources else 0
-        values = {name: await self._query(promql)
-                  for name, promql in queries(release_name(endpoint["id"]), f"{request.window_s}s").items()}
-        metrics = LiveMetrics(**values)
+        promql = queries(release_name(endpoint["id"]), f"{request.window_s}s")
+        values = await asyncio.gather(*(self._query(query) for query in promql.values()))
+        metrics = LiveMetrics(**dict(zip(promql, values)))
         prediction = ((endpoint["recommendation"] or {}).get("recommendation") or {}).get("prediction") or {}
         expectation = Expectation(predicted_ttft_ms=prediction.get("ttft_ms"), predicted_tpot_ms=prediction.get("tpot_ms"),
                                   targets={k: v for k, v in (endpoint["performance_targets"] or {}).items() if v})

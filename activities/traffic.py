@@ -11,6 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.endpoints import invalid
+from activities.replica_metrics import scrape_ready_replicas
 from core.logging import get_logger
 from core.payloads.deployments import EndpointRef, EndpointStatus
 from core.payloads.traffic import ShiftPlan, ShiftRecord, SloProbe, SloReading, TrafficShiftInput, Weights
@@ -20,10 +22,6 @@ log = get_logger(__name__)
 # vLLM's histograms the SLO gate reads (seconds): time to first token and whole-request latency
 TTFT_HISTOGRAM = "vllm:time_to_first_token_seconds"
 LATENCY_HISTOGRAM = "vllm:e2e_request_latency_seconds"
-
-
-def invalid(message: str) -> ApplicationError:
-    return ApplicationError(message, type="ValidationFailed", non_retryable=True)
 
 
 def histogram_counters(metrics_text: str) -> dict[str, float]:
@@ -76,7 +74,8 @@ class TrafficActivities:
     @activity.defn
     async def check_endpoint_serves(self, ref: EndpointRef) -> int:
         """Every ready replica of the new endpoint answers /health now (the seed's 'validate new version')."""
-        urls = await self._replica_urls(ref)
+        async with self.pool.acquire() as conn:
+            urls = await endpoints.ready_replica_urls(conn, ref.endpoint_id)
         if not urls:
             raise invalid("the new endpoint has no ready replica")
         answers = await asyncio.gather(*(self.http.get(f"{url}/health", timeout=5) for url in urls),
@@ -112,27 +111,13 @@ class TrafficActivities:
     @activity.defn
     async def read_slo(self, probe: SloProbe) -> SloReading:
         """The new endpoint's latency histograms summed over its replicas, and the p99s since `probe.baseline`."""
-        urls = await self._replica_urls(EndpointRef(endpoint_id=probe.endpoint_id))
+        texts = await scrape_ready_replicas(self.pool, self.http, probe.endpoint_id)
         counters: dict[str, float] = {}
-        read = 0
-        for url in urls:
-            try:
-                response = await self.http.get(f"{url}/metrics", timeout=5)
-                response.raise_for_status()
-            except httpx.HTTPError as error:
-                log.warning("replica metrics unreadable", url=url, error=str(error))
-                continue
-            read += 1
-            for key, value in histogram_counters(response.text).items():
+        for text in texts:
+            for key, value in histogram_counters(text).items():
                 counters[key] = counters.get(key, 0.0) + value
         delta = {key: max(value - probe.baseline.get(key, 0.0), 0.0) for key, value in counters.items()}
         ttft, requests = p99_ms(delta, TTFT_HISTOGRAM)
         latency, _ = p99_ms(delta, LATENCY_HISTOGRAM)
         return SloReading(counters=counters, requests=requests, ttft_p99_ms=ttft, latency_p99_ms=latency,
-                          replicas_read=read)
-
-    async def _replica_urls(self, ref: EndpointRef) -> list[str]:
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch("SELECT url FROM endpoint_replicas WHERE endpoint_id = $1 AND ready ORDER BY name",
-                                    ref.endpoint_id)
-        return [row["url"] for row in rows]
+                          replicas_read=len(texts))

@@ -152,6 +152,20 @@ def _full_attention(rows: list[dict]) -> list[dict]:
     return [r for r in rows if not r.get("window_size") and r.get("beam_width", 1) == 1]
 
 
+def _fit_rate_and_floor(work: np.ndarray, peak: float, measured: np.ndarray,
+                        start_efficiency: float) -> tuple[float, float, float]:
+    """(efficiency, floor_s, fit MAPE %) of t = work / (peak x efficiency) + floor (bytes at a bandwidth, or FLOPs
+    at a compute peak)."""
+
+    def model(params: np.ndarray) -> np.ndarray:
+        efficiency, floor = np.exp(params)
+        return work / (peak * efficiency) + floor
+
+    params = _fit_log(lambda p: np.log(model(p) / measured), [start_efficiency, 8e-6])
+    efficiency, floor = np.exp(params)
+    return float(efficiency), float(floor), _mape(model(params), measured)
+
+
 def fit_decode_attention(rows: list[dict], bandwidth: float) -> tuple[float, float, float]:
     """(bandwidth efficiency, floor_s, fit MAPE %): generation attention reads every cached K and V once."""
     rows = _full_attention(rows)
@@ -162,14 +176,7 @@ def fit_decode_attention(rows: list[dict], bandwidth: float) -> tuple[float, flo
     width = np.array([1.0 if str(r["kv_cache_dtype"]).startswith("fp8") else 2.0 for r in rows])
     measured = np.array([r["latency"] / 1000.0 for r in rows])
     moved = batch * context * kv_heads * head_dim * 2.0 * width
-
-    def model(params: np.ndarray) -> np.ndarray:
-        efficiency, floor = np.exp(params)
-        return moved / (bandwidth * efficiency) + floor
-
-    params = _fit_log(lambda p: np.log(model(p) / measured), [0.6, 8e-6])
-    efficiency, floor = np.exp(params)
-    return float(efficiency), float(floor), _mape(model(params), measured)
+    return _fit_rate_and_floor(moved, bandwidth, measured, start_efficiency=0.6)
 
 
 def fit_prefill_attention(rows: list[dict], peak_flops: float) -> tuple[float, float, float]:
@@ -181,14 +188,7 @@ def fit_prefill_attention(rows: list[dict], peak_flops: float) -> tuple[float, f
     head_dim = np.array([r["head_dim"] for r in rows], dtype=float)
     measured = np.array([r["latency"] / 1000.0 for r in rows])
     flops = 4.0 * batch * heads * head_dim * isl * (isl + 1) / 2.0
-
-    def model(params: np.ndarray) -> np.ndarray:
-        efficiency, floor = np.exp(params)
-        return flops / (peak_flops * efficiency) + floor
-
-    params = _fit_log(lambda p: np.log(model(p) / measured), [0.4, 8e-6])
-    efficiency, floor = np.exp(params)
-    return float(efficiency), float(floor), _mape(model(params), measured)
+    return _fit_rate_and_floor(flops, peak_flops, measured, start_efficiency=0.4)
 
 
 HALF_BYTES = 2  # the tables' message_size counts bf16/half elements (aiconfigurator's speed-of-light: 2 x size x 2)

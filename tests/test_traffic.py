@@ -68,6 +68,20 @@ async def shift_done(api, route: str, timeout: float = 60) -> dict:
     return body
 
 
+async def shift_under_load(api, gateway: str, route: str, shift: dict) -> dict:
+    """Start a shift while four clients keep the route busy; the route once the shift has ended."""
+    await wait_for_route(gateway, route)
+    stop = asyncio.Event()
+    load = [asyncio.create_task(keep_busy(gateway, route, stop)) for _ in range(4)]
+    try:
+        response = await api.post(f"/api/routes/{route}/shift", json=shift)
+        assert response.status_code == 202, response.text
+        return await shift_done(api, route)
+    finally:
+        stop.set()
+        await asyncio.gather(*load)
+
+
 def weights(route: dict) -> dict[str, int]:
     return {b["endpoint_name"]: b["weight"] for b in route["backends"]}
 
@@ -113,18 +127,9 @@ async def test_blue_green_swaps_at_once_and_removes_the_old_endpoint(api, gatewa
 
 async def test_gradual_rollout_holding_its_slo_completes(api, gateway, blue_green):
     name, blue, green = blue_green
-    await wait_for_route(gateway, name)
-    stop = asyncio.Event()
-    load = [asyncio.create_task(keep_busy(gateway, name, stop)) for _ in range(4)]
-    try:
-        response = await api.post(f"/api/routes/{name}/shift", json={
-            "to_endpoint_id": green["id"], "steps": [50, 100], "step_interval_s": 1.5, "drain_s": 0,
-            "slo": {"max_ttft_p99_ms": 5000, "max_latency_p99_ms": 30000, "min_requests": 1}})
-        assert response.status_code == 202
-        done = await shift_done(api, name)
-    finally:
-        stop.set()
-        await asyncio.gather(*load)
+    done = await shift_under_load(api, gateway, name, {
+        "to_endpoint_id": green["id"], "steps": [50, 100], "step_interval_s": 1.5, "drain_s": 0,
+        "slo": {"max_ttft_p99_ms": 5000, "max_latency_p99_ms": 30000, "min_requests": 1}})
     shift = done["shift"]
     assert shift["status"] == "COMPLETED", shift
     assert [step["weight"] for step in shift["steps"]] == [50, 100]
@@ -135,18 +140,9 @@ async def test_gradual_rollout_holding_its_slo_completes(api, gateway, blue_gree
 
 async def test_gradual_rollout_missing_its_slo_rolls_back(api, gateway, blue_green):
     name, blue, green = blue_green
-    await wait_for_route(gateway, name)
-    stop = asyncio.Event()
-    load = [asyncio.create_task(keep_busy(gateway, name, stop)) for _ in range(4)]
-    try:
-        response = await api.post(f"/api/routes/{name}/shift", json={
-            "to_endpoint_id": green["id"], "steps": [50, 100], "step_interval_s": 1.5,
-            "slo": {"max_ttft_p99_ms": 0.001}})  # no real first token is that fast
-        assert response.status_code == 202
-        done = await shift_done(api, name)
-    finally:
-        stop.set()
-        await asyncio.gather(*load)
+    done = await shift_under_load(api, gateway, name, {
+        "to_endpoint_id": green["id"], "steps": [50, 100], "step_interval_s": 1.5,
+        "slo": {"max_ttft_p99_ms": 0.001}})  # no real first token is that fast
     shift = done["shift"]
     assert shift["status"] == "ROLLED_BACK", shift
     assert shift["reason"].startswith("at 50 %: TTFT p99")

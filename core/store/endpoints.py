@@ -142,6 +142,12 @@ async def free_gpus(conn: asyncpg.Connection, cluster_id: UUID, gpu_type: str, e
 
 
 # ------------------------------------------------------------------------------------------------ replicas, routes
+async def ready_replica_urls(conn: asyncpg.Connection, endpoint_id: UUID) -> list[str]:
+    rows = await conn.fetch("SELECT url FROM endpoint_replicas WHERE endpoint_id = $1 AND ready ORDER BY name",
+                            endpoint_id)
+    return [row["url"] for row in rows]
+
+
 async def replace_replicas(conn: asyncpg.Connection, endpoint_id: UUID, replicas: list[ReplicaState]) -> None:
     async with conn.transaction():
         await conn.execute("DELETE FROM endpoint_replicas WHERE endpoint_id = $1", endpoint_id)
