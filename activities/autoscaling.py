@@ -13,9 +13,9 @@ from temporalio.exceptions import ApplicationError
 from activities.endpoints import release_name
 from activities.replica_metrics import scrape_ready_replicas
 from clusters.local import LocalBackend
-from core.payloads.autoscaling import AutoscalingRecord, LoadSample
-from core.payloads.deployments import EndpointRef, Resources
-from core.store import clusters, endpoints
+from control.payloads.autoscaling import AutoscalingRecord, LoadSample
+from control.payloads.deployments import EndpointRef, Resources
+from control.store import clusters, endpoints
 
 # vLLM's gauges whose sum over replicas is the seed's inference_queue_depth
 QUEUE_GAUGES = ("vllm:num_requests_waiting", "vllm:num_requests_running")

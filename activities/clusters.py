@@ -9,8 +9,8 @@ from temporalio.exceptions import ApplicationError
 from clusters.kubernetes import InventoryMismatch, KubernetesBackend
 from clusters.local import LocalBackend
 from core.logging import get_logger
-from core.payloads.clusters import ClusterFacts, ClusterStatusUpdate, ProbeClusterInput
-from core.store import clusters
+from control.payloads.clusters import ClusterFacts, ClusterStatusUpdate, ProbeClusterInput
+from control.store import clusters
 
 log = get_logger(__name__)
 

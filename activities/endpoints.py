@@ -10,8 +10,8 @@ from temporalio.exceptions import ApplicationError
 
 from core.logging import get_logger
 from core.model_facts import ModelArchitecture
-from core.payloads.autoscaling import AutoscalingSpec
-from core.payloads.deployments import (
+from control.payloads.autoscaling import AutoscalingSpec
+from control.payloads.deployments import (
     DeployEndpointInput,
     DeploymentPlan,
     DeploymentSpec,
@@ -24,10 +24,10 @@ from core.payloads.deployments import (
     Resources,
     RuntimeConfig,
 )
-from core.payloads.models import BenchmarkCreate
-from core.planning import fit_problems, serving_config, simulated_timing
+from control.payloads.models import BenchmarkCreate
+from control.planning import fit_problems, serving_config, simulated_timing
 from core.settings import Settings
-from core.store import clusters, endpoints, models
+from control.store import clusters, endpoints, models
 
 log = get_logger(__name__)
 

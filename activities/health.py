@@ -9,7 +9,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from core.payloads.deployments import HealthProbeInput, HealthReport
+from control.payloads.deployments import HealthProbeInput, HealthReport
 
 PROMPT = [{"role": "user", "content": "Reply with one short sentence: are you ready?"}]
 

@@ -6,8 +6,8 @@ import asyncpg
 from temporalio import activity
 
 from core.logging import get_logger
-from core.payloads.models import RecordScanInput
-from core.store import models
+from control.payloads.models import RecordScanInput
+from control.store import models
 
 log = get_logger(__name__)
 

@@ -16,9 +16,9 @@ from activities.endpoints import release_name
 from budsim.schemas import Method, OptimizationRequest, ProductionCalibration, Targets, Workload
 from core.logging import get_logger
 from core.model_facts import ModelArchitecture
-from core.monitoring import alerts, drift, reasons_to_reoptimize
-from core.payloads.deployments import EndpointStatus, Resources
-from core.payloads.monitoring import (
+from control.monitoring import alerts, drift, reasons_to_reoptimize
+from control.payloads.deployments import EndpointStatus, Resources
+from control.payloads.monitoring import (
     Expectation,
     LiveMetrics,
     MonitoringRecord,
@@ -28,7 +28,7 @@ from core.payloads.monitoring import (
     ReoptimizeInput,
 )
 from core.settings import Settings
-from core.store import clusters, endpoints, models, optimizations
+from control.store import clusters, endpoints, models, optimizations
 
 log = get_logger(__name__)
 

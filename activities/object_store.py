@@ -10,7 +10,7 @@ from temporalio.exceptions import ApplicationError
 
 from core.logging import get_logger
 from core.objectstore import ObjectNotFound, ObjectStore
-from core.payloads.models import (
+from control.payloads.models import (
     ChecksumResult,
     FileRef,
     ListObjectsInput,

@@ -11,9 +11,9 @@ from temporalio.exceptions import ApplicationError
 from budsim.errors import InvalidRequest
 from budsim.schemas import OptimizationRequest, OptimizationResult, SearchState
 from budsim.search import advance_search, finish_search, start_search
-from core.payloads.deployments import Resources, RuntimeConfig
-from core.payloads.optimization import OptimizationOutcome, SearchStep
-from core.store import endpoints, optimizations
+from control.payloads.deployments import Resources, RuntimeConfig
+from control.payloads.optimization import OptimizationOutcome, SearchStep
+from control.store import endpoints, optimizations
 
 
 def _invalid(error: InvalidRequest) -> ApplicationError:

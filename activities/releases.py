@@ -11,9 +11,9 @@ from temporalio.exceptions import ApplicationError
 from clusters.base import ClusterBackend, ClusterUnreachable, DeploymentFailed
 from clusters.kubernetes import KubernetesBackend
 from clusters.local import LocalBackend
-from core.payloads.deployments import DeploymentState, ReleaseRequest
+from control.payloads.deployments import DeploymentState, ReleaseRequest
 from core.settings import Settings
-from core.store import clusters
+from control.store import clusters
 
 
 class ReleaseActivities:

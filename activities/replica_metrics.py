@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 
 from core.logging import get_logger
-from core.store import endpoints
+from control.store import endpoints
 
 log = get_logger(__name__)
 

@@ -11,7 +11,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from core.objectstore import ObjectStore
-from core.payloads.models import AnalyzeConfigInput, ConfigAnalysis, FileRef, FileScanResult
+from control.payloads.models import AnalyzeConfigInput, ConfigAnalysis, FileRef, FileScanResult
 from registry.clamd import ClamdClient, ClamdUnavailable
 from registry.findings import Finding
 from registry.license import resolve_license

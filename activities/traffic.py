@@ -14,9 +14,9 @@ from temporalio.exceptions import ApplicationError
 from activities.endpoints import invalid
 from activities.replica_metrics import scrape_ready_replicas
 from core.logging import get_logger
-from core.payloads.deployments import EndpointRef, EndpointStatus
-from core.payloads.traffic import ShiftPlan, ShiftRecord, SloProbe, SloReading, TrafficShiftInput, Weights
-from core.store import endpoints, routes
+from control.payloads.deployments import EndpointRef, EndpointStatus
+from control.payloads.traffic import ShiftPlan, ShiftRecord, SloProbe, SloReading, TrafficShiftInput, Weights
+from control.store import endpoints, routes
 
 log = get_logger(__name__)
 # vLLM's histograms the SLO gate reads (seconds): time to first token and whole-request latency

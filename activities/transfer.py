@@ -11,7 +11,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from core.objectstore import ObjectStore
-from core.payloads.deployments import TransferFileInput, TransferFileResult
+from control.payloads.deployments import TransferFileInput, TransferFileResult
 
 HEARTBEAT_EVERY_S = 1.0
 VERIFIED_SUFFIX = ".bud-sha256"  # sidecar written after a verified copy: the cache key

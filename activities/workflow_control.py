@@ -8,7 +8,7 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from core.payloads.deployments import StopWorkflowsInput
+from control.payloads.deployments import StopWorkflowsInput
 
 
 class WorkflowControlActivities:

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from api.errors import install_error_handlers
 from api.metrics import install_metrics
 from api.routers import clusters, dashboard, endpoints, health, models, optimizations, projects, routes
-from core.bootstrap import ensure_admin_token, ensure_local_cluster
+from api.bootstrap import ensure_admin_token, ensure_local_cluster
 from core.db import apply_migrations, create_pool
 from core.logging import configure_logging
 from core.settings import Settings, get_settings

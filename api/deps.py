@@ -11,8 +11,8 @@ from temporalio.client import Client
 
 from api.errors import ApiError
 from core.settings import Settings
-from core.store import projects
-from core.store.projects import Principal
+from control.store import projects
+from control.store.projects import Principal
 
 _bearer = HTTPBearer(auto_error=False, description="Project token (the first admin token is in .bud/admin-token)")
 

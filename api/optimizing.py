@@ -14,11 +14,11 @@ from budsim.schemas import Method, OptimizationRequest, Targets, Workload
 from budsim.search import validate_request
 from core.gpu_types import canonical_gpu_type
 from core.model_facts import ModelArchitecture
-from core.payloads.deployments import PerformanceTargets, RuntimeConfig, WorkloadSpec
-from core.payloads.optimization import OptimizeDeploymentInput
-from core.planning import fit_problems, serving_config
+from control.payloads.deployments import PerformanceTargets, RuntimeConfig, WorkloadSpec
+from control.payloads.optimization import OptimizeDeploymentInput
+from control.planning import fit_problems, serving_config
 from core.settings import Settings
-from core.store import endpoints, optimizations
+from control.store import endpoints, optimizations
 from workflows.ids import optimize_workflow_id
 from workflows.optimize_deployment import OptimizeDeployment
 

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devstack.process import ManagedProcess, free_port, http_ok
+from core.processes import ManagedProcess, free_port, http_ok
 from runtime.launch import sim_runtime_process
 
 MODEL = "bench-model"

@@ -25,10 +25,10 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.transfer import TransferActivities
 from core.objectstore import ObjectStore
-from core.payloads.deployments import TransferFileInput
+from control.payloads.deployments import TransferFileInput
 from core.settings import Settings
 from devstack import services
-from devstack.process import free_port
+from core.processes import free_port
 
 
 def write_random(path: Path, size: int) -> str:

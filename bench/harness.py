@@ -15,9 +15,10 @@ from pathlib import Path
 import httpx
 
 from core.settings import Settings
+from core.paths import PROJECT_ROOT
 from devstack import services
 from devstack.clamd import clamd_process
-from devstack.process import ManagedProcess, free_port
+from core.processes import ManagedProcess, free_port
 
 
 @dataclass
@@ -32,7 +33,7 @@ def start_worker(settings: Settings, state: Path, queue: str) -> ManagedProcess:
     name = f"worker-{queue}-{len(list((state / 'logs').glob('worker-*')))}"
     return ManagedProcess(name=name, argv=[sys.executable, "-m", "worker", "--queue", queue],
                           log_path=state / "logs" / f"{name}.log", healthy=lambda: True,
-                          env={**os.environ, **settings.as_environment()}, cwd=services.PROJECT_ROOT).start()
+                          env={**os.environ, **settings.as_environment()}, cwd=PROJECT_ROOT).start()
 
 
 @asynccontextmanager

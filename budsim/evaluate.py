@@ -166,7 +166,7 @@ def notes(overall: dict) -> str:
 * The runtime-transfer table bounds what any predictor can do for a group whose model and GPU it knows only from
   other runtimes: even the best hindsight ratio between two runtimes' measurements of identical configs leaves
   the errors shown there. The kernel tables, Vidur and Splitwise calibrate the roofline per GPU
-  (`budsim.kernels`, kernels.md); they describe kernels, not these runtime-level differences, and did not move
+  (`budsim.kernel_fit`, kernels.md); they describe kernels, not these runtime-level differences, and did not move
   the held-out figures by more than a point.
 * Honesty notes: no hyper-parameter or feature was fitted on a held-out group (every fold refits calibration and
   boosters without it), but the feature set and the form of the calibration were chosen while looking at this

@@ -25,7 +25,7 @@ from budsim.catalog import GpuSpec
 from budsim.kernels import profile_for
 from core.model_facts import ModelArchitecture
 
-# How close kernels get to each GPU's data-sheet peaks comes from `budsim.kernels` (fitted on measured kernel
+# How close kernels get to each GPU's data-sheet peaks comes from `budsim.kernel_fit` (fitted on measured kernel
 # tables); only the all-to-all hop latency of MoE dispatch has no table and stays a constant.
 COLLECTIVE_LATENCY_S = 8e-6
 # GEMMs per layer (QKV, O, up/gate, down) whose fixed floor a decode step pays even when tiny.

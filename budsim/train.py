@@ -8,7 +8,7 @@ silicon_sample.csv and writes, under budsim/artifacts/:
   training-fit metrics.
 
 The roofline it corrects uses the per-GPU kernel profiles (budsim/artifacts/kernels.json from
-`python -m budsim.kernels`); refit those first when the kernel tables change.
+`python -m budsim.kernel_fit`); refit those first when the kernel tables change.
 
 Same data + same seed gives byte-identical files (XGBoost's hist method is deterministic for a fixed seed and
 thread count). Nothing is pickled.

@@ -7,7 +7,6 @@ import os
 import httpx
 import typer
 
-from core.bootstrap import admin_token_path
 from core.settings import get_settings
 
 
@@ -20,7 +19,7 @@ def api_token() -> str:
     token = os.environ.get("BUD_TOKEN")
     if token:
         return token
-    path = admin_token_path(get_settings())
+    path = get_settings().admin_token_path
     if path.exists():
         return path.read_text().strip()
     raise typer.BadParameter("no API token: set BUD_TOKEN (or run `make up`, which writes .bud/admin-token)")

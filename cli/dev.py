@@ -9,10 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.bootstrap import admin_token_path
 from core.settings import get_settings
 from devstack.kube_stack import CLUSTER_NAME
-from devstack.process import StartupError
+from core.processes import StartupError
 from devstack.stack import Stack
 
 app = typer.Typer(help="Run the embedded stack (Temporal, PostgreSQL, S3, clamd, Prometheus, API, workers).")
@@ -20,7 +19,7 @@ console = Console()
 
 
 def _print_admin_token(stack: Stack) -> None:
-    token_file = admin_token_path(stack.settings)
+    token_file = stack.settings.admin_token_path
     shown_marker = stack.state / ".admin-token-shown"
     if token_file.exists() and not shown_marker.exists():
         console.print(f"\n[bold]First admin token[/bold] (saved in {token_file}, shown once):\n  {token_file.read_text().strip()}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from core.payloads.clusters import ClusterFacts, ClusterSpec
-from core.payloads.deployments import DeploymentSpec, DeploymentState
+from control.payloads.clusters import ClusterFacts, ClusterSpec
+from control.payloads.deployments import DeploymentSpec, DeploymentState
 
 Heartbeat = Callable[..., None]
 

@@ -13,8 +13,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field
 
-from core.payloads.autoscaling import QUEUE_DEPTH_METRIC, AutoscalingSpec
-from core.payloads.deployments import DeploymentSpec
+from control.payloads.autoscaling import QUEUE_DEPTH_METRIC, AutoscalingSpec
+from control.payloads.deployments import DeploymentSpec
 
 CHART_DIR = Path(__file__).resolve().parent.parent / "charts" / "bud-runtime"
 

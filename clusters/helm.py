@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
-import shutil
-import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +19,8 @@ from typing import Any
 import yaml
 
 from clusters.base import ClusterUnreachable, DeploymentFailed
-from devstack.services import TOOLS_BIN
+from core.paths import tool_path
+from core.processes import die_with_parent
 
 # stderr fragments that mean the API server did not answer: worth retrying later.
 UNREACHABLE_MARKERS = (
@@ -64,20 +62,8 @@ class HelmError(Exception):
 
 def default_helm_binary() -> str:
     """The project's helm (scripts/install-helm.sh puts it in .tools/bin), else one on PATH."""
-    local = TOOLS_BIN / "helm"
-    if local.exists():
-        return str(local)
-    found = shutil.which("helm")
-    if not found:
-        raise FileNotFoundError(f"helm not found in {TOOLS_BIN} or on PATH: run scripts/install-helm.sh")
-    return found
+    return tool_path("helm")
 
-
-def _die_with_parent() -> None:
-    """Linux: helm gets SIGKILL when the worker dies, so a killed worker never leaves a helm running on its own
-    (the next attempt then finds the release 'pending-*' and recovers it; see KubernetesBackend.apply)."""
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _error_for(command: list[str], returncode: int, stderr: str) -> Exception:
@@ -118,7 +104,7 @@ class Helm:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 stdin=asyncio.subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
             try:
                 async with asyncio.timeout(self.timeout_s):

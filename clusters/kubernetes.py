@@ -30,8 +30,8 @@ from clusters.base import ClusterUnreachable, DeploymentFailed, Heartbeat
 from clusters.chart_values import CHART_DIR, ModelCache, S3Source, chart_values
 from clusters.helm import Helm
 from core.gpu_types import canonical_gpu_type
-from core.payloads.clusters import ClusterFacts, ClusterSpec
-from core.payloads.deployments import DeploymentSpec, DeploymentState
+from control.payloads.clusters import ClusterFacts, ClusterSpec
+from control.payloads.deployments import DeploymentSpec, DeploymentState
 from core.settings import Settings
 
 GPU_RESOURCE = "nvidia.com/gpu"

@@ -29,9 +29,9 @@ import psutil
 
 from clusters.base import DeploymentFailed, Heartbeat
 from core.logging import get_logger
-from core.payloads.clusters import ClusterFacts, ClusterSpec
-from core.payloads.deployments import DeploymentSpec, DeploymentState, ReplicaState
-from devstack.process import ManagedProcess, free_port, http_ok
+from control.payloads.clusters import ClusterFacts, ClusterSpec
+from control.payloads.deployments import DeploymentSpec, DeploymentState, ReplicaState
+from core.processes import ManagedProcess, free_port, http_ok
 
 log = get_logger(__name__)
 MAX_RESTARTS = 3  # a replica that crashes more often than this while deploying fails the deployment

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 from kubernetes.client import CoreV1Event, V1Deployment, V1Pod
 
-from core.payloads.deployments import DeploymentState, ReplicaState
+from control.payloads.deployments import DeploymentState, ReplicaState
 
 # Waiting reasons that will not clear up by themselves. ErrImagePull is left out: the kubelet retries it, and it
 # turns into ImagePullBackOff when the retry fails too.

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from core.paths import PROJECT_ROOT
 
 
 class Settings(BaseSettings):
@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     def as_environment(self) -> dict[str, str]:
         """These settings as BUD_* variables, for the processes we start (workers, API, gateway)."""
         return {f"BUD_{name.upper()}": str(value) for name, value in self.model_dump().items() if value is not None}
+
+    @property
+    def admin_token_path(self) -> Path:
+        """The first admin token, written once (mode 600) on the first start."""
+        return self.state_dir / "admin-token"
 
     @property
     def gateway_url(self) -> str:

@@ -17,7 +17,7 @@ import os
 import socket
 from pathlib import Path
 
-from devstack.process import ManagedProcess
+from core.processes import ManagedProcess
 from registry.clamd import DEFAULT_STREAM_MAX_BYTES
 
 CLAMD_BINARY = "/usr/sbin/clamd"

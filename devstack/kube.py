@@ -34,7 +34,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, Field
 
 from devstack.kube_pki import SERVICE_CLUSTER_IP_RANGE, ClusterPki, KeyPair, ensure_pki
-from devstack.process import ManagedProcess, StartupError, free_port
+from core.processes import ManagedProcess, StartupError, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "kube" / "build.sh"

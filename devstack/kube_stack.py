@@ -29,7 +29,7 @@ from devstack.kube import (
     ensure_binaries,
 )
 from devstack.pidfiles import PidFiles
-from devstack.process import StartupError
+from core.processes import StartupError
 
 CLUSTER_NAME = "kube-local"
 DEFAULT_APISERVER_PORT = 6443

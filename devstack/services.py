@@ -13,11 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from devstack.process import ManagedProcess, http_ok, tcp_open
+from core.processes import ManagedProcess, http_ok, tcp_open
 
-VENV_BIN = Path(sys.executable).parent
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TOOLS_BIN = PROJECT_ROOT / ".tools" / "bin"
+from core.paths import PROJECT_ROOT, VENV_BIN
 POSTGRES_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 
 

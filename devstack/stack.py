@@ -8,13 +8,13 @@ from collections.abc import Callable
 from urllib.parse import urlparse
 
 from clusters.local import LocalBackend
-from core.bootstrap import admin_token_path
 from core.settings import Settings
 from devstack import services
 from devstack.clamd import clamd_process
+from core.paths import TOOLS_BIN
 from devstack.kube_stack import DevKube
 from devstack.pidfiles import PidFiles
-from devstack.process import ManagedProcess, StartupError
+from core.processes import ManagedProcess, StartupError
 
 Printer = Callable[[str], None]
 
@@ -47,7 +47,7 @@ class Stack:
             "BUD_PROMETHEUS_URL": s.prometheus_url,
             "BUD_API_PORT": str(s.api_port),
             "BUD_GATEWAY_PORT": str(s.gateway_port),
-            "PATH": f"{services.TOOLS_BIN}:{os.environ.get('PATH', '')}",
+            "PATH": f"{TOOLS_BIN}:{os.environ.get('PATH', '')}",
         }
 
     def worker_metrics_port(self, index: int) -> int:
@@ -120,7 +120,7 @@ class Stack:
         """Start the Kubernetes cluster once the API is up, and register it through the API as kube-local."""
         try:
             self.kube.up(echo)
-            token = admin_token_path(self.settings).read_text().strip()
+            token = self.settings.admin_token_path.read_text().strip()
             self.kube.register(f"http://127.0.0.1:{self.settings.api_port}", token, echo)
         except (StartupError, OSError) as error:
             echo(f"  {'kubernetes':<22} FAILED: {error}")

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from devstack.process import ManagedProcess, free_port, http_ok
+from core.processes import ManagedProcess, free_port, http_ok
 
 
 def sim_runtime_argv(model: str, port: int, extra_args: Sequence[str] = (), host: str = "127.0.0.1") -> list[str]:

@@ -23,7 +23,7 @@ from core.settings import Settings
 from core.temporal import DATA_CONVERTER
 from devstack import services
 from devstack.clamd import clamd_process
-from devstack.process import free_port
+from core.processes import free_port
 from tests.helpers import server_state_dir
 from worker.clients import Clients, build_clients, supervise_local_replicas
 from worker.queues import setup_for

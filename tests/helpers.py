@@ -12,8 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from core.settings import Settings
+from core.paths import PROJECT_ROOT
 from devstack import services
-from devstack.process import ManagedProcess
+from core.processes import ManagedProcess
 
 
 @contextmanager
@@ -42,5 +43,5 @@ def start_worker_process(settings: Settings, state_dir: Path, queue: str | None 
         log_path=state_dir / "logs" / f"{name}.log",
         healthy=lambda: True,
         env={**os.environ, **settings.as_environment(), **(extra_env or {})},
-        cwd=services.PROJECT_ROOT,
+        cwd=PROJECT_ROOT,
     ).start()

@@ -3,8 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from core.autoscaling import recommend, stabilize
-from core.payloads.autoscaling import AutoscalingSpec, LoadSample, Recommendation
+from control.autoscaling import recommend, stabilize
+from control.payloads.autoscaling import AutoscalingSpec, LoadSample, Recommendation
 
 
 def queue_spec(value: float = 10, kind: str = "Value", **spec) -> AutoscalingSpec:

@@ -18,8 +18,8 @@ import yaml
 
 from clusters.chart_values import CHART_DIR, ModelCache, S3Source, chart_values
 from clusters.helm import default_helm_binary
-from core.payloads.autoscaling import AutoscalingSpec, MetricSpec
-from core.payloads.deployments import DeploymentSpec, Resources, RuntimeConfig
+from control.payloads.autoscaling import AutoscalingSpec, MetricSpec
+from control.payloads.deployments import DeploymentSpec, Resources, RuntimeConfig
 from tests.conftest import S3_KEY, S3_SECRET
 
 CI_VALUES = sorted((CHART_DIR / "ci").glob("*-values.yaml"))

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from temporalio.api.enums.v1 import PendingActivityState
 
-from core.payloads.deployments import DeployEndpointInput
+from control.payloads.deployments import DeployEndpointInput
 from registry.testdata import spec_for_total_bytes, write_tiny_llama
 from tests.deploy_helpers import (
     available_model,

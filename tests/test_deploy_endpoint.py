@@ -312,7 +312,7 @@ async def test_model_load_failure_is_explained_and_kept_on_request(api, control_
 
 async def test_moving_a_replica_touches_only_its_own_endpoints_rows(api, control_worker, model, cluster_id, db_pool):
     """A freed port is soon another release's: only the moved replica's endpoint may follow it."""
-    from core.store.endpoints import move_replica
+    from control.store.endpoints import move_replica
 
     first = await create_endpoint(api, model["id"], cluster_id)
     second = await create_endpoint(api, model["id"], cluster_id)

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from devstack.process import free_port
+from core.processes import free_port
 from registry.testdata import write_tiny_llama
 from tests.helpers import server_state_dir
 

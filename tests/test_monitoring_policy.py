@@ -1,7 +1,7 @@
 """Stage 5's judgement: the seed's alert thresholds, measured vs predicted, and when to search again."""
 
-from core.monitoring import alerts, drift, reasons_to_reoptimize
-from core.payloads.monitoring import Expectation, LiveMetrics
+from control.monitoring import alerts, drift, reasons_to_reoptimize
+from control.payloads.monitoring import Expectation, LiveMetrics
 
 
 def test_each_seed_threshold_fires_only_beyond_its_limit():

@@ -9,9 +9,9 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from core.payloads.clusters import ClusterSpec, ClusterStatus, RegisterClusterInput
-from core.store import clusters as cluster_store
-from devstack.process import free_port
+from control.payloads.clusters import ClusterSpec, ClusterStatus, RegisterClusterInput
+from control.store import clusters as cluster_store
+from core.processes import free_port
 from tests.helpers import unique
 from worker.queues import setup_for
 from workflows.register_cluster import RegisterCluster

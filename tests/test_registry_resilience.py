@@ -12,9 +12,9 @@ from activities.object_store import ObjectStoreActivities
 from activities.model_records import ModelRecordActivities
 from cli.upload import upload_folder
 from core.objectstore import ObjectStore
-from core.payloads.models import ListObjectsInput, ModelStatus, QuarantineInput, RecordScanInput, ScanReport
+from control.payloads.models import ListObjectsInput, ModelStatus, QuarantineInput, RecordScanInput, ScanReport
 from devstack.clamd import clamd_process
-from devstack.process import free_port
+from core.processes import free_port
 from registry.testdata import write_tiny_llama
 from tests.helpers import unique
 from tests.registry_helpers import registration, upload
@@ -47,8 +47,8 @@ async def test_clamd_down_during_a_scan_waits_then_completes(api, settings, db_p
             prefix = await upload(settings, tiny.path)
             clamd.stop()  # clamd dies before the scan reaches it
             # The API starts the workflow on its own queue; start this one on the flaky queue instead.
-            from core.payloads.models import ModelRegistration, RegisterModelInput
-            from core.store import models as model_store
+            from control.payloads.models import ModelRegistration, RegisterModelInput
+            from control.store import models as model_store
             from workflows.starters import start_register_model
 
             body = ModelRegistration(**registration(settings, prefix, parameter_count=tiny.parameter_count))

@@ -16,8 +16,8 @@ import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHistory
 from temporalio.worker import Replayer
 
-from core.payloads.clusters import ClusterSpec
-from core.store import clusters as cluster_store
+from control.payloads.clusters import ClusterSpec
+from control.store import clusters as cluster_store
 from core.temporal import DATA_CONVERTER
 from tests.helpers import unique
 from tests.test_register_cluster import unreachable_kubeconfig

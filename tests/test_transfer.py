@@ -12,7 +12,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.transfer import TransferActivities
 from core.objectstore import ObjectStore
-from core.payloads.deployments import TransferFileInput
+from control.payloads.deployments import TransferFileInput
 from tests.helpers import unique
 
 

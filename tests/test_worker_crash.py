@@ -7,8 +7,8 @@ import asyncio
 import psutil
 from temporalio.api.enums.v1 import PendingActivityState
 
-from core.payloads.clusters import ClusterSpec
-from core.store import clusters as cluster_store
+from control.payloads.clusters import ClusterSpec
+from control.store import clusters as cluster_store
 from tests.helpers import unique
 from workflows.starters import start_register_cluster
 

@@ -8,8 +8,8 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
-from core.payloads.clusters import ClusterSpec
-from core.store import clusters as cluster_store
+from control.payloads.clusters import ClusterSpec
+from control.store import clusters as cluster_store
 from tests.helpers import unique
 from workflows.starters import start_register_cluster
 

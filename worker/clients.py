@@ -18,7 +18,7 @@ from core.gpu_types import CANONICAL_GPU_TYPES
 from core.logging import get_logger
 from core.objectstore import ObjectStore
 from core.settings import Settings
-from core.store import endpoints
+from control.store import endpoints
 from registry.clamd import ClamdClient
 
 log = get_logger(__name__)

@@ -2,7 +2,7 @@
 
 On Kubernetes the spec becomes a HorizontalPodAutoscaler (the release is re-applied with it) and the workflow ends:
 the HPA owns the replica count. On the local cluster this workflow is the HPA: every sync period it samples the
-replicas' load, runs the same algorithm (`core.autoscaling`) and scales through a ScaleEndpoint child, until the
+replicas' load, runs the same algorithm (`control.autoscaling`) and scales through a ScaleEndpoint child, until the
 spec is disabled or the endpoint stops running. A new spec arrives as the `update` signal (the API signals-with-
 start), and the loop continues-as-new to keep its history short.
 """
@@ -20,9 +20,9 @@ with workflow.unsafe.imports_passed_through():
     from activities.autoscaling import AutoscalingActivities
     from activities.endpoints import EndpointActivities
     from activities.releases import ReleaseActivities
-    from core.autoscaling import recommend, stabilize
-    from core.payloads.autoscaling import AutoscaleInput, AutoscalingRecord, AutoscalingSpec, LoadSample
-    from core.payloads.deployments import (
+    from control.autoscaling import recommend, stabilize
+    from control.payloads.autoscaling import AutoscaleInput, AutoscalingRecord, AutoscalingSpec, LoadSample
+    from control.payloads.deployments import (
         DeployEndpointInput,
         EndpointRef,
         GpuReservationRequest,

@@ -17,7 +17,7 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelle
 with workflow.unsafe.imports_passed_through():
     from activities.endpoints import EndpointActivities
     from activities.releases import ReleaseActivities
-    from core.payloads.deployments import (
+    from control.payloads.deployments import (
         DeployEndpointInput,
         DeploymentPlan,
         EndpointProgress,

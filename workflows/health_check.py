@@ -10,7 +10,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.health import HealthActivities
-    from core.payloads.deployments import HealthCheckInput, HealthProbeInput, HealthReport
+    from control.payloads.deployments import HealthCheckInput, HealthProbeInput, HealthReport
 
 # A replica that just turned ready may need a moment to list its model: a few quick tries, then the reason.
 READINESS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=1.5,

@@ -11,7 +11,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.endpoints import EndpointActivities
     from activities.releases import ReleaseActivities
     from activities.workflow_control import WorkflowControlActivities
-    from core.payloads.deployments import (
+    from control.payloads.deployments import (
         DeployEndpointInput,
         EndpointProgress,
         EndpointRef,

@@ -15,7 +15,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.optimizer import OptimizerActivities
     from budsim.schemas import Method
-    from core.payloads.optimization import OptimizationOutcome, OptimizeDeploymentInput, SearchStep
+    from control.payloads.optimization import OptimizationOutcome, OptimizeDeploymentInput, SearchStep
     from workflows.policies import INFRA_RETRY, failure_reason
 
 CPU_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)

@@ -9,7 +9,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.clusters import ClusterActivities
-    from core.payloads.clusters import (
+    from control.payloads.clusters import (
         ClusterStatus,
         ClusterStatusUpdate,
         ProbeClusterInput,

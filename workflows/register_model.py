@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.model_records import ModelRecordActivities
     from activities.object_store import ObjectStoreActivities
     from activities.scanning import ScanningActivities
-    from core.payloads.models import (
+    from control.payloads.models import (
         AnalyzeConfigInput,
         ChecksumResult,
         FileRef,

@@ -17,8 +17,8 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.monitoring import MonitoringActivities
-    from core.payloads.monitoring import MonitoringRecord, NewOptimization, Observation, ObserveRequest, ReoptimizeInput
-    from core.payloads.optimization import OptimizationOutcome, OptimizeDeploymentInput
+    from control.payloads.monitoring import MonitoringRecord, NewOptimization, Observation, ObserveRequest, ReoptimizeInput
+    from control.payloads.optimization import OptimizationOutcome, OptimizeDeploymentInput
     from workflows.optimize_deployment import OptimizeDeployment
     from workflows.policies import INFRA_RETRY, failure_reason
 

@@ -20,10 +20,10 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
-from core.payloads.clusters import ClusterSpec, RegisterClusterInput
+from control.payloads.clusters import ClusterSpec, RegisterClusterInput
 from core.settings import Settings
-from core.payloads.models import RegisterModelInput
-from core.payloads.monitoring import ReoptimizeInput
+from control.payloads.models import RegisterModelInput
+from control.payloads.monitoring import ReoptimizeInput
 from workflows.ids import register_cluster_workflow_id, register_model_workflow_id
 from workflows.register_cluster import RegisterCluster
 from workflows.register_model import RegisterModel

@@ -19,8 +19,8 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.traffic import TrafficActivities
-    from core.payloads.deployments import EndpointRef
-    from core.payloads.traffic import (
+    from control.payloads.deployments import EndpointRef
+    from control.payloads.traffic import (
         ShiftPlan,
         ShiftRecord,
         ShiftRequest,

@@ -15,7 +15,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.transfer import TransferActivities
-    from core.payloads.deployments import TransferFileInput, TransferModelInput, TransferModelResult
+    from control.payloads.deployments import TransferFileInput, TransferModelInput, TransferModelResult
     from workflows.policies import INFRA_RETRY
 
 PARALLEL_FILES = 4

@@ -11,8 +11,8 @@ from pydantic import BaseModel
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.errors import ApiError, not_found
-from core.payloads.clusters import ClusterSpec
-from core.store import clusters
+from control.payloads.clusters import ClusterSpec
+from control.store import clusters
 from workflows.ids import register_cluster_workflow_id
 from workflows.starters import start_register_cluster
 

@@ -15,9 +15,9 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.errors import ApiError, not_found
 from api.optimizing import model_facts, optimization_request, pick_gpu, start_optimization, unprocessable
-from core.payloads.autoscaling import AutoscaleInput, AutoscalingSpec
-from core.payloads.monitoring import ReoptimizeInput
-from core.payloads.deployments import (
+from control.payloads.autoscaling import AutoscaleInput, AutoscalingSpec
+from control.payloads.monitoring import ReoptimizeInput
+from control.payloads.deployments import (
     DeployEndpointInput,
     DeployRequest,
     EndpointConfigRequest,
@@ -28,7 +28,7 @@ from core.payloads.deployments import (
     ScaleEndpointInput,
     ScaleRequest,
 )
-from core.store import clusters, endpoints, models, routes
+from control.store import clusters, endpoints, models, routes
 from workflows.autoscale_endpoint import AutoscaleEndpoint
 from workflows.deploy_endpoint import DeployEndpoint
 from workflows.reoptimize import Reoptimize

@@ -14,8 +14,8 @@ from temporalio.service import RPCError
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.errors import ApiError, not_found
-from core.payloads.models import BenchmarkCreate, ModelRegistration, ModelStatus, RegisterModelInput
-from core.store import models
+from control.payloads.models import BenchmarkCreate, ModelRegistration, ModelStatus, RegisterModelInput
+from control.store import models
 from workflows.ids import register_model_workflow_id
 from workflows.register_model import RegisterModel
 from workflows.starters import start_register_model

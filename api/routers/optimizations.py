@@ -12,8 +12,8 @@ from pydantic import BaseModel
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.errors import not_found
 from api.optimizing import optimization_request, start_optimization
-from core.payloads.optimization import OptimizationCreate
-from core.store import clusters, models, optimizations
+from control.payloads.optimization import OptimizationCreate
+from control.store import clusters, models, optimizations
 
 router = APIRouter(prefix="/api/optimizations", tags=["optimizations"])
 

@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 
 from api.deps import AdminDep, PoolDep, PrincipalDep
 from api.errors import ApiError, not_found
-from core.payloads.common import NAME_PATTERN
-from core.store import projects
+from control.payloads.common import NAME_PATTERN
+from control.store import projects
 
 router = APIRouter(prefix="/api/projects", tags=["projects"])
 

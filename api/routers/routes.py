@@ -16,9 +16,9 @@ from temporalio.service import RPCError
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.errors import ApiError, not_found
-from core.payloads.deployments import EndpointStatus
-from core.payloads.traffic import RouteUpdate, ShiftRequest, TrafficShiftInput
-from core.store import endpoints, routes
+from control.payloads.deployments import EndpointStatus
+from control.payloads.traffic import RouteUpdate, ShiftRequest, TrafficShiftInput
+from control.store import endpoints, routes
 from workflows.ids import traffic_shift_workflow_id
 from workflows.traffic_shift import TrafficShift
 

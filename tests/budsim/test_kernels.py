@@ -10,15 +10,8 @@ import pytest
 from budsim.catalog import get_gpu
 from budsim.dataset import Sample
 from budsim.evaluate import runtime_transfer_ceiling
-from budsim.kernels import (
-    ARTIFACT,
-    AllReduceCurve,
-    allreduce_curves,
-    fit_decode_attention,
-    fit_gemm,
-    profile_for,
-    profiles_hash,
-)
+from budsim.kernel_fit import allreduce_curves, fit_decode_attention, fit_gemm
+from budsim.kernels import ARTIFACT, AllReduceCurve, profile_for, profiles_hash
 from budsim.predictor import ARTIFACT_DIR, Predictor
 from budsim.roofline import ServingPoint, physics
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from devstack.process import ManagedProcess
+from core.processes import ManagedProcess
 from gateway.app import GatewayApp
 from gateway.routes import Backend, RouteTable
 from gateway.serve import serve_in_background

@@ -12,7 +12,7 @@ from collections import Counter
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from devstack.process import ManagedProcess, free_port, http_ok
+from core.processes import ManagedProcess, free_port, http_ok
 from gateway.routes import Backend
 from runtime.sse import DONE, parse_sse
 

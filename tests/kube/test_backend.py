@@ -24,8 +24,8 @@ from clusters.base import DeploymentFailed
 from clusters.chart_values import ModelCache, S3Source
 from clusters.helm import default_helm_binary
 from clusters.kubernetes import KubernetesBackend
-from core.payloads.autoscaling import AutoscalingSpec
-from core.payloads.deployments import DeploymentSpec, Resources, RuntimeConfig
+from control.payloads.autoscaling import AutoscalingSpec
+from control.payloads.deployments import DeploymentSpec, Resources, RuntimeConfig
 from core.settings import Settings
 from devstack.kube import KubeCluster
 

@@ -19,7 +19,7 @@ from tests.deploy_helpers import (
 )
 from tests.helpers import unique
 from workflows.deploy_endpoint import DeployEndpoint
-from core.payloads.deployments import DeployEndpointInput
+from control.payloads.deployments import DeployEndpointInput
 from workflows.ids import deploy_endpoint_workflow_id
 
 NAMESPACE = "bud-endpoints"

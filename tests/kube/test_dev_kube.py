@@ -12,8 +12,8 @@ import pytest
 
 from devstack.kube import BINARIES, KubeCluster, NodePool
 from devstack.kube_stack import CLUSTER_NAME, DevKube, gpu_inventory, register_kube_cluster
-from devstack.process import free_port
-from devstack.services import TOOLS_BIN
+from core.processes import free_port
+from core.paths import TOOLS_BIN
 
 
 def test_up_status_down_and_up_again_with_the_same_kubeconfig(tmp_path: Path, kube_bin_dir: Path) -> None:

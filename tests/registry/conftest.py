@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from devstack.clamd import clamd_process
-from devstack.process import ManagedProcess, free_port
+from core.processes import ManagedProcess, free_port
 from registry.clamd import ClamdClient
 from registry.testdata import TinyModel, write_tiny_llama
 

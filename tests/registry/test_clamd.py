@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from devstack.clamd import clamd_process
-from devstack.process import free_port
+from core.processes import free_port
 from registry.clamd import DEFAULT_STREAM_MAX_BYTES, ClamdClient, ClamdUnavailable
 from registry.testdata import eicar_bytes, write_eicar_file
 

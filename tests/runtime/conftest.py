@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.process import ManagedProcess
+from core.processes import ManagedProcess
 from runtime.launch import sim_runtime_process
 
 StartRuntime = Callable[..., ManagedProcess]

@@ -11,7 +11,7 @@ from budsim.constraints import check_config
 from budsim.predictor import predict
 from budsim.schemas import ServingConfig, Workload
 from core.model_facts import ModelArchitecture
-from core.payloads.deployments import RuntimeConfig, SimulatedTiming
+from control.payloads.deployments import RuntimeConfig, SimulatedTiming
 
 PROBE_WORKLOAD = Workload(input_tokens=512, output_tokens=64, concurrency=1)
 

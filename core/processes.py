@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 
 
-def _die_with_parent() -> None:
-    """Linux: deliver SIGKILL to this child when the process that started it dies (even by SIGKILL)."""
+def die_with_parent() -> None:
+    """Linux: deliver SIGKILL to this child when the process that started it dies (even by SIGKILL), so a killed
+    worker never leaves a helm or a server running on its own."""
     import ctypes
 
     PR_SET_PDEATHSIG = 1
@@ -105,7 +106,7 @@ class ManagedProcess:
             cwd=self.cwd,
             user=self.user,
             start_new_session=True,  # Ctrl-C in the parent's terminal reaches us, not the children directly
-            preexec_fn=_die_with_parent if self.die_with_parent else None,
+            preexec_fn=die_with_parent if self.die_with_parent else None,
         )
         log.close()
         return self

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import asyncpg
 from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core.logging import get_logger
-from core.payloads.clusters import ClusterSpec, GpuInventory
+from control.payloads.clusters import ClusterSpec, GpuInventory
 from core.settings import Settings
-from core.store import clusters, projects
+from control.store import clusters, projects
+from workflows.ids import register_cluster_workflow_id
+from workflows.starters import start_register_cluster
 
 log = get_logger(__name__)
 DEFAULT_PROJECT = "default"
-
-
-def admin_token_path(settings: Settings) -> Path:
-    return settings.state_dir / "admin-token"
 
 
 async def ensure_admin_token(pool: asyncpg.Pool, settings: Settings) -> str | None:
@@ -32,7 +29,7 @@ async def ensure_admin_token(pool: asyncpg.Pool, settings: Settings) -> str | No
             conn, DEFAULT_PROJECT
         )
         token = await projects.issue_token(conn, project["id"], "admin", is_admin=True)
-    path = admin_token_path(settings)
+    path = settings.admin_token_path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -51,9 +48,6 @@ def local_cluster_spec(settings: Settings) -> ClusterSpec:
 
 async def ensure_local_cluster(pool: asyncpg.Pool, temporal: Client, settings: Settings) -> None:
     """Register this machine as the platform-wide `local` cluster once; later starts find it."""
-    from workflows.ids import register_cluster_workflow_id
-    from workflows.starters import start_register_cluster
-
     spec = local_cluster_spec(settings)
     async with pool.acquire() as conn:
         row = await clusters.insert_cluster(conn, None, spec)

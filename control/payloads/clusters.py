@@ -10,7 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field, field_validator
 
 from core.gpu_types import canonical_gpu_type
-from core.payloads.common import NAME_PATTERN
+from control.payloads.common import NAME_PATTERN
 
 
 

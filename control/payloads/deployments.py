@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from core.payloads.autoscaling import AutoscalingSpec
+from control.payloads.autoscaling import AutoscalingSpec
 
 Runtime = Literal["vllm", "sglang", "tensorrt-llm"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from core.payloads.autoscaling import AutoscalingSpec, LoadSample, Recommendation
+from control.payloads.autoscaling import AutoscalingSpec, LoadSample, Recommendation
 
 TOLERANCE = 0.1
 

@@ -3,7 +3,7 @@ a better configuration (the Reoptimize workflow runs them on what Prometheus mea
 
 from __future__ import annotations
 
-from core.payloads.monitoring import Expectation, LiveMetrics
+from control.payloads.monitoring import Expectation, LiveMetrics
 
 # The seed's Metrics Collected table.
 LATENCY_P99_ALERT_MS = 2000.0

@@ -6,7 +6,7 @@ from uuid import UUID
 
 import asyncpg
 
-from core.payloads.deployments import EndpointCreate, EndpointProgress, EndpointStatus, ReplicaState
+from control.payloads.deployments import EndpointCreate, EndpointProgress, EndpointStatus, ReplicaState
 
 COLUMNS = """id, project_id, name, model_id, cluster_id, status, step, runtime, optimization_method,
     performance_targets, config, replicas, resources, recommendation, optimization_status, optimization_workflow_id,

@@ -8,7 +8,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from budsim.schemas import OptimizationRequest, OptimizationResult, SearchState
-from core.payloads.deployments import PerformanceTargets, RuntimeConfig, WorkloadSpec
+from control.payloads.deployments import PerformanceTargets, RuntimeConfig, WorkloadSpec
 
 
 class OptimizationCreate(BaseModel):

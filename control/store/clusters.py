@@ -6,7 +6,7 @@ from uuid import UUID
 
 import asyncpg
 
-from core.payloads.clusters import ClusterFacts, ClusterSpec, ClusterStatus
+from control.payloads.clusters import ClusterFacts, ClusterSpec, ClusterStatus
 
 _COLUMNS = "id, project_id, name, kind, gpus, status, facts, error, workflow_id, created_at, updated_at"
 

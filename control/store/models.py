@@ -9,7 +9,7 @@ from uuid import UUID
 
 import asyncpg
 
-from core.payloads.models import BenchmarkCreate, ModelRegistration, RecordScanInput
+from control.payloads.models import BenchmarkCreate, ModelRegistration, RecordScanInput
 from registry.license import normalize_license
 
 MODEL_COLUMNS = """m.id, m.project_id, m.name, m.version, m.architecture, m.parameter_count, m.context_length,
