@@ -18,7 +18,7 @@ import psutil
 
 from bench.harness import bench_stack
 from cli.upload import upload_folder
-from registry.testdata import spec_for_total_bytes, write_tiny_llama
+from tests.model_files import spec_for_total_bytes, write_tiny_llama
 
 
 async def sample_rss(pid: int, samples: list[float], stop: asyncio.Event) -> None:

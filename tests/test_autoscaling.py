@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
-from registry.testdata import write_tiny_llama
+from tests.model_files import write_tiny_llama
 from tests.deploy_helpers import (
     available_model,
     create_endpoint,

@@ -9,7 +9,7 @@ import pytest
 from temporalio.api.enums.v1 import PendingActivityState
 
 from control.payloads.deployments import DeployEndpointInput
-from registry.testdata import spec_for_total_bytes, write_tiny_llama
+from tests.model_files import spec_for_total_bytes, write_tiny_llama
 from tests.deploy_helpers import (
     available_model,
     configure_manual,

@@ -9,7 +9,7 @@ import socket
 import httpx
 import pytest
 
-from registry.testdata import write_eicar_file, write_tiny_llama
+from tests.model_files import write_eicar_file, write_tiny_llama
 from tests.deploy_helpers import (
     available_model,
     configure_manual,

@@ -13,7 +13,7 @@ import httpx
 import psutil
 
 from core.processes import free_port
-from registry.testdata import write_tiny_llama
+from tests.model_files import write_tiny_llama
 from tests.helpers import server_state_dir
 
 

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from registry.testdata import write_tiny_llama
+from tests.model_files import write_tiny_llama
 from tests.deploy_helpers import (
     MANUAL_CONFIG,
     available_model,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.objectstore import ObjectStore
-from registry.testdata import (
+from tests.model_files import (
     TinyModel,
     write_eicar_file,
     write_malicious_pickle,

@@ -15,7 +15,7 @@ from core.objectstore import ObjectStore
 from control.payloads.models import ListObjectsInput, ModelStatus, QuarantineInput, RecordScanInput, ScanReport
 from devstack.clamd import clamd_process
 from core.processes import free_port
-from registry.testdata import write_tiny_llama
+from tests.model_files import write_tiny_llama
 from tests.helpers import unique
 from tests.registry_helpers import registration, upload
 from worker.clients import build_clients

@@ -66,7 +66,7 @@ async def test_record_register_cluster_histories(control_worker, temporal_client
 
 @pytest.mark.record_history
 async def test_record_register_model_histories(api, control_worker, temporal_client, settings, tmp_path):
-    from registry.testdata import write_eicar_file, write_tiny_llama
+    from tests.model_files import write_eicar_file, write_tiny_llama
     from tests.registry_helpers import register_and_wait, upload
 
     clean = write_tiny_llama(tmp_path / "clean")
@@ -87,7 +87,7 @@ async def test_record_register_model_histories(api, control_worker, temporal_cli
 async def test_record_deployment_histories(api, control_worker, optimizer_worker, gateway, temporal_client, settings,
                                            tmp_path):
     """Deploy (with its TransferModel and HealthCheck children), optimize, scale, delete; a failed and a cancelled deploy."""
-    from registry.testdata import write_tiny_llama
+    from tests.model_files import write_tiny_llama
     from tests.deploy_helpers import (available_model, configure_manual, create_endpoint, local_cluster_id,
                                       settled, wait_endpoint)
     from workflows.ids import (delete_endpoint_workflow_id, deploy_endpoint_workflow_id, health_check_workflow_id,
@@ -149,7 +149,7 @@ async def test_record_deployment_histories(api, control_worker, optimizer_worker
 async def test_record_autoscale_history(api, control_worker, optimizer_worker, gateway, temporal_client, settings,
                                         tmp_path):
     """The local autoscaler raising an endpoint to its floor, then continuing-as-new when the spec is disabled."""
-    from registry.testdata import write_tiny_llama
+    from tests.model_files import write_tiny_llama
     from tests.deploy_helpers import available_model, configure_manual, create_endpoint, local_cluster_id, settled, wait_endpoint
     from workflows.ids import autoscale_endpoint_workflow_id, delete_endpoint_workflow_id
 
@@ -176,7 +176,7 @@ async def test_record_autoscale_history(api, control_worker, optimizer_worker, g
 async def test_record_traffic_shift_histories(api, control_worker, optimizer_worker, gateway, temporal_client,
                                               settings, tmp_path):
     """A blue-green swap that completes, and a gradual rollout rolled back by an abort signal."""
-    from registry.testdata import write_tiny_llama
+    from tests.model_files import write_tiny_llama
     from tests.deploy_helpers import available_model, configure_manual, create_endpoint, local_cluster_id, settled, wait_endpoint
     from workflows.ids import traffic_shift_workflow_id
 
@@ -214,7 +214,7 @@ async def test_record_reoptimize_history(api, control_worker, optimizer_worker, 
     """Reoptimize for one endpoint under load: observation, alerts, and the calibrated search as a child."""
     import httpx
 
-    from registry.testdata import write_tiny_llama
+    from tests.model_files import write_tiny_llama
     from tests.deploy_helpers import MANUAL_CONFIG, available_model, create_endpoint, local_cluster_id, settled, wait_endpoint
     from workflows.ids import reoptimize_endpoint_workflow_id
 

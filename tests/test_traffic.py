@@ -9,7 +9,7 @@ import collections
 import httpx
 import pytest
 
-from registry.testdata import write_tiny_llama
+from tests.model_files import write_tiny_llama
 from tests.deploy_helpers import (
     available_model,
     create_endpoint,

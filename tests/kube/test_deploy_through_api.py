@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from kubernetes import client as k8s
 
-from registry.testdata import write_tiny_llama
+from tests.model_files import write_tiny_llama
 from tests.deploy_helpers import (
     available_model,
     configure_manual,

@@ -14,7 +14,7 @@ import pytest
 from devstack.clamd import clamd_process
 from core.processes import ManagedProcess, free_port
 from registry.clamd import ClamdClient
-from registry.testdata import TinyModel, write_tiny_llama
+from tests.model_files import TinyModel, write_tiny_llama
 
 TEST_STREAM_MAX_BYTES = 2 * 1024 * 1024
 TEST_OVERLAP_BYTES = 64 * 1024

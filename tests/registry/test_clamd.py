@@ -13,7 +13,7 @@ import pytest
 from devstack.clamd import clamd_process
 from core.processes import free_port
 from registry.clamd import DEFAULT_STREAM_MAX_BYTES, ClamdClient, ClamdUnavailable
-from registry.testdata import eicar_bytes, write_eicar_file
+from tests.model_files import eicar_bytes, write_eicar_file
 
 from .conftest import TEST_MAX_SCAN_BYTES, TEST_OVERLAP_BYTES, TEST_STREAM_MAX_BYTES, client_for
 

@@ -14,7 +14,7 @@ from registry.model_config import (
     supported_context_length,
 )
 from registry.safetensors_check import check_safetensors_file
-from registry.testdata import TinyLlamaSpec, write_tiny_llama
+from tests.model_files import TinyLlamaSpec, write_tiny_llama
 
 # Language-model fields of the families' published config.json files, with the parameter count of their
 # published safetensors weights (DeepSeek-V3: 671 B without its multi-token-prediction layer).

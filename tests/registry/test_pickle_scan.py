@@ -13,7 +13,7 @@ import pytest
 from picklescan.scanner import scan_file_path
 
 from registry.pickle_scan import is_pickle_candidate, scan_pickle_path
-from registry.testdata import (
+from tests.model_files import (
     PickleOps,
     malicious_pickle_bytes,
     write_legacy_torch_checkpoint,

@@ -15,7 +15,7 @@ from registry.safetensors_check import (
     check_safetensors_index,
     read_safetensors_header,
 )
-from registry.testdata import TinyLlamaSpec, write_tiny_llama, write_truncated_safetensors
+from tests.model_files import TinyLlamaSpec, write_tiny_llama, write_truncated_safetensors
 
 
 def craft(header: dict | bytes, data_size: int, trailing: bytes = b"") -> bytes:

@@ -8,7 +8,7 @@ import json
 import pickletools
 from pathlib import Path
 
-from registry.testdata import (
+from tests.model_files import (
     TinyLlamaSpec,
     eicar_bytes,
     malicious_pickle_bytes,
