@@ -41,9 +41,3 @@ class ModelArchitecture(BaseModel):
     @property
     def is_moe(self) -> bool:
         return self.num_experts > 0
-
-    @property
-    def bytes_per_param(self) -> float:
-        return {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0, "fp8": 1.0, "float8_e4m3fn": 1.0, "int8": 1.0, "int4": 0.5}.get(
-            self.dtype, 2.0
-        )

@@ -78,12 +78,6 @@ class ObjectStore:
         except (EndpointConnectionError, BotoCoreError, OSError) as error:
             raise ObjectStoreUnavailable(f"object store {self.settings.s3_endpoint} unavailable: {error}") from error
 
-    async def ensure_bucket(self, bucket: str) -> None:
-        try:
-            await self._call("head_bucket", Bucket=bucket)
-        except (ObjectNotFound, ClientError):
-            await self._call("create_bucket", Bucket=bucket)
-
     async def list_objects(self, bucket: str, prefix: str) -> list[ObjectInfo]:
         objects: list[ObjectInfo] = []
         token = None
