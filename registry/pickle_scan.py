@@ -26,6 +26,7 @@ import _compat_pickle
 import pickletools
 import re
 import struct
+import time
 import zipfile
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -46,6 +47,12 @@ MAX_PICKLES_PER_STREAM = 16  # legacy torch files hold 5 pickles before the raw 
 MAX_STACK_ENTRIES = 1_000_000
 MAX_MEMO_ENTRIES = 500_000
 MAX_FINDINGS_PER_FILE = 50
+# Bounds on work, so a small hostile file (a 97 KB zip inflating to a 100 MB pickle of tiny opcodes) cannot pin a
+# worker: a torch state dict takes a few dozen opcodes per tensor and its data.pkl is a few MB, so these are far
+# above any checkpoint. A file beyond one is reported as too complex to check, which blocks it (never retried).
+MAX_OPCODES_PER_FILE = 10_000_000
+MAX_PICKLE_MEMBER_BYTES = 256 * 1024 * 1024  # decompressed bytes read from one zip member
+MAX_SCAN_SECONDS = 60.0  # per file
 
 # Exact globals a weights checkpoint may import (module.qualname after Python 2 name mapping).
 ALLOWED_GLOBALS: frozenset[str] = frozenset(
@@ -201,7 +208,7 @@ def scan_pickle_file(handle: BinaryIO, name: str) -> PickleScanReport:
     handle.seek(start)
     if magic == ZIP_MAGIC:
         return _scan_zip(handle, name)
-    walk = _scan_pickle_stream(handle, name, member=None)
+    walk = _scan_pickle_stream(handle, name, member=None, budget=_Budget())
     return PickleScanReport(file=name, format="pickle", pickles_scanned=walk.pickles,
                             globals=sorted(walk.globals), findings=walk.findings)
 
@@ -229,9 +236,11 @@ def _scan_zip(handle: BinaryIO, name: str) -> PickleScanReport:
         if not pickle_members:
             findings.append(Finding(check="pickle", code="no_pickle_member", file=name,
                                     message="zip archive without a data.pkl: not a torch checkpoint"))
+        budget = _Budget()
         for info in pickle_members:
             with archive.open(info) as member:
-                walk = _scan_pickle_stream(member, name, member=info.filename)
+                walk = _scan_pickle_stream(_InflateCap(member, MAX_PICKLE_MEMBER_BYTES), name,
+                                           member=info.filename, budget=budget)
             pickles += walk.pickles
             found_globals |= walk.globals
             findings += walk.findings
@@ -272,6 +281,46 @@ class _Malformed(Exception):
 
 class _TooComplex(Exception):
     pass
+
+
+class _Budget:
+    """Opcodes and seconds one file may take, shared by every pickle in it (all members of a zip)."""
+
+    def __init__(self) -> None:
+        self.opcodes_left = MAX_OPCODES_PER_FILE
+        self.deadline = time.monotonic() + MAX_SCAN_SECONDS
+
+    def spend(self, opcodes: int) -> None:
+        self.opcodes_left -= opcodes
+        if self.opcodes_left < 0:
+            raise _TooComplex(f"more than {MAX_OPCODES_PER_FILE:,} opcodes")
+        if time.monotonic() > self.deadline:
+            raise _TooComplex(f"scanning took longer than {MAX_SCAN_SECONDS:g} s")
+
+
+class _InflateCap:
+    """A zip member's stream that refuses to inflate past `limit` bytes (a compression bomb stops here)."""
+
+    def __init__(self, handle: BinaryIO, limit: int):
+        self.handle, self.left, self.limit = handle, limit, limit
+
+    def _take(self, data: bytes) -> bytes:
+        self.left -= len(data)
+        if self.left < 0:
+            raise _TooComplex(f"the member inflates to more than {self.limit // 1024:,} KiB")
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        return self._take(self.handle.read(size))
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._take(self.handle.readline(size))
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.handle.seek(offset, whence)
 
 
 class _CappedReader:
@@ -331,7 +380,7 @@ class _Walk:
         self.findings.append(Finding(check="pickle", code=code, file=file, subject=subject, message=message))
 
 
-def _scan_pickle_stream(handle: BinaryIO, file: str, member: str | None) -> _Walk:
+def _scan_pickle_stream(handle: BinaryIO, file: str, member: str | None, budget: _Budget) -> _Walk:
     """Walk consecutive pickles until the end of the stream or the first bytes that are not a pickle.
 
     The first pickle must parse completely. Later ones are optional: a legacy torch file continues with raw
@@ -343,17 +392,17 @@ def _scan_pickle_stream(handle: BinaryIO, file: str, member: str | None) -> _Wal
     reader = _CappedReader(handle)
     label = f"{member} in {file}" if member else file
     while walk.pickles < MAX_PICKLES_PER_STREAM:
-        first_byte = handle.read(1)
-        if not first_byte:
-            if walk.pickles == 0:
-                walk.add(file, "empty_pickle", f"{label} is empty")
-            break
-        if walk.pickles > 0:
-            if first_byte != b"\x80" or handle.read(1)[:1] not in _PROTOCOL_BYTES:
-                break  # raw data after the last pickle (legacy torch storages)
-            handle.seek(-1, 1)
         try:
-            _walk_one_pickle(first_byte, handle, reader, walk, file, member)
+            first_byte = handle.read(1)
+            if not first_byte:
+                if walk.pickles == 0:
+                    walk.add(file, "empty_pickle", f"{label} is empty")
+                break
+            if walk.pickles > 0:
+                if first_byte != b"\x80" or handle.read(1)[:1] not in _PROTOCOL_BYTES:
+                    break  # raw data after the last pickle (legacy torch storages)
+                handle.seek(-1, 1)
+            _walk_one_pickle(first_byte, handle, reader, walk, file, member, budget)
         except _TooComplex as exc:
             walk.add(file, "pickle_too_complex", f"{label}: {exc}; it cannot be checked")
             break
@@ -372,12 +421,17 @@ _PROTOCOL_BYTES = {bytes([version]) for version in range(6)}
 
 
 def _walk_one_pickle(first_byte: bytes, handle: BinaryIO, reader: _CappedReader, walk: _Walk, file: str,
-                     member: str | None) -> None:
+                     member: str | None, budget: _Budget) -> None:
     """Simulate the unpickler's stack just enough to know every STACK_GLOBAL's operands; nothing is built."""
     stack: list[object] = []
     memo: dict[int, object] = {}
     code = first_byte
+    opcodes = 0
     while True:
+        opcodes += 1
+        if opcodes == 10_000:  # the budget is checked in batches: one clock read per 10,000 opcodes
+            budget.spend(opcodes)
+            opcodes = 0
         position = _position(handle)
         op = pickletools.code2op.get(code.decode("latin-1"))
         if op is None:
