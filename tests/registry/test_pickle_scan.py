@@ -184,3 +184,53 @@ def test_memo_and_stack_bombs_are_too_complex_not_memory_hogs(tmp_path: Path, mo
     stack_bomb.write_bytes(b"\x80\x04" + b"N" * 2500 + b".")
     for path in (memo_bomb, stack_bomb):
         assert codes(scan_pickle_path(path)) == ["pickle_too_complex"]
+
+
+def _zip_with_member(path: Path, member: bytes) -> Path:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", member)
+    return path
+
+
+def _many_opcodes(count: int) -> bytes:
+    """A valid pickle of `count` (MARK, POP_MARK) pairs: cheap to write, slow to walk, nothing to import."""
+    return b"\x80\x02" + b"(1" * count + b"N."
+
+
+def test_a_small_zip_inflating_to_a_huge_pickle_is_blocked_with_a_reason(tmp_path: Path, monkeypatch):
+    import registry.pickle_scan as pickle_scan
+
+    monkeypatch.setattr(pickle_scan, "MAX_PICKLE_MEMBER_BYTES", 256 * 1024)
+    bomb = _zip_with_member(tmp_path / "bomb.pt", _many_opcodes(256 * 1024))  # 512 KB inflated
+    assert bomb.stat().st_size < 10 * 1024  # deflate squeezes the repetition to a few KB
+    report = scan_pickle_path(bomb)
+    assert codes(report) == ["pickle_too_complex"]
+    assert "inflates to more than 0 MiB" not in report.findings[0].message
+    assert "inflates to more than 256 KiB" in report.findings[0].message
+
+
+def test_opcode_and_time_bounds_block_instead_of_pinning_the_worker(tmp_path: Path, monkeypatch):
+    import registry.pickle_scan as pickle_scan
+
+    busy = tmp_path / "busy.pkl"
+    busy.write_bytes(_many_opcodes(200_000))
+    assert codes(scan_pickle_path(busy)) == []  # within the default bounds it is just a (harmless) pickle
+    monkeypatch.setattr(pickle_scan, "MAX_OPCODES_PER_FILE", 100_000)
+    report = scan_pickle_path(busy)
+    assert codes(report) == ["pickle_too_complex"] and "more than 100,000 opcodes" in report.findings[0].message
+    monkeypatch.setattr(pickle_scan, "MAX_OPCODES_PER_FILE", 10**9)
+    monkeypatch.setattr(pickle_scan, "MAX_SCAN_SECONDS", 0.0)
+    report = scan_pickle_path(busy)
+    assert codes(report) == ["pickle_too_complex"] and "longer than 0 s" in report.findings[0].message
+
+
+def test_a_100_mb_pickle_in_a_100_kb_zip_ends_at_the_time_bound(tmp_path: Path, monkeypatch):
+    """The reported attack at its real size ends with a blocking finding once the per-file time is spent (the
+    default is MAX_SCAN_SECONDS; a shorter one keeps this test quick)."""
+    import registry.pickle_scan as pickle_scan
+
+    monkeypatch.setattr(pickle_scan, "MAX_SCAN_SECONDS", 1.0)
+    bomb = _zip_with_member(tmp_path / "bomb.pt", _many_opcodes(50 * 1024 * 1024))  # 100 MB inflated
+    assert bomb.stat().st_size < 200 * 1024
+    report = scan_pickle_path(bomb)
+    assert codes(report) == ["pickle_too_complex"] and "longer than 1 s" in report.findings[0].message
