@@ -29,7 +29,7 @@ from clusters import rollout
 from clusters.base import ClusterUnreachable, DeploymentFailed, Heartbeat
 from clusters.chart_values import CHART_DIR, ModelCache, S3Source, chart_values
 from clusters.helm import Helm
-from core.gpu_types import canonical_gpu_type
+from core.gpu_types import canonical_gpu_type, gpu_type_from_product
 from control.payloads.clusters import ClusterFacts, ClusterSpec
 from control.payloads.deployments import DeploymentSpec, DeploymentState
 from core.settings import Settings
@@ -51,13 +51,15 @@ def api_client(kubeconfig: str) -> k8s.ApiClient:
 
 
 def node_gpu_type(labels: dict[str, str]) -> str | None:
+    """The node's canonical GPU type from its labels: a catalog name or alias, or an NVIDIA product name."""
     for label in GPU_TYPE_LABELS:
         value = labels.get(label)
         if value:
             try:
                 return canonical_gpu_type(value)
             except ValueError:
-                continue
+                if gpu_type := gpu_type_from_product(value):
+                    return gpu_type
     return None
 
 

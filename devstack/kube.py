@@ -34,6 +34,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import BaseModel, Field
 
 from devstack.kube_pki import SERVICE_CLUSTER_IP_RANGE, ClusterPki, KeyPair, ensure_pki
+from core.gpu_types import gpu_product_label
 from core.processes import ManagedProcess, StartupError, free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,20 +49,6 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 FAKE_NODE_LABEL = "bud.ai/fake-node"
 
-# What NVIDIA's GPU feature discovery would put in nvidia.com/gpu.product for our canonical GPU type names.
-GPU_PRODUCTS = {
-    "nvidia-h100-80gb": "NVIDIA-H100-80GB-HBM3",
-    "nvidia-h100-pcie": "NVIDIA-H100-PCIe",
-    "nvidia-h200": "NVIDIA-H200",
-    "nvidia-a100-80gb": "NVIDIA-A100-SXM4-80GB",
-    "nvidia-a100-40gb": "NVIDIA-A100-SXM4-40GB",
-    "nvidia-l40s": "NVIDIA-L40S",
-    "nvidia-l4": "NVIDIA-L4",
-    "nvidia-a10g": "NVIDIA-A10G",
-    "nvidia-b200": "NVIDIA-B200",
-}
-
-
 class NodePool(BaseModel):
     """`count` identical fake nodes named <name>-0, <name>-1, ... each offering `gpus_per_node` GPUs."""
 
@@ -75,7 +62,7 @@ class NodePool(BaseModel):
 
     @property
     def gpu_product(self) -> str:
-        return GPU_PRODUCTS.get(self.gpu_type, self.gpu_type.upper())
+        return gpu_product_label(self.gpu_type)
 
     def node_names(self) -> list[str]:
         return [f"{self.name}-{index}" for index in range(self.count)]
