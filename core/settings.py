@@ -1,20 +1,30 @@
-"""Settings from BUD_* environment variables (pydantic-settings); defaults are DESIGN.md's local stack."""
+"""Settings from BUD_* environment variables (pydantic-settings); the defaults are the embedded dev stack's
+(`bud dev up`), and BUD_ENV=production refuses its well-known secrets."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.paths import PROJECT_ROOT
+
+# Settings whose defaults are secrets everyone knows (the dev stack's database and S3 credentials).
+DEV_SECRET_SETTINGS = ("database_url", "s3_access_key", "s3_secret_key")
+
+
+class DevSecretsInProduction(RuntimeError):
+    """BUD_ENV=production with a dev default secret. Not a ValueError on purpose: pydantic would wrap that in a
+    ValidationError that prints every input, the real secrets already set among them."""
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BUD_", extra="ignore")
 
-    env: str = Field(default="dev", description="dev (console logs) or production (JSON logs)")
+    env: str = Field(default="dev", description="dev (console logs) or production (JSON logs; dev secrets refused)")
     state_dir: Path = PROJECT_ROOT / ".bud"
 
     api_host: str = "127.0.0.1"
@@ -58,6 +68,19 @@ class Settings(BaseSettings):
     )
     worker_metrics_port: int = Field(default=0, description="Prometheus port for the worker's SDK metrics; 0 = off")
     worker_metrics_base_port: int = Field(default=8100, description="dev stack: worker i exposes metrics on base + i")
+
+    @model_validator(mode="after")
+    def _production_needs_its_own_secrets(self) -> Self:
+        if self.env != "production":
+            return self
+        defaults = [f"BUD_{name.upper()}" for name in DEV_SECRET_SETTINGS
+                    if getattr(self, name) == type(self).model_fields[name].default]
+        if defaults:
+            raise DevSecretsInProduction(
+                f"BUD_ENV=production refuses the dev stack's default secrets: set {', '.join(defaults)} "
+                "(this deployment's own database URL and S3 credentials)"
+            )
+        return self
 
     def as_environment(self) -> dict[str, str]:
         """These settings as BUD_* variables, for the processes we start (workers, API, gateway)."""
