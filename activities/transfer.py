@@ -7,14 +7,32 @@ import os
 import time
 from pathlib import Path
 
+from botocore.exceptions import ClientError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from core.objectstore import ObjectStore
+from core.objectstore import ObjectNotFound, ObjectStore
 from control.payloads.deployments import TransferFileInput, TransferFileResult
 
 HEARTBEAT_EVERY_S = 1.0
 VERIFIED_SUFFIX = ".bud-sha256"  # sidecar written after a verified copy: the cache key
+# A checksum or size that still disagrees after this many fresh copies means the object changed after the scan:
+# copying again cannot fix it, so the deploy fails with the reason instead of retrying for ever.
+COPY_ATTEMPTS = 2
+
+
+def contained_path(root: Path, relative: str) -> Path:
+    """`root / relative`, refusing any path that could land outside `root`: absolute paths, `..` parts, NUL
+    bytes (real S3 accepts such object keys even where the dev store does not)."""
+    parts = Path(relative).parts
+    if not relative or "\x00" in relative or Path(relative).is_absolute() or ".." in parts or relative.startswith("~"):
+        raise ApplicationError(f"{relative!r}: object path escapes the model folder; not copied", type="UnsafePath",
+                               non_retryable=True)
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise ApplicationError(f"{relative!r}: object path escapes the model folder; not copied", type="UnsafePath",
+                               non_retryable=True)
+    return target
 
 
 class TransferActivities:
@@ -30,7 +48,7 @@ class TransferActivities:
         heartbeat records the offset too); verifies the SHA-256 against the registry before the file appears.
         """
         destination = self.cache_dir / str(request.model_id)
-        target = destination / request.path
+        target = contained_path(destination, request.path)
         target.parent.mkdir(parents=True, exist_ok=True)
         sidecar = target.with_name(target.name + VERIFIED_SUFFIX)
         if target.exists() and target.stat().st_size == request.size and sidecar.exists() \
@@ -48,25 +66,52 @@ class TransferActivities:
             with open(partial, "rb") as existing:
                 while block := existing.read(8 * 1024 * 1024):
                     digest.update(block)
+        last_attempt = activity.info().attempt >= COPY_ATTEMPTS
         with open(partial, "ab") as out:
             if offset < request.size:
-                async for chunk in self.store.stream(request.bucket, request.key, start=offset):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    copied += len(chunk)
-                    if time.monotonic() - last_beat > HEARTBEAT_EVERY_S:
-                        out.flush()
-                        activity.heartbeat({"path": request.path, "offset": offset + copied})
-                        last_beat = time.monotonic()
+                try:
+                    async for chunk in self.store.stream(request.bucket, request.key, start=offset):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        copied += len(chunk)
+                        if offset + copied > request.size:
+                            break  # larger than what was scanned: changed since; no need to read the rest
+                        if time.monotonic() - last_beat > HEARTBEAT_EVERY_S:
+                            out.flush()
+                            activity.heartbeat({"path": request.path, "offset": offset + copied})
+                            last_beat = time.monotonic()
+                except ClientError as error:  # a range past the end: the object shrank since the scan
+                    if error.response.get("Error", {}).get("Code") != "InvalidRange":
+                        raise
+                    partial.unlink(missing_ok=True)
+                    raise ApplicationError(f"{request.path}: smaller than the {request.size} bytes the registry "
+                                           "scanned; the object changed after the scan", type="ObjectChanged",
+                                           non_retryable=True) from None
+                except ObjectNotFound:
+                    partial.unlink(missing_ok=True)
+                    raise ApplicationError(f"{request.path}: the object is gone from the store "
+                                           f"(s3://{request.bucket}/{request.key}); register the model again",
+                                           type="ObjectMissing", non_retryable=True) from None
             out.flush()
             os.fsync(out.fileno())
         size = partial.stat().st_size
-        if size != request.size:
-            raise ApplicationError(f"{request.path}: copied {size} of {request.size} bytes", type="ShortCopy")
+        if size > request.size:
+            partial.unlink()
+            raise ApplicationError(f"{request.path}: larger than the {request.size} bytes the registry scanned; the "
+                                   "object changed after the scan", type="ObjectChanged", non_retryable=True)
+        if size < request.size:  # the stream ended early: resumed on the retry, unless the object shrank
+            if (await self.store.head(request.bucket, request.key)).size != request.size:
+                partial.unlink()
+                raise ApplicationError(f"{request.path}: the object no longer holds the {request.size} bytes the "
+                                       "registry scanned; it changed after the scan", type="ObjectChanged",
+                                       non_retryable=True)
+            raise ApplicationError(f"{request.path}: copied {size} of the {request.size} bytes the registry scanned",
+                                   type="ShortCopy", non_retryable=last_attempt)
         if request.sha256 and digest.hexdigest() != request.sha256:
             partial.unlink()  # corrupt: start over on the retry
             raise ApplicationError(f"{request.path}: checksum {digest.hexdigest()[:12]}… does not match the "
-                                   f"registry's {request.sha256[:12]}…", type="ChecksumMismatch")
+                                   f"registry's {request.sha256[:12]}…; the object changed after the scan",
+                                   type="ChecksumMismatch", non_retryable=last_attempt)
         partial.replace(target)
         sidecar.write_text(request.sha256 or "")
         return TransferFileResult(path=request.path, destination=str(destination), bytes_copied=copied, skipped=False,
