@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.limits import RequestLimits
 from api.metrics import install_metrics
 from api.routers import clusters, dashboard, endpoints, health, models, optimizations, projects, routes
 from api.bootstrap import ensure_admin_token, ensure_local_cluster
@@ -43,6 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_metrics(app)
+    app.add_middleware(RequestLimits, max_body_bytes=settings.api_max_body_bytes,
+                       max_header_bytes=settings.api_max_header_bytes)
     for router in (health.router, projects.router, clusters.router, models.router, optimizations.router,
                    endpoints.router, routes.router, dashboard.router):
         app.include_router(router)

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     public_inference_base: str = Field(default="", description="inference_url base; defaults to the gateway URL")
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="larger request bodies get 413")
+    api_max_header_bytes: int = Field(default=8 * 1024, ge=1024, description="larger request headers get 431")
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
