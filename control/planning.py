@@ -6,7 +6,6 @@ synchronous fit check, the optimizer and the deploy validation judge the same co
 
 from __future__ import annotations
 
-from budsim.catalog import get_gpu
 from budsim.constraints import check_config
 from budsim.predictor import predict
 from budsim.schemas import ServingConfig, Workload
@@ -40,7 +39,3 @@ def simulated_timing(facts: ModelArchitecture, gpu_type: str, config: ServingCon
     """The optimizer's single-request prediction: how the simulated runtime times its tokens."""
     prediction = predict(facts, gpu_type, config.model_copy(update={"replicas": 1}), PROBE_WORKLOAD)
     return SimulatedTiming(ttft_ms=prediction.ttft_ms, tpot_ms=prediction.tpot_ms, load_delay_s=load_delay_s)
-
-
-def gpu_memory_gb(gpu_type: str) -> float:
-    return get_gpu(gpu_type).memory_gib
