@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 import time
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from core.model_facts import ConfigError, load_config_json
 from core.objectstore import ObjectStore
 from control.payloads.models import AnalyzeConfigInput, ConfigAnalysis, FileRef, FileScanResult
 from registry.clamd import ClamdClient, ClamdUnavailable
 from registry.findings import Finding
 from registry.license import resolve_license
-from registry.model_config import ConfigError, architecture_from_config, check_declared_facts
+from registry.model_config import registration_facts
 from registry.pickle_scan import scan_pickle_path
 from registry.safetensors_check import read_safetensors_header
 
@@ -86,26 +86,19 @@ class ScanningActivities:
     @activity.defn
     async def analyze_model_config(self, request: AnalyzeConfigInput) -> ConfigAnalysis:
         """config.json -> architecture facts; declared parameter count/context checked; license resolved."""
-        findings: list[Finding] = []
         raw = await self._small_text(request.bucket, request.objects, "config.json")
         try:
-            config = json.loads(raw) if raw is not None else None
-            if not isinstance(config, dict):
-                raise ValueError("config.json is not a JSON object")
-        except ValueError as error:
-            finding = Finding(check="config", code="config_unreadable", file="config.json", message=f"config.json: {error}")
-            return ConfigAnalysis(findings=[finding])
-        facts = None
-        try:
-            facts = architecture_from_config(config, request.weights_parameter_count)
+            if raw is None:
+                raise ConfigError("config.json", f"config.json is missing or larger than {TEXT_FILE_LIMIT:,} bytes")
+            config = load_config_json(raw)
         except ConfigError as error:
-            findings.append(Finding(check="config", code="config_incomplete", file="config.json", subject=error.key,
-                                    message=str(error)))
-        findings += check_declared_facts(
+            finding = Finding(check="config", code="config_unreadable", file="config.json", message=str(error))
+            return ConfigAnalysis(findings=[finding])
+        facts, findings = registration_facts(
+            config,
+            weights_parameter_count=request.weights_parameter_count,
             declared_parameter_count=request.declared_parameter_count,
             declared_context_length=request.declared_context_length,
-            config=config,
-            weights_parameter_count=request.weights_parameter_count,
         )
         license_info = resolve_license(
             requested=request.requested_license,

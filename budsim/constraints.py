@@ -13,9 +13,9 @@ from budsim.catalog import GpuSpec
 from budsim.roofline import (
     RUNTIME_OVERHEAD_BYTES,
     kv_bytes_per_value,
+    kv_values_per_token_per_layer,
     model_sizes,
     normalize_backend,
-    precision_of,
 )
 from budsim.schemas import RUNTIMES, ServingConfig
 from core.model_facts import ModelArchitecture
@@ -96,13 +96,18 @@ class MemoryBreakdown:
 
 def memory_breakdown(model: ModelArchitecture, gpu: GpuSpec, config: ServingConfig) -> MemoryBreakdown:
     tp, pp = config.tensor_parallel_size, config.pipeline_parallel_size
-    precision = precision_of(model.dtype)
-    sizes = model_sizes(model, precision, kv_bytes_per_value(precision, normalize_backend(config.runtime)))
+    precision = model.precision.name
+    kv_value_bytes = kv_bytes_per_value(precision, normalize_backend(config.runtime))
+    sizes = model_sizes(model, precision, kv_value_bytes)
     weights = (sizes.dense_params + sizes.expert_params) * sizes.weight_bytes_per_param / (tp * pp)
     kv_per_token = sizes.kv_bytes_per_token / pp
-    if sizes.kv_sharded_by_tp:
-        kv_per_token *= max(1.0, model.num_kv_heads / tp) / model.num_kv_heads  # KV heads replicate past TP = heads
+    tp_share = max(1.0, model.num_kv_heads / tp) / model.num_kv_heads if sizes.kv_sharded_by_tp else 1.0
+    kv_per_token *= tp_share  # KV heads replicate past TP = heads
     kv = config.max_num_seqs * config.max_model_len * kv_per_token
+    if model.sliding_window:  # sliding-window layers hold at most the window, whatever the context
+        window_layers = model.num_layers - (model.full_attention_layers or 0)
+        window_per_token = window_layers * kv_values_per_token_per_layer(model) * kv_value_bytes / pp * tp_share
+        kv += config.max_num_seqs * min(model.sliding_window, config.max_model_len) * window_per_token
     # One step's activations: hidden states and the TP-split MLP/attention intermediates in bf16, plus fp32 logits.
     mlp_width = model.intermediate_size * (model.experts_per_token if model.num_experts else 1)
     per_token = (4 * model.hidden_size + 2 * mlp_width / tp) * 2.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from budsim.roofline import BACKENDS, PRECISION_WEIGHT_BYTES, Roofline, ServingPoint, kv_bytes_per_value, model_sizes
+from budsim.roofline import BACKENDS, Roofline, ServingPoint, kv_bytes_per_value, model_sizes
 
 
 def _log(value: float) -> float:
@@ -106,7 +106,7 @@ def feature_vector(point: ServingPoint, roof: Roofline) -> list[float]:
         float(model.num_layers),
         model.num_attention_heads / point.tp,
         max(1.0, model.num_kv_heads / point.tp),
-        PRECISION_WEIGHT_BYTES.get(point.precision, 2.0),
+        sizes.weight_bytes_per_param,
         gpu.tflops(point.precision) / gpu.bf16_tflops,
         roof.decode_kv_read_bytes / max(decode_bytes, 1.0),
         roof.comm_ms / max(roof.decode_step_ms, 1e-6),

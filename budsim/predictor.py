@@ -18,7 +18,7 @@ from budsim.catalog import GpuSpec, get_gpu
 from budsim.features import FEATURE_NAMES
 from budsim.fitting import Calibrations, FittedPredictor, booster_from_json
 from budsim.kernels import profiles_hash
-from budsim.roofline import Roofline, ServingPoint, normalize_backend, precision_of
+from budsim.roofline import Roofline, ServingPoint, normalize_backend
 from budsim.schemas import Prediction, ServingConfig, Workload
 from core.model_facts import ModelArchitecture
 
@@ -64,7 +64,7 @@ def serving_point(model: ModelArchitecture, gpu: GpuSpec, config: ServingConfig,
         model=model,
         gpu=gpu,
         backend=normalize_backend(config.runtime),
-        precision=precision_of(model.dtype),
+        precision=model.precision.name,
         tp=tp,
         pp=config.pipeline_parallel_size,
         dp=1,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from budsim.catalog import GpuSpec
 from budsim.kernels import profile_for
 from core.model_facts import ModelArchitecture
+from core.precision import DEFAULT_PRECISION, find_precision, precision_of  # noqa: F401  (re-exported for budsim.dataset)
 
 # How close kernels get to each GPU's data-sheet peaks comes from `budsim.kernel_fit` (fitted on measured kernel
 # tables); only the all-to-all hop latency of MoE dispatch has no table and stays a constant.
@@ -37,29 +38,6 @@ _MAX_EXPERT_SHARE = 0.97
 RUNTIME_OVERHEAD_BYTES = 3.5 * 2**30
 
 BACKENDS = ("vllm", "sglang", "trtllm")
-PRECISION_WEIGHT_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0, "fp8": 1.0, "int8": 1.0, "fp4": 0.5625, "int4": 0.5625}
-
-_DTYPE_TO_PRECISION = {
-    "bfloat16": "bf16",
-    "bf16": "bf16",
-    "float16": "fp16",
-    "fp16": "fp16",
-    "float32": "fp32",
-    "fp32": "fp32",
-    "fp8": "fp8",
-    "float8_e4m3fn": "fp8",
-    "float8": "fp8",
-    "int8": "int8",
-    "fp4": "fp4",
-    "nvfp4": "fp4",
-    "mxfp4": "fp4",
-    "int4": "int4",
-}
-
-
-def precision_of(dtype: str) -> str:
-    """Normalise a weights dtype / quantisation name to one of PRECISION_WEIGHT_BYTES's keys (bf16 if unknown)."""
-    return _DTYPE_TO_PRECISION.get((dtype or "").strip().lower(), "bf16")
 
 
 def normalize_backend(runtime: str) -> str:
@@ -117,19 +95,24 @@ def model_sizes(model: ModelArchitecture, precision: str, kv_bytes_per_value: fl
         experts = min(model.num_layers * model.num_experts * per_expert, _MAX_EXPERT_SHARE * total)
     dense = total - experts
     kv_layers = model.full_attention_layers if model.full_attention_layers is not None else model.num_layers
-    if model.kv_lora_rank > 0:
-        kv_per_token = kv_layers * (model.kv_lora_rank + model.qk_rope_head_dim) * kv_bytes_per_value
-        sharded = False
-    else:
-        kv_per_token = kv_layers * 2 * model.num_kv_heads * model.head_dim * kv_bytes_per_value
-        sharded = True
+    kv_per_token = kv_layers * kv_values_per_token_per_layer(model) * kv_bytes_per_value
+    sharded = model.kv_lora_rank == 0
     active = dense + (experts * model.experts_per_token / model.num_experts if model.num_experts else 0.0)
-    return ModelSizes(PRECISION_WEIGHT_BYTES.get(precision, 2.0), dense, experts, kv_per_token, sharded, active)
+    weight_bytes = (find_precision(precision) or DEFAULT_PRECISION).weight_bytes
+    return ModelSizes(weight_bytes, dense, experts, kv_per_token, sharded, active)
+
+
+def kv_values_per_token_per_layer(model: ModelArchitecture) -> int:
+    """Values one layer caches per token: MLA's compressed latent plus its rotary key, else a key and a value per
+    KV head."""
+    if model.kv_lora_rank > 0:
+        return model.kv_lora_rank + model.qk_rope_head_dim
+    return 2 * model.num_kv_heads * model.head_dim
 
 
 def kv_bytes_per_value(precision: str, backend: str) -> float:
     """KV-cache element size: quantised checkpoints are normally served with an fp8 KV cache."""
-    return 1.0 if precision in ("fp8", "fp4", "int4") else 2.0
+    return (find_precision(precision) or DEFAULT_PRECISION).kv_cache_bytes
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from rich.table import Table
 from cli.api_client import api_client, error_message
 from cli.upload import model_files, upload_folder
 from core.settings import get_settings
-from registry.model_config import ConfigError, architecture_from_config, estimate_parameter_count, supported_context_length
+from core.model_facts import ConfigError, architecture_from_config, load_config_json, supported_context_length
 from registry.safetensors_check import check_safetensors_file
 
 app = typer.Typer(help="Upload, register and browse models.", no_args_is_help=True)
@@ -27,14 +27,16 @@ def declared_facts(folder: Path) -> tuple[str, int, int]:
     config_path = folder / "config.json"
     if not config_path.exists():
         raise typer.BadParameter(f"{config_path} not found: a model folder needs config.json", param_hint="DIR")
-    try:
-        config = json.loads(config_path.read_text())
-        facts = architecture_from_config(config)
-    except (ValueError, ConfigError) as error:
-        raise typer.BadParameter(f"config.json: {error}", param_hint="DIR") from error
     shards = sorted(folder.glob("*.safetensors"))
     parameters = sum(check_safetensors_file(path).parameter_count for path in shards) if shards else 0
-    return facts.model_type, parameters or estimate_parameter_count(config), supported_context_length(config)
+    try:
+        config = load_config_json(config_path.read_bytes())
+        # the weights' count, or the config's estimate without safetensors or when the weights are packed (4/8-bit)
+        facts = architecture_from_config(config, parameters or None)
+        context = supported_context_length(config)
+    except ConfigError as error:
+        raise typer.BadParameter(str(error), param_hint="DIR") from error
+    return facts.model_type, facts.parameter_count, context
 
 
 def follow_scan(client, model_id: str, timeout_s: float) -> dict:

@@ -7,7 +7,6 @@ bud sim recommend --model meta-llama/Llama-3.1-70B-Instruct --gpu h100_sxm --gpu
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Optional
@@ -16,13 +15,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from budsim.catalog import architecture_from_config, get_model
+from budsim.catalog import get_model
 from budsim.dataset import point_from_row
 from budsim.errors import InvalidRequest
 from budsim.predictor import default_predictor
 from budsim.schemas import Method, OptimizationRequest, OptimizationResult, Targets, Workload
 from budsim.search import optimize
-from core.model_facts import ModelArchitecture
+from core.model_facts import ConfigError, ModelArchitecture, architecture_from_config, load_config_json
 
 app = typer.Typer(help="Predict LLM serving performance and recommend deployment configs.", no_args_is_help=True)
 console = Console()
@@ -103,7 +102,10 @@ def _load_model(model: str) -> ModelArchitecture:
     if path.is_dir():
         path = path / "config.json"
     if path.suffix == ".json" and path.exists():
-        return architecture_from_config(json.loads(path.read_text()))
+        try:
+            return architecture_from_config(load_config_json(path.read_bytes()))
+        except ConfigError as error:
+            raise InvalidRequest("model", f"{path}: {error}") from None
     return get_model(model)
 
 

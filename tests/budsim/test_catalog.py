@@ -1,10 +1,15 @@
 import csv
+import json
+from pathlib import Path
 
 import pytest
 
-from budsim.catalog import architecture_from_config, get_gpu, get_model, list_gpus
+from budsim.catalog import get_gpu, get_model, list_gpus
 from budsim.dataset import SILICON_CSV, perf_data_dir
+from budsim.constraints import memory_breakdown
 from budsim.errors import InvalidRequest
+from budsim.schemas import ServingConfig
+from core.model_facts import architecture_from_config
 
 SEED_NAMES = [
     "nvidia-a100-40gb",
@@ -112,3 +117,31 @@ def test_architecture_from_a_config_json():
     catalog = get_model("mistralai/Mixtral-8x7B-v0.1")
     assert (arch.num_experts, arch.experts_per_token, arch.head_dim) == (8, 2, 128)
     assert abs(arch.parameter_count - catalog.parameter_count) / catalog.parameter_count < 0.02
+
+
+GPT_OSS_20B_CONFIG = {
+    "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "hidden_size": 2880, "intermediate_size": 2880,
+    "num_hidden_layers": 24, "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64,
+    "num_local_experts": 32, "num_experts_per_tok": 4, "experts_per_token": 4, "vocab_size": 201088,
+    "max_position_embeddings": 131072, "sliding_window": 128,
+    "layer_types": ["sliding_attention", "full_attention"] * 12, "attention_bias": True,
+    "rope_scaling": {"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 4096},
+    "quantization_config": {"quant_method": "mxfp4"}, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+}
+DEEPSEEK_V3_CONFIG = Path(__file__).resolve().parents[1] / "fixtures" / "configs" / "deepseek_v3.json"
+
+
+@pytest.mark.parametrize("hf_id, config", [
+    ("openai/gpt-oss-20b", GPT_OSS_20B_CONFIG),
+    ("deepseek-ai/DeepSeek-V3", json.loads(DEEPSEEK_V3_CONFIG.read_text())),
+])
+def test_catalog_entries_size_the_kv_cache_as_their_config_json_does(hf_id, config):
+    """`bud sim --model <id>` and `bud sim --model config.json` agree on everything the memory fit reads."""
+    catalog, parsed = get_model(hf_id), architecture_from_config(config)
+    kv_facts = ("num_layers", "num_kv_heads", "kv_lora_rank", "qk_rope_head_dim", "full_attention_layers",
+                "sliding_window", "num_experts", "experts_per_token", "dtype")
+    assert {f: getattr(catalog, f) for f in kv_facts} == {f: getattr(parsed, f) for f in kv_facts}
+    assert parsed.parameter_count == pytest.approx(catalog.parameter_count, rel=0.001)
+    config = ServingConfig(tensor_parallel_size=8, max_num_seqs=32, max_model_len=32768)
+    gpu = get_gpu("nvidia-h200")
+    assert memory_breakdown(catalog, gpu, config).kv_cache == memory_breakdown(parsed, gpu, config).kv_cache

@@ -6,13 +6,8 @@ import json
 
 import pytest
 
-from registry.model_config import (
-    ConfigError,
-    architecture_from_config,
-    check_declared_facts,
-    estimate_parameter_count,
-    supported_context_length,
-)
+from core.model_facts import ConfigError, architecture_from_config, estimate_parameter_count, supported_context_length
+from registry.model_config import check_declared_facts, registration_facts
 from registry.safetensors_check import check_safetensors_file
 from tests.model_files import TinyLlamaSpec, write_tiny_llama
 
@@ -91,6 +86,27 @@ def test_architecture_facts_of_known_families():
     assert llama.parameter_count == PUBLISHED["Meta-Llama-3-8B"][1]
 
 
+def test_registration_stores_the_attention_facts_the_optimizer_sizes_from():
+    """MLA and sliding-window facts reach the stored facts (they once stopped at `bud sim`)."""
+    deepseek, findings = registration_facts(PUBLISHED["DeepSeek-V3"][0], weights_parameter_count=671_026_404_352,
+                                            declared_parameter_count=671_000_000_000, declared_context_length=163840)
+    assert findings == []
+    assert (deepseek.kv_lora_rank, deepseek.qk_rope_head_dim, deepseek.parameter_count) == (512, 64, 671_026_404_352)
+    mistral, _ = registration_facts(PUBLISHED["Mistral-7B-v0.1"][0], weights_parameter_count=None)
+    assert (mistral.full_attention_layers, mistral.sliding_window) == (0, 4096)
+    llama, _ = registration_facts(PUBLISHED["Meta-Llama-3-8B"][0], weights_parameter_count=None)
+    assert (llama.kv_lora_rank, llama.full_attention_layers, llama.sliding_window) == (0, None, None)
+
+
+def test_a_config_that_cannot_describe_the_model_stores_no_facts_but_still_checks_the_declaration():
+    broken = {**PUBLISHED["Meta-Llama-3-8B"][0], "num_attention_heads": 0}
+    facts, findings = registration_facts(broken, weights_parameter_count=8_030_261_248,
+                                         declared_parameter_count=70_000_000_000)
+    assert facts is None
+    assert codes(findings) == [("config_incomplete", True), ("parameter_count_mismatch", True)]
+    assert findings[0].subject == "num_attention_heads"
+
+
 def test_defaults_for_kv_heads_head_dim_and_dtype_spellings():
     config = {"model_type": "llama", "hidden_size": 512, "intermediate_size": 1024, "num_hidden_layers": 2,
               "num_attention_heads": 8, "vocab_size": 1000, "max_position_embeddings": 4096, "dtype": "float16"}
@@ -99,7 +115,9 @@ def test_defaults_for_kv_heads_head_dim_and_dtype_spellings():
     arch = architecture_from_config({**config, "num_key_value_heads": None, "head_dim": None})
     assert (arch.num_kv_heads, arch.head_dim) == (8, 64)
     fp8 = architecture_from_config({**config, "quantization_config": {"quant_method": "fp8"}})
-    assert fp8.dtype == "fp8"
+    assert (fp8.dtype, fp8.quantization) == ("fp8", "fp8")
+    assert architecture_from_config({**config, "dtype": "torch.bfloat16"}).dtype == "bfloat16"
+    assert architecture_from_config({**config, "dtype": "half"}).dtype == "float16"
 
 
 def test_generated_model_config_agrees_with_its_weights(tiny_model):
