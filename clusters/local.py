@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,6 +151,24 @@ class LocalBackend:
         directory.mkdir(parents=True, exist_ok=True)
         with open(directory / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield directory
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    @asynccontextmanager
+    async def _locked_async(self, release: str, retry_s: float = 0.05):
+        """The same lock for coroutines that heartbeat while holding it: tried without blocking and retried after a
+        sleep, so the worker's event loop (heartbeats, its other activities) runs on while someone else holds it."""
+        directory = self._release_dir(release)
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / ".lock", "w") as lock:
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(retry_s)
             try:
                 yield directory
             finally:
@@ -294,10 +312,9 @@ class LocalBackend:
         return ClusterFacts(simulated_gpus=simulated, nodes=1, observed_gpus={p.gpu_type: p.count for p in spec.gpus},
                             runtime_smoke_ms=round(elapsed_ms, 1), notes=notes)
 
-    async def apply(self, spec: DeploymentSpec, heartbeat: Heartbeat) -> DeploymentState:
-        directory = self._release_dir(spec.release)
-        directory.mkdir(parents=True, exist_ok=True)
-        with self._locked(spec.release):
+    def _set_desired(self, spec: DeploymentSpec) -> None:
+        """Write spec.json under the release lock (blocking: waits for the lock, stops replaced replicas)."""
+        with self._locked(spec.release) as directory:
             current = self._read(directory / "spec.json")
             desired = spec.model_dump(mode="json")
             if current is not None and _process_facts(current) != _process_facts(desired):
@@ -309,6 +326,11 @@ class LocalBackend:
                         _stop_pid(record)
                     path.unlink(missing_ok=True)
             self._write(directory / "spec.json", desired)
+
+    async def apply(self, spec: DeploymentSpec, heartbeat: Heartbeat) -> DeploymentState:
+        # In a thread, whole: the event loop runs on while it waits for the lock, and a cancelled activity cannot
+        # leave the lock released halfway through replacing the replicas.
+        await asyncio.to_thread(self._set_desired, spec)
         await asyncio.to_thread(self.reconcile, spec.release)
         heartbeat()
         return await self.state(spec)
@@ -401,7 +423,7 @@ class LocalBackend:
         directory = self._release_dir(spec.release)
         if not directory.exists():
             return
-        with self._locked(spec.release):
+        async with self._locked_async(spec.release):
             (directory / "spec.json").unlink(missing_ok=True)  # first: the supervisor must not restart anything
             for path in directory.glob("replica-*.json"):
                 record = self._read(path)
