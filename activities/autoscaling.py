@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.endpoints import release_name
 from activities.replica_metrics import scrape_ready_replicas
-from clusters.local import LocalBackend
+from clusters.resolver import BackendResolver
 from control.payloads.autoscaling import AutoscalingRecord, LoadSample
 from control.payloads.deployments import EndpointRef, Resources
 from control.store import clusters, endpoints
@@ -32,9 +32,9 @@ def queue_depth(metrics_text: str) -> float:
 
 
 class AutoscalingActivities:
-    def __init__(self, pool: asyncpg.Pool, local: LocalBackend, http: httpx.AsyncClient):
+    def __init__(self, pool: asyncpg.Pool, backends: BackendResolver, http: httpx.AsyncClient):
         self.pool = pool
-        self.local = local
+        self.backends = backends
         self.http = http
 
     @activity.defn
@@ -68,7 +68,9 @@ class AutoscalingActivities:
         if texts:
             sample.queue_depth = sum(queue_depth(text) for text in texts)
         cores = Resources.model_validate(endpoint["resources"]).cpu_cores or 1.0
-        usage = await asyncio.to_thread(self.local.replica_cpu_percent, release_name(ref.endpoint_id), CPU_SAMPLE_S)
+        # Only local endpoints are sampled (Kubernetes has its HPA): their replicas are processes of this host.
+        usage = await asyncio.to_thread(self.backends.local.replica_cpu_percent, release_name(ref.endpoint_id),
+                                        CPU_SAMPLE_S)
         if usage:
             sample.cpu_utilization = sum(usage) / len(usage) / cores
         activity.heartbeat()

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from clusters.kubernetes import InventoryMismatch, KubernetesBackend
-from clusters.local import LocalBackend
+from activities.releases import backend_errors
+from clusters.resolver import BackendResolver
 from core.logging import get_logger
 from control.payloads.clusters import ClusterFacts, ClusterStatusUpdate, ProbeClusterInput
 from control.store import clusters
@@ -16,18 +15,16 @@ log = get_logger(__name__)
 
 
 class ClusterActivities:
-    def __init__(self, pool: asyncpg.Pool, local_backend: LocalBackend, kubernetes_backend: KubernetesBackend):
+    def __init__(self, pool: asyncpg.Pool, backends: BackendResolver):
         self.pool = pool
-        self.backends = {"local": local_backend, "kubernetes": kubernetes_backend}
+        self.backends = backends
 
     @activity.defn
     async def probe_cluster(self, request: ProbeClusterInput) -> ClusterFacts:
         log.info("probing cluster", cluster_id=str(request.cluster_id), kind=request.spec.kind)
-        backend = self.backends[request.spec.kind]
-        try:
+        with backend_errors():
+            backend = self.backends.for_cluster(request.cluster_id, request.spec.kind, request.spec.kubeconfig)
             return await backend.probe(request.spec, heartbeat=activity.heartbeat)
-        except InventoryMismatch as error:
-            raise ApplicationError(str(error), type="InventoryMismatch", non_retryable=True) from error
 
     @activity.defn
     async def set_cluster_status(self, update: ClusterStatusUpdate) -> None:

@@ -11,10 +11,9 @@ import asyncpg
 import httpx
 from temporalio.client import Client
 
-from budsim.catalog import get_gpu
 from clusters.local import LocalBackend, ReplicaMoved
+from clusters.resolver import BackendResolver
 from core.db import apply_migrations, create_pool
-from core.gpu_types import CANONICAL_GPU_TYPES
 from core.logging import get_logger
 from core.objectstore import ObjectStore
 from core.settings import Settings
@@ -32,12 +31,11 @@ class Clients:
     clamd: ClamdClient
     http: httpx.AsyncClient
     temporal: Client
-    local_backend: LocalBackend
+    backends: BackendResolver  # the only source of cluster backends: activities ask it per cluster
 
-
-def local_backend(settings: Settings) -> LocalBackend:
-    memory = {gpu_type: get_gpu(gpu_type).memory_gib for gpu_type in CANONICAL_GPU_TYPES}
-    return LocalBackend(settings.state_dir, gpu_memory_gb=memory)
+    @property
+    def local_backend(self) -> LocalBackend:
+        return self.backends.local
 
 
 @asynccontextmanager
@@ -51,7 +49,7 @@ async def build_clients(settings: Settings, temporal: Client, pool: asyncpg.Pool
         async with ObjectStore(settings) as store, httpx.AsyncClient(timeout=30) as http:
             yield Clients(settings=settings, pool=pool, store=store, http=http, temporal=temporal,
                           clamd=ClamdClient(settings.clamd_host, settings.clamd_port),
-                          local_backend=local_backend(settings))
+                          backends=BackendResolver(settings))
     finally:
         if own_pool:
             await pool.close()

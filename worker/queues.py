@@ -18,7 +18,6 @@ from activities.scanning import ScanningActivities
 from activities.traffic import TrafficActivities
 from activities.transfer import TransferActivities
 from activities.workflow_control import WorkflowControlActivities
-from clusters.kubernetes import KubernetesBackend
 from worker.clients import Clients
 from workflows.autoscale_endpoint import AutoscaleEndpoint
 from workflows.deploy_endpoint import DeployEndpoint
@@ -53,16 +52,16 @@ def activity_methods(instance: object) -> list[Any]:
 def control_queue(clients: Clients) -> QueueSetup:
     settings = clients.settings
     instances = [
-        ClusterActivities(clients.pool, clients.local_backend, KubernetesBackend()),
+        ClusterActivities(clients.pool, clients.backends),
         ObjectStoreActivities(clients.store),
         ScanningActivities(clients.store, clients.clamd),
         ModelRecordActivities(clients.pool),
         EndpointActivities(clients.pool, settings),
-        ReleaseActivities(clients.pool, clients.local_backend, settings),
+        ReleaseActivities(clients.pool, clients.backends),
         TransferActivities(clients.store, settings.state_dir / "model-cache"),
         HealthActivities(clients.http),
         WorkflowControlActivities(clients.temporal),
-        AutoscalingActivities(clients.pool, clients.local_backend, clients.http),
+        AutoscalingActivities(clients.pool, clients.backends, clients.http),
         TrafficActivities(clients.pool, clients.http),
         MonitoringActivities(clients.pool, clients.http, settings),
     ]

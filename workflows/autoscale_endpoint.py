@@ -31,10 +31,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.ids import scale_endpoint_workflow_id
     from workflows.manage_endpoint import ScaleEndpoint
-    from workflows.policies import INFRA_RETRY, failure_reason
+    from workflows.policies import INFRA_RETRY, RELEASE_CHANGE, failure_reason, run_db_activity
 
-DB_TIMEOUT = timedelta(seconds=30)
-BACKEND_TIMEOUT = timedelta(minutes=10)
 SYNCS_PER_RUN = 200  # then continue-as-new
 GONE_OR_FAILED = ("DELETING", "DELETED", "FAILED")
 
@@ -54,26 +52,23 @@ class AutoscaleEndpoint:
         return self._state
 
     async def _record(self, endpoint_id, spec: AutoscalingSpec, state: dict) -> str:
-        return await workflow.execute_activity_method(
-            AutoscalingActivities.record_autoscaling, AutoscalingRecord(endpoint_id=endpoint_id, spec=spec, state=state),
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+        return await run_db_activity(AutoscalingActivities.record_autoscaling,
+                                     AutoscalingRecord(endpoint_id=endpoint_id, spec=spec, state=state))
 
     async def _apply_to_kubernetes(self, request: AutoscaleInput, spec: AutoscalingSpec) -> None:
         """Hold GPUs for the HPA's ceiling (it adds pods without asking us), then re-apply the release: its values
         now carry the HPA (or, disabled, drop it and set replicas again, holding GPUs for those)."""
-        plan = await workflow.execute_activity_method(
-            EndpointActivities.load_deployment_plan, DeployEndpointInput(endpoint_id=request.endpoint_id),
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+        plan = await run_db_activity(EndpointActivities.load_deployment_plan,
+                                     DeployEndpointInput(endpoint_id=request.endpoint_id))
         replicas = spec.max_replicas if spec.enabled else plan.spec.replicas
-        await workflow.execute_activity_method(
+        await run_db_activity(
             EndpointActivities.reserve_gpus,
             GpuReservationRequest(endpoint_id=request.endpoint_id, cluster_id=plan.cluster_id,
                                   gpu_type=plan.spec.resources.gpu_type,
-                                  count=plan.spec.resources.gpu_count * replicas),
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+                                  count=plan.spec.resources.gpu_count * replicas))
         await workflow.execute_activity_method(
             ReleaseActivities.apply_release, ReleaseRequest(cluster_id=plan.cluster_id, spec=plan.spec),
-            start_to_close_timeout=BACKEND_TIMEOUT, heartbeat_timeout=timedelta(minutes=2), retry_policy=INFRA_RETRY)
+            **RELEASE_CHANGE)
 
     @workflow.run
     async def run(self, request: AutoscaleInput) -> str:
@@ -143,10 +138,8 @@ class AutoscaleEndpoint:
         return state
 
     async def _save_state(self, request: AutoscaleInput, spec: AutoscalingSpec, state: dict) -> None:
-        await workflow.execute_activity_method(
-            AutoscalingActivities.record_autoscaling_state,
-            AutoscalingRecord(endpoint_id=request.endpoint_id, spec=spec, state=state),
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+        await run_db_activity(AutoscalingActivities.record_autoscaling_state,
+                              AutoscalingRecord(endpoint_id=request.endpoint_id, spec=spec, state=state))
 
     async def _scale(self, request: AutoscaleInput, current: int, replicas: int) -> str:
         """Scale through the same workflow as a user's POST /scale (GPU reservation, routes, rollback on failure)."""

@@ -9,7 +9,6 @@ Cancelling the workflow (DELETE while deploying) removes what was created and le
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelled_exception
@@ -32,10 +31,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.health_check import HealthCheck
     from workflows.ids import health_check_workflow_id, transfer_workflow_id
-    from workflows.policies import INFRA_RETRY, failure_reason
+    from workflows.policies import RELEASE_CHANGE, failure_reason, release_wait, run_db_activity
     from workflows.transfer_model import TransferModel
 
-DB_TIMEOUT = timedelta(seconds=30)
 STEPS = ("validating", "reserving GPUs", "transferring model", "deploying runtime", "waiting for replicas",
          "health checks", "publishing route")
 
@@ -51,13 +49,9 @@ class DeployEndpoint:
     def progress(self) -> dict:
         return {"step": self._step, "created": list(self._created)}
 
-    async def _db(self, method, payload):
-        return await workflow.execute_activity_method(method, payload, start_to_close_timeout=DB_TIMEOUT,
-                                                      retry_policy=INFRA_RETRY)
-
     async def _progress(self, request: DeployEndpointInput, status: EndpointStatus, **fields) -> None:
-        await self._db(EndpointActivities.set_endpoint_progress,
-                       EndpointProgress(endpoint_id=request.endpoint_id, status=status, **fields))
+        await run_db_activity(EndpointActivities.set_endpoint_progress,
+                              EndpointProgress(endpoint_id=request.endpoint_id, status=status, **fields))
 
     async def _enter(self, request: DeployEndpointInput, step: str) -> None:
         self._step = step
@@ -77,7 +71,7 @@ class DeployEndpoint:
                 await self._clean_up(request)
             outcome = EndpointProgress(endpoint_id=request.endpoint_id, status=EndpointStatus.FAILED,
                                        step=failed_step, error_step=failed_step, error_reason=reason)
-            await self._db(EndpointActivities.set_endpoint_progress, outcome)
+            await run_db_activity(EndpointActivities.set_endpoint_progress, outcome)
             self._step = "failed"
             return outcome
         except asyncio.CancelledError:
@@ -92,14 +86,14 @@ class DeployEndpoint:
 
     async def _deploy(self, request: DeployEndpointInput) -> EndpointProgress:
         await self._enter(request, "validating")
-        plan = await self._db(EndpointActivities.load_deployment_plan, request)
+        plan = await run_db_activity(EndpointActivities.load_deployment_plan, request)
         self._created.append("validated")
         self._plan = plan
         spec = plan.spec
 
         await self._enter(request, "reserving GPUs")
         self._created.append("gpus")
-        await self._db(EndpointActivities.reserve_gpus, GpuReservationRequest(
+        await run_db_activity(EndpointActivities.reserve_gpus, GpuReservationRequest(
             endpoint_id=request.endpoint_id, cluster_id=plan.cluster_id, gpu_type=spec.resources.gpu_type,
             count=plan.gpus_needed))
 
@@ -116,15 +110,11 @@ class DeployEndpoint:
 
         await self._enter(request, "deploying runtime")
         self._created.append("release")
-        await workflow.execute_activity_method(
-            ReleaseActivities.apply_release, release, start_to_close_timeout=timedelta(minutes=10),
-            heartbeat_timeout=timedelta(minutes=2), retry_policy=INFRA_RETRY)
+        await workflow.execute_activity_method(ReleaseActivities.apply_release, release, **RELEASE_CHANGE)
 
         await self._enter(request, "waiting for replicas")
         state = await workflow.execute_activity_method(
-            ReleaseActivities.wait_release_ready, release,
-            start_to_close_timeout=timedelta(seconds=release.timeout_s + 120),
-            heartbeat_timeout=timedelta(seconds=30), retry_policy=INFRA_RETRY)
+            ReleaseActivities.wait_release_ready, release, **release_wait(release.timeout_s))
 
         await self._enter(request, "health checks")
         replicas = state.routable()  # a Kubernetes Service (reachable in-cluster), or each local replica
@@ -141,22 +131,21 @@ class DeployEndpoint:
             )
 
         await self._enter(request, "publishing route")
-        await self._db(EndpointActivities.publish_endpoint, PublishInput(
+        await run_db_activity(EndpointActivities.publish_endpoint, PublishInput(
             endpoint_id=request.endpoint_id, route_name=spec.served_model_name, replicas=replicas,
             replica_count=spec.replicas, ready_replicas=state.ready_replicas, health=health))
         outcome = EndpointProgress(endpoint_id=request.endpoint_id, status=EndpointStatus.RUNNING, step="running",
                                    ready_replicas=state.ready_replicas)
-        await self._db(EndpointActivities.set_endpoint_progress, outcome)
+        await run_db_activity(EndpointActivities.set_endpoint_progress, outcome)
         self._step = "running"
         return outcome
 
     async def _clean_up(self, request: DeployEndpointInput) -> None:
         """Idempotent removal of everything this run may have created."""
         ref = EndpointRef(endpoint_id=request.endpoint_id)
-        await self._db(EndpointActivities.unpublish_endpoint, ref)
+        await run_db_activity(EndpointActivities.unpublish_endpoint, ref)
         if self._plan is not None and "release" in self._created:
             await workflow.execute_activity_method(
                 ReleaseActivities.delete_release, ReleaseRequest(cluster_id=self._plan.cluster_id, spec=self._plan.spec),
-                start_to_close_timeout=timedelta(minutes=10), heartbeat_timeout=timedelta(minutes=2),
-                retry_policy=INFRA_RETRY)
-        await self._db(EndpointActivities.release_gpus, ref)
+                **RELEASE_CHANGE)
+        await run_db_activity(EndpointActivities.release_gpus, ref)

@@ -29,11 +29,8 @@ with workflow.unsafe.imports_passed_through():
         scale_endpoint_workflow_id,
         transfer_workflow_id,
     )
-    from workflows.policies import INFRA_RETRY, failure_reason
+    from workflows.policies import INFRA_RETRY, RELEASE_CHANGE, failure_reason, release_wait, run_db_activity
     from workflows.transfer_model import TransferModel
-
-DB_TIMEOUT = timedelta(seconds=30)
-BACKEND_TIMEOUT = timedelta(minutes=10)
 
 
 @workflow.defn
@@ -47,14 +44,10 @@ class ScaleEndpoint:
     def progress(self) -> str:
         return self._step
 
-    async def _db(self, method, payload):
-        return await workflow.execute_activity_method(method, payload, start_to_close_timeout=DB_TIMEOUT,
-                                                      retry_policy=INFRA_RETRY)
-
     async def _apply(self, request: ScaleEndpointInput, replicas: int, wait: bool):
-        plan = await self._db(EndpointActivities.load_deployment_plan,
-                              DeployEndpointInput(endpoint_id=request.endpoint_id, replicas=replicas))
-        await self._db(EndpointActivities.reserve_gpus, GpuReservationRequest(
+        plan = await run_db_activity(EndpointActivities.load_deployment_plan,
+                                     DeployEndpointInput(endpoint_id=request.endpoint_id, replicas=replicas))
+        await run_db_activity(EndpointActivities.reserve_gpus, GpuReservationRequest(
             endpoint_id=request.endpoint_id, cluster_id=plan.cluster_id, gpu_type=plan.spec.resources.gpu_type,
             count=plan.gpus_needed if replicas else 0))
         transfer = await workflow.execute_child_workflow(
@@ -64,14 +57,11 @@ class ScaleEndpoint:
             id=transfer_workflow_id(request.endpoint_id) + f"-scale-{replicas}")
         spec = plan.spec.model_copy(update={"model_uri": transfer.model_uri})
         release = ReleaseRequest(cluster_id=plan.cluster_id, spec=spec, timeout_s=spec.startup_timeout_s)
-        await workflow.execute_activity_method(ReleaseActivities.apply_release, release,
-                                               start_to_close_timeout=BACKEND_TIMEOUT,
-                                               heartbeat_timeout=timedelta(minutes=2), retry_policy=INFRA_RETRY)
+        await workflow.execute_activity_method(ReleaseActivities.apply_release, release, **RELEASE_CHANGE)
         state = await workflow.execute_activity_method(
             ReleaseActivities.wait_release_ready if wait else ReleaseActivities.release_state, release,
-            start_to_close_timeout=timedelta(seconds=release.timeout_s + 120), heartbeat_timeout=timedelta(seconds=30),
-            retry_policy=INFRA_RETRY)
-        await self._db(EndpointActivities.publish_endpoint, PublishInput(
+            **release_wait(release.timeout_s))
+        await run_db_activity(EndpointActivities.publish_endpoint, PublishInput(
             endpoint_id=request.endpoint_id, route_name=plan.spec.served_model_name, replicas=state.routable(),
             replica_count=replicas, ready_replicas=state.ready_replicas))
         return state
@@ -87,11 +77,11 @@ class ScaleEndpoint:
             await self._apply(request, request.previous_replicas, wait=False)
             outcome = EndpointProgress(endpoint_id=request.endpoint_id, status=EndpointStatus.RUNNING, step="running",
                                        error_step=f"scaling to {request.replicas}", error_reason=reason)
-            await self._db(EndpointActivities.record_scale_result, outcome)
+            await run_db_activity(EndpointActivities.record_scale_result, outcome)
             return outcome
         outcome = EndpointProgress(endpoint_id=request.endpoint_id, status=EndpointStatus.RUNNING, step="running",
                                    ready_replicas=state.ready_replicas)
-        await self._db(EndpointActivities.record_scale_result, outcome)
+        await run_db_activity(EndpointActivities.record_scale_result, outcome)
         self._step = "done"
         return outcome
 
@@ -103,10 +93,9 @@ class DeleteEndpoint:
 
     @workflow.run
     async def run(self, ref: EndpointRef) -> EndpointProgress:
-        await workflow.execute_activity_method(
+        await run_db_activity(
             EndpointActivities.set_endpoint_progress,
-            EndpointProgress(endpoint_id=ref.endpoint_id, status=EndpointStatus.DELETING, step="deleting"),
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+            EndpointProgress(endpoint_id=ref.endpoint_id, status=EndpointStatus.DELETING, step="deleting"))
         await workflow.execute_activity_method(
             WorkflowControlActivities.stop_workflows,
             StopWorkflowsInput(workflow_ids=[autoscale_endpoint_workflow_id(ref.endpoint_id),
@@ -114,17 +103,11 @@ class DeleteEndpoint:
                                              scale_endpoint_workflow_id(ref.endpoint_id)]),
             start_to_close_timeout=timedelta(minutes=15), heartbeat_timeout=timedelta(seconds=30),
             retry_policy=INFRA_RETRY)
-        await workflow.execute_activity_method(EndpointActivities.unpublish_endpoint, ref,
-                                               start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
-        target = await workflow.execute_activity_method(EndpointActivities.release_target, ref,
-                                                        start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+        await run_db_activity(EndpointActivities.unpublish_endpoint, ref)
+        target = await run_db_activity(EndpointActivities.release_target, ref)
         if target is not None:
-            await workflow.execute_activity_method(ReleaseActivities.delete_release, target,
-                                                   start_to_close_timeout=BACKEND_TIMEOUT,
-                                                   heartbeat_timeout=timedelta(minutes=2), retry_policy=INFRA_RETRY)
-        await workflow.execute_activity_method(EndpointActivities.release_gpus, ref,
-                                               start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+            await workflow.execute_activity_method(ReleaseActivities.delete_release, target, **RELEASE_CHANGE)
+        await run_db_activity(EndpointActivities.release_gpus, ref)
         outcome = EndpointProgress(endpoint_id=ref.endpoint_id, status=EndpointStatus.DELETED, step="deleted")
-        await workflow.execute_activity_method(EndpointActivities.set_endpoint_progress, outcome,
-                                               start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+        await run_db_activity(EndpointActivities.set_endpoint_progress, outcome)
         return outcome

@@ -16,10 +16,11 @@ with workflow.unsafe.imports_passed_through():
     from activities.optimizer import OptimizerActivities
     from budsim.schemas import Method
     from control.payloads.optimization import OptimizationOutcome, OptimizeDeploymentInput, SearchStep
-    from workflows.policies import INFRA_RETRY, failure_reason
+    from workflows.policies import failure_reason, run_db_activity
 
-CPU_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
-CPU_TIMEOUT = timedelta(minutes=5)
+# One chunk of the search: pure CPU work, so a failure is a bug or a lost worker, worth only a few tries.
+SEARCH_STEP = dict(start_to_close_timeout=timedelta(minutes=5),
+                   retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3))
 
 
 @workflow.defn
@@ -37,22 +38,18 @@ class OptimizeDeployment:
         search = request.request
         self._total = search.generations if search.method == Method.REGRESSOR else 0
         try:
-            state = await workflow.execute_activity_method(OptimizerActivities.start_search, search,
-                                                           start_to_close_timeout=CPU_TIMEOUT, retry_policy=CPU_RETRY)
+            state = await workflow.execute_activity_method(OptimizerActivities.start_search, search, **SEARCH_STEP)
             self._generation = state.generation
             while not state.done:
                 state = await workflow.execute_activity_method(
                     OptimizerActivities.advance_search,
-                    SearchStep(state=state, generations=request.generations_per_activity),
-                    start_to_close_timeout=CPU_TIMEOUT, retry_policy=CPU_RETRY)
+                    SearchStep(state=state, generations=request.generations_per_activity), **SEARCH_STEP)
                 self._generation = state.generation
-            result = await workflow.execute_activity_method(OptimizerActivities.finish_search, state,
-                                                            start_to_close_timeout=CPU_TIMEOUT, retry_policy=CPU_RETRY)
+            result = await workflow.execute_activity_method(OptimizerActivities.finish_search, state, **SEARCH_STEP)
             outcome = OptimizationOutcome(optimization_id=request.optimization_id, endpoint_id=request.endpoint_id,
                                           status="SUCCEEDED", result=result)
         except ActivityError as error:
             outcome = OptimizationOutcome(optimization_id=request.optimization_id, endpoint_id=request.endpoint_id,
                                           status="FAILED", error=failure_reason(error))
-        await workflow.execute_activity_method(OptimizerActivities.record_optimization, outcome,
-                                               start_to_close_timeout=timedelta(seconds=30), retry_policy=INFRA_RETRY)
+        await run_db_activity(OptimizerActivities.record_optimization, outcome)
         return outcome

@@ -16,7 +16,7 @@ with workflow.unsafe.imports_passed_through():
         RegisterClusterInput,
         RegisterClusterResult,
     )
-    from workflows.policies import INFRA_RETRY, PROBE_RETRY, failure_reason
+    from workflows.policies import PROBE_RETRY, failure_reason, run_db_activity
 
 
 @workflow.defn
@@ -42,20 +42,16 @@ class RegisterCluster:
         except ActivityError as error:
             reason = failure_reason(error)
             self._step = "failed"
-            await workflow.execute_activity_method(
+            await run_db_activity(
                 ClusterActivities.set_cluster_status,
                 ClusterStatusUpdate(cluster_id=request.cluster_id, status=ClusterStatus.FAILED, error=reason),
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=INFRA_RETRY,
             )
             raise ApplicationError(f"cluster registration failed: {reason}", non_retryable=True) from error
 
         self._step = "recording"
-        await workflow.execute_activity_method(
+        await run_db_activity(
             ClusterActivities.set_cluster_status,
             ClusterStatusUpdate(cluster_id=request.cluster_id, status=ClusterStatus.READY, facts=facts),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=INFRA_RETRY,
         )
         self._step = "done"
         return RegisterClusterResult(cluster_id=request.cluster_id, status=ClusterStatus.READY, facts=facts)

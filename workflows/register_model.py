@@ -40,8 +40,11 @@ LARGE_FILE_POLICY = (
     "the overlap lies whole inside one window. Whole-file hashes are covered by the SHA-256 checksums; pickle files "
     "are additionally walked opcode by opcode and safetensors headers validated against the file size."
 )
-STREAM_TIMEOUT = timedelta(hours=2)  # a 100 GB shard at ~20 MB/s; heartbeats catch a stuck worker much sooner
-HEARTBEAT = timedelta(seconds=30)
+# Reading or moving whole objects: a 100 GB shard at ~20 MB/s; heartbeats catch a stuck worker much sooner.
+STREAMING = dict(start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=timedelta(seconds=30),
+                 retry_policy=INFRA_RETRY)
+# Listing a prefix; reading config.json, README and LICENSE.
+SMALL_READ = dict(start_to_close_timeout=timedelta(minutes=2), retry_policy=INFRA_RETRY)
 
 
 def quarantine_prefix(model_id) -> str:
@@ -61,9 +64,7 @@ class RegisterModel:
 
     async def _per_file(self, method, refs: list[FileRef]) -> list:
         async def one(ref: FileRef):
-            result = await workflow.execute_activity_method(
-                method, ref, start_to_close_timeout=STREAM_TIMEOUT, heartbeat_timeout=HEARTBEAT, retry_policy=INFRA_RETRY
-            )
+            result = await workflow.execute_activity_method(method, ref, **STREAMING)
             self._files_done += 1
             return result
 
@@ -91,7 +92,7 @@ class RegisterModel:
         self._step = "listing"
         listing = await workflow.execute_activity_method(
             ObjectStoreActivities.list_model_objects, ListObjectsInput(bucket=request.bucket, prefix=request.prefix),
-            start_to_close_timeout=timedelta(minutes=2), retry_policy=INFRA_RETRY,
+            **SMALL_READ,
         )
         refs = [FileRef(bucket=request.bucket, object=obj) for obj in listing.objects]
         pickles = [ref for ref in refs if is_pickle_candidate(ref.object.path)]
@@ -116,7 +117,7 @@ class RegisterModel:
                                declared_parameter_count=request.declared_parameter_count,
                                declared_context_length=request.declared_context_length,
                                requested_license=request.requested_license, weights_parameter_count=weights_parameters),
-            start_to_close_timeout=timedelta(minutes=2), retry_policy=INFRA_RETRY,
+            **SMALL_READ,
         )
 
         scans: list[FileScanResult] = [*clamav, *pickle_results, *safetensors_results]
@@ -130,7 +131,7 @@ class RegisterModel:
             await workflow.execute_activity_method(
                 ObjectStoreActivities.quarantine_objects,
                 QuarantineInput(bucket=request.bucket, objects=listing.objects, quarantine_prefix=moved_to),
-                start_to_close_timeout=STREAM_TIMEOUT, heartbeat_timeout=HEARTBEAT, retry_policy=INFRA_RETRY,
+                **STREAMING,
             )
 
         self._step = "recording"

@@ -20,9 +20,8 @@ with workflow.unsafe.imports_passed_through():
     from control.payloads.monitoring import MonitoringRecord, NewOptimization, Observation, ObserveRequest, ReoptimizeInput
     from control.payloads.optimization import OptimizationOutcome, OptimizeDeploymentInput
     from workflows.optimize_deployment import OptimizeDeployment
-    from workflows.policies import INFRA_RETRY, failure_reason
+    from workflows.policies import failure_reason, run_db_activity
 
-DB_TIMEOUT = timedelta(seconds=30)
 # Prometheus down must not hold the whole pass (the schedule skips runs while one is going): a few tries, then the
 # endpoint's snapshot records the error and the pass moves on.
 OBSERVE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2, maximum_attempts=3)
@@ -32,8 +31,8 @@ OBSERVE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coeff
 class Reoptimize:
     @workflow.run
     async def run(self, request: ReoptimizeInput) -> dict:
-        endpoint_ids = [request.endpoint_id] if request.endpoint_id else await workflow.execute_activity_method(
-            MonitoringActivities.running_endpoints, request, start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+        endpoint_ids = [request.endpoint_id] if request.endpoint_id else await run_db_activity(
+            MonitoringActivities.running_endpoints, request)
         summary = {}
         for endpoint_id in endpoint_ids:
             snapshot = await self._one(endpoint_id, request)
@@ -54,19 +53,17 @@ class Reoptimize:
                 snapshot["recommendation"] = await self._search(observation, request.optimizer_queue)
         except (ActivityError, ChildWorkflowError) as error:
             snapshot["error"] = failure_reason(error)
-        await workflow.execute_activity_method(
-            MonitoringActivities.record_monitoring, MonitoringRecord(endpoint_id=endpoint_id, snapshot=snapshot),
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+        await run_db_activity(MonitoringActivities.record_monitoring,
+                              MonitoringRecord(endpoint_id=endpoint_id, snapshot=snapshot))
         return snapshot
 
     async def _search(self, observation: Observation, optimizer_queue: str) -> dict:
         """The optimizer's search under the measured load, with its predictions scaled by what was measured."""
         assert observation.reoptimization is not None and observation.project_id and observation.model_id
-        optimization_id = await workflow.execute_activity_method(
+        optimization_id = await run_db_activity(
             MonitoringActivities.create_optimization,
             NewOptimization(project_id=observation.project_id, model_id=observation.model_id,
-                            cluster_id=observation.cluster_id, request=observation.reoptimization),
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+                            cluster_id=observation.cluster_id, request=observation.reoptimization))
         outcome: OptimizationOutcome = await workflow.execute_child_workflow(
             OptimizeDeployment.run,
             OptimizeDeploymentInput(optimization_id=optimization_id, request=observation.reoptimization),

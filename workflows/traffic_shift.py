@@ -33,9 +33,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.ids import delete_endpoint_workflow_id
     from workflows.manage_endpoint import DeleteEndpoint
-    from workflows.policies import INFRA_RETRY, failure_reason
+    from workflows.policies import INFRA_RETRY, failure_reason, run_db_activity
 
-DB_TIMEOUT = timedelta(seconds=30)
+# Asking the new endpoint's replicas over HTTP (does it serve, what do its histograms say).
+REPLICA_READ = dict(start_to_close_timeout=timedelta(seconds=60), retry_policy=INFRA_RETRY)
 
 
 def split(original: dict[UUID, int], new: UUID, weight: int) -> dict[UUID, int]:
@@ -66,19 +67,14 @@ class TrafficShift:
 
     async def _record(self, plan_route: str, **changes) -> None:
         self._state = {**self._state, **changes}
-        await workflow.execute_activity_method(
-            TrafficActivities.record_shift, ShiftRecord(route_name=plan_route, state=self._state),
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+        await run_db_activity(TrafficActivities.record_shift, ShiftRecord(route_name=plan_route, state=self._state))
 
     async def _weights(self, route: str, weights: dict[UUID, int]) -> None:
-        await workflow.execute_activity_method(
-            TrafficActivities.set_route_weights, Weights(route_name=route, weights=weights),
-            start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+        await run_db_activity(TrafficActivities.set_route_weights, Weights(route_name=route, weights=weights))
 
     async def _slo(self, endpoint_id: UUID, baseline: dict[str, float]) -> SloReading:
         return await workflow.execute_activity_method(
-            TrafficActivities.read_slo, SloProbe(endpoint_id=endpoint_id, baseline=baseline),
-            start_to_close_timeout=timedelta(seconds=60), retry_policy=INFRA_RETRY)
+            TrafficActivities.read_slo, SloProbe(endpoint_id=endpoint_id, baseline=baseline), **REPLICA_READ)
 
     async def _roll_back(self, plan: ShiftPlan, reason: str) -> str:
         await self._weights(plan.route_name, plan.original)
@@ -92,13 +88,11 @@ class TrafficShift:
         self._state = {"status": ShiftStatus.RUNNING.value, "strategy": shift.strategy, "workflow_id": workflow.info().workflow_id,
                        "to_endpoint_id": str(shift.to_endpoint_id), "step": "validating", "steps": [], "reason": None}
         try:
-            plan: ShiftPlan = await workflow.execute_activity_method(
-                TrafficActivities.load_shift_plan, request, start_to_close_timeout=DB_TIMEOUT, retry_policy=INFRA_RETRY)
+            plan: ShiftPlan = await run_db_activity(TrafficActivities.load_shift_plan, request)
             await self._record(request.route_name, to_endpoint=plan.to_endpoint_name,
                                original={str(k): v for k, v in plan.original.items()})
             await workflow.execute_activity_method(
-                TrafficActivities.check_endpoint_serves, EndpointRef(endpoint_id=plan.to_endpoint_id),
-                start_to_close_timeout=timedelta(seconds=60), retry_policy=INFRA_RETRY)
+                TrafficActivities.check_endpoint_serves, EndpointRef(endpoint_id=plan.to_endpoint_id), **REPLICA_READ)
         except ActivityError as error:
             await self._record(request.route_name, status=ShiftStatus.FAILED.value, step="validating",
                                reason=failure_reason(error))
