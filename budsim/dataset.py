@@ -1,8 +1,10 @@
 """Measured end-to-end serving data (aiconfigurator's silicon_sample.csv) as ServingPoints with targets.
 
-The data stays in ../shared/data/perf (never copied into the project); BUDSIM_PERF_DATA overrides the folder.
-Only aggregated-mode rows (prefill and decode on the same GPUs) describe what our deployments run; disaggregated
-rows are skipped with a reason, like rows whose model or GPU the catalogs do not know.
+The data is not part of the project: `perf_data_dir()` looks for it in the `shared/data/perf` folder beside the
+project checkout, or in the folder BUDSIM_PERF_DATA names. Training and evaluation read it; the tests use the
+handful of rows in tests/budsim/fixtures/. Only aggregated-mode rows (prefill and decode on the same GPUs)
+describe what our deployments run; disaggregated rows are skipped with a reason, like rows whose model or GPU the
+catalogs do not know.
 """
 
 from __future__ import annotations
@@ -19,14 +21,30 @@ from budsim.errors import InvalidRequest
 from budsim.roofline import ServingPoint, model_sizes, normalize_backend, precision_of, weight_bytes_per_gpu
 
 SILICON_CSV = "aiconfigurator/silicon_sample.csv"
+PERF_DATA_ENV = "BUDSIM_PERF_DATA"
+
+
+class PerfDataMissing(FileNotFoundError):
+    """The measured data is not where it was looked for; the message says where and how to point elsewhere."""
 
 
 def perf_data_dir() -> Path:
-    """../shared/data/perf relative to the project root, unless BUDSIM_PERF_DATA names another folder."""
-    override = os.environ.get("BUDSIM_PERF_DATA")
+    """The folder BUDSIM_PERF_DATA names, else `shared/data/perf` beside the project checkout."""
+    override = os.environ.get(PERF_DATA_ENV)
     if override:
         return Path(override)
     return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "perf"
+
+
+def silicon_csv(path: Path | None = None) -> Path:
+    """`path`, or silicon_sample.csv under `perf_data_dir()`; raises PerfDataMissing when the file is absent."""
+    path = path or perf_data_dir() / SILICON_CSV
+    if not path.is_file():
+        raise PerfDataMissing(
+            f"measured data not found at {path}; set {PERF_DATA_ENV} to the folder that holds {SILICON_CSV} "
+            "(aiconfigurator's measured serving data), or pass a CSV in its columns with --data"
+        )
+    return path
 
 
 @dataclass(frozen=True)
@@ -81,14 +99,12 @@ def point_from_row(row: dict[str, str]) -> ServingPoint:
 
 
 def read_rows(path: Path | None = None) -> list[dict[str, str]]:
-    path = path or perf_data_dir() / SILICON_CSV
-    with open(path, newline="") as handle:
+    with open(silicon_csv(path), newline="") as handle:
         return list(csv.DictReader(handle))
 
 
 def data_hash(path: Path | None = None) -> str:
-    path = path or perf_data_dir() / SILICON_CSV
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    return "sha256:" + hashlib.sha256(silicon_csv(path).read_bytes()).hexdigest()
 
 
 def load_samples(path: Path | None = None) -> tuple[list[Sample], dict[str, int]]:

@@ -1,6 +1,7 @@
 """Leave-group-out accuracy of the predictor: `python -m budsim.evaluate`.
 
-Each (model, system, backend) group of the measured agg rows is held out in turn; the whole training procedure
+Each (model, system, backend) group of the measured agg rows (silicon_sample.csv, found by
+`budsim.dataset.perf_data_dir`, or given with --data) is held out in turn; the whole training procedure
 (roofline calibration + XGBoost, `budsim.fitting.fit`) runs on the other groups only and predicts the held-out
 rows. Prints per-group and overall TTFT/TPOT MAPE and median absolute percentage error, and writes the table to
 budsim/artifacts/accuracy.md. Nothing here is tuned on a held-out group.
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from budsim.dataset import Sample, data_hash, load_samples
+from budsim.dataset import PerfDataMissing, Sample, data_hash, load_samples
 from budsim.fitting import fit
 from budsim.roofline import admission_wait_ms, physics
 
@@ -250,9 +251,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ARTIFACT_DIR / "accuracy.md")
+    parser.add_argument("--data", type=Path, help="a CSV in silicon_sample.csv's columns (default: the measured data)")
     args = parser.parse_args()
     started = time.time()
-    samples, skipped = load_samples()
+    try:
+        samples, skipped = load_samples(args.data)
+    except PerfDataMissing as error:
+        raise SystemExit(str(error)) from None
     print(f"{len(samples)} agg rows in {len({s.group for s in samples})} groups (skipped: {skipped})")
     ttft, tpot, roof_ttft, roof_tpot = leave_group_out(samples, args.seed)
     rows, overall = summarize(samples, ttft, tpot)
@@ -281,8 +286,9 @@ def main() -> None:
             f"runtime transfer {c['runtimes']} ({c['configs']} matched configs): "
             f"TPOT {c['tpot_mape']:.1f} %, TTFT {c['ttft_mape']:.1f} %"
         )
+    digest = data_hash(args.data)
     args.out.write_text(
-        markdown(rows, overall, baseline, args.seed, data_hash(), time.time() - started, floor, skipped, ceiling)
+        markdown(rows, overall, baseline, args.seed, digest, time.time() - started, floor, skipped, ceiling)
     )
     print(f"wrote {args.out}")
     if not math.isfinite(overall["tpot_mape"]):

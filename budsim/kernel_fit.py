@@ -1,8 +1,9 @@
 """Fitting the per-GPU kernel profiles on measured kernel tables, offline: `python -m budsim.kernel_fit`.
 
 The roofline needs to know how close real kernels get to a GPU's data-sheet peaks. Instead of one guessed pair of
-constants for every GPU, this module fits them per GPU on aiconfigurator's kernel tables measured inside vLLM
-(../shared/data/perf/aiconfigurator/data/<gpu>/: GEMM, context/generation attention, custom and NCCL all-reduce):
+constants for every GPU, this module fits them per GPU on aiconfigurator's kernel tables measured inside vLLM, as
+the `aiconfigurator-core` package ships them (systems/data/<gpu>/: GEMM, context/generation attention, custom and
+NCCL all-reduce; `kernel_tables` says which version of each table):
 
 * GEMM:        t = max(2mnk / (peak(dtype) x gemm_efficiency), bytes / (bandwidth x memory_efficiency)) + gemm_floor
 * decode attn: t = KV bytes read / (bandwidth x decode_attention_efficiency) + attention_floor
@@ -13,26 +14,34 @@ constants for every GPU, this module fits them per GPU on aiconfigurator's kerne
 GPUs without tables (Blackwell, L4, A10G, ...) get the median efficiencies of the measured ones and an all-reduce
 scaled from their interconnect. The fits are then checked against data they never saw: Vidur's per-operator
 times (A100/H100 model layers) and all-reduce latencies, and Splitwise's decode iteration times (Llama-2-70B,
-A100/H100, TP 2/4/8). The output is budsim/artifacts/kernels.json (the profiles, read by the roofline) and
-kernels.md (fit quality and the independent checks).
+A100/H100, TP 2/4/8), read from `budsim.dataset.perf_data_dir()` when it holds them. The output is
+budsim/artifacts/kernels.json (the profiles, read by the roofline) and kernels.md (fit quality and the independent
+checks).
+
+The package also carries a silicon_sample.csv with rows kept out of the project's measured data for an
+independent check of the predictor: nothing here, nor in training or evaluation, reads it.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.metadata
+import importlib.util
 import json
 import math
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 import pyarrow.parquet as pq
+import yaml
+from packaging.version import Version
 from scipy.optimize import least_squares
 
 from budsim.catalog import get_gpu, get_model
-from budsim.dataset import perf_data_dir
+from budsim.dataset import PERF_DATA_ENV, perf_data_dir
 from budsim.kernels import ARTIFACT, AllReduceCurve, KernelProfile, load_profiles
 from budsim.roofline import ServingPoint, physics
 
@@ -47,18 +56,77 @@ MEASURED_GPUS = {
 ALLREDUCE_SIZES = (2, 4, 8)
 
 
-def kernel_dir(perf_dir: Path, gpu_dir: str) -> Path:
-    return perf_dir / "aiconfigurator" / "data" / gpu_dir
+KERNEL_TABLES_PACKAGE = "aiconfigurator-core==0.12.0"
+
+
+class KernelTablesMissing(FileNotFoundError):
+    """The kernel tables are not installed or lack a table; the message says which and how to get it."""
+
+
+def systems_dir() -> Path:
+    """The installed aiconfigurator-core's systems/ folder: system specs, query_versions.yaml and data/<gpu>/."""
+    spec = importlib.util.find_spec("aiconfigurator_core")  # locates the package without loading its extension
+    if spec is None or not spec.submodule_search_locations:
+        raise KernelTablesMissing(
+            f"aiconfigurator's kernel tables not found: the fit reads them from the {KERNEL_TABLES_PACKAGE} "
+            f"package; install it with `pip install {KERNEL_TABLES_PACKAGE}`"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "systems"
+
+
+@dataclass(frozen=True)
+class KernelTables:
+    """The measured tables one GPU's fit reads, and the versions they were measured with."""
+
+    gemm: Path
+    context_attention: Path
+    generation_attention: Path
+    custom_allreduce: Path | None
+    nccl: Path | None
+    vllm_version: str
+    allreduce_version: str | None
+    nccl_version: str
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        raise KernelTablesMissing(f"kernel table {path} not found (expected in {KERNEL_TABLES_PACKAGE})")
+    return path
+
+
+def kernel_tables(systems: Path, system: str) -> KernelTables:
+    """GEMM and attention at the vLLM version aiconfigurator queries for the system (query_versions.yaml), vLLM's
+    custom all-reduce at the newest version not newer than that (aiconfigurator's backward fill), NCCL at the
+    version the system's spec names."""
+    versions = yaml.safe_load((systems / "query_versions.yaml").read_text())
+    vllm = versions.get("overrides", {}).get(system, {}).get("vllm", versions["defaults"]["vllm"])["current"]
+    spec = yaml.safe_load((systems / f"{system}.yaml").read_text())
+    data = systems / spec["data_dir"]
+    nccl_version = str(spec["misc"]["nccl_version"])
+    allreduce_versions = sorted(
+        (Version(path.parent.name), path.parent.name)
+        for path in (data / "comm" / "vllm").glob("*/custom_allreduce_perf.parquet")
+        if Version(path.parent.name) <= Version(vllm)
+    )
+    allreduce_version = allreduce_versions[-1][1] if allreduce_versions else None
+    nccl = data / "comm" / "nccl" / nccl_version / "nccl_perf.parquet"
+    return KernelTables(
+        gemm=_existing(data / "gemm" / "vllm" / vllm / "gemm_perf.parquet"),
+        context_attention=_existing(data / "attention" / "vllm" / vllm / "context_attention_perf.parquet"),
+        generation_attention=_existing(data / "attention" / "vllm" / vllm / "generation_attention_perf.parquet"),
+        custom_allreduce=(
+            data / "comm" / "vllm" / allreduce_version / "custom_allreduce_perf.parquet" if allreduce_version else None
+        ),
+        nccl=nccl if nccl.is_file() else None,
+        vllm_version=vllm,
+        allreduce_version=allreduce_version,
+        nccl_version=nccl_version,
+    )
 
 
 def _read_parquet(path: Path) -> list[dict]:
 
     return pq.read_table(path).to_pylist()
-
-
-def _one(folder: Path, pattern: str) -> Path | None:
-    found = sorted(folder.glob(pattern))
-    return found[0] if found else None
 
 
 def _fit_log(residual, start: list[float]) -> np.ndarray:
@@ -162,10 +230,9 @@ def allreduce_curves(custom: list[dict], nccl: list[dict]) -> dict[int, AllReduc
     return curves
 
 
-def fit_gpu(perf_dir: Path, gpu_dir: str, spec) -> tuple[KernelProfile, dict]:
-    folder = kernel_dir(perf_dir, gpu_dir)
+def fit_gpu(tables: KernelTables, spec) -> tuple[KernelProfile, dict]:
     quality: dict[str, float] = {}
-    gemm_rows = _read_parquet(_one(folder, "gemm/*/*/gemm_perf.parquet"))
+    gemm_rows = _read_parquet(tables.gemm)
     efficiencies, memory, floors = {}, [], []
     for precision, dtype, peak in (("bf16", "bfloat16", spec.bf16_tflops), ("fp8", "fp8", spec.fp8_tflops)):
         if peak is None or not any(r["gemm_dtype"] == dtype for r in gemm_rows):
@@ -175,14 +242,15 @@ def fit_gpu(perf_dir: Path, gpu_dir: str, spec) -> tuple[KernelProfile, dict]:
         memory.append(em)
         floors.append(floor)
     decode_eff, decode_floor, quality["decode_attention_mape"] = fit_decode_attention(
-        _read_parquet(_one(folder, "attention/*/*/generation_attention_perf.parquet")), spec.hbm_bandwidth
+        _read_parquet(tables.generation_attention), spec.hbm_bandwidth
     )
     prefill_eff, prefill_floor, quality["prefill_attention_mape"] = fit_prefill_attention(
-        _read_parquet(_one(folder, "attention/*/*/context_attention_perf.parquet")), spec.bf16_tflops * 1e12
+        _read_parquet(tables.context_attention), spec.bf16_tflops * 1e12
     )
-    custom = _one(folder, "comm/vllm/*/custom_allreduce_perf.parquet")
-    nccl = _one(folder, "comm/nccl/*/nccl_perf.parquet")
-    allreduce = allreduce_curves(_read_parquet(custom) if custom else [], _read_parquet(nccl) if nccl else [])
+    allreduce = allreduce_curves(
+        _read_parquet(tables.custom_allreduce) if tables.custom_allreduce else [],
+        _read_parquet(tables.nccl) if tables.nccl else [],
+    )
     profile = KernelProfile(
         memory_efficiency=float(np.median(memory)),
         gemm_efficiency=efficiencies,
@@ -331,14 +399,18 @@ def check_splitwise_decode(perf_dir: Path) -> dict[str, float]:
     return {f"splitwise_decode_{hw}_tp{tp}_measured_over_roofline": float(np.median(r)) for (hw, tp), r in errors.items()}
 
 
-def build(perf_dir: Path) -> tuple[dict, dict]:
-
+def build(systems: Path, perf_dir: Path) -> tuple[dict, dict]:
+    """The profiles fitted on the tables under `systems`, and their fit quality and the independent checks on the
+    Vidur data under `perf_dir`."""
     specs = {name: get_gpu(name) for name in MEASURED_GPUS.values()}
-    profiles, quality = {}, {}
+    profiles, quality, sources = {}, {}, {}
     for gpu_dir, name in MEASURED_GPUS.items():
-        if not kernel_dir(perf_dir, gpu_dir).exists():
-            continue
-        profiles[name], quality[name] = fit_gpu(perf_dir, gpu_dir, specs[name])
+        tables = kernel_tables(systems, gpu_dir)
+        profiles[name], quality[name] = fit_gpu(tables, specs[name])
+        sources[name] = (
+            f"{gpu_dir}: vLLM {tables.vllm_version} (custom all-reduce {tables.allreduce_version}), "
+            f"NCCL {tables.nccl_version}"
+        )
         print(f"  {name}: {json.dumps(_profile_to_json(profiles[name]))[:160]}…", flush=True)
     document = {
         "format": "budsim-kernels/1",
@@ -350,7 +422,7 @@ def build(perf_dir: Path) -> tuple[dict, dict]:
         **check_vidur_gemms(perf_dir, profiles, specs),
         **check_vidur_allreduce(perf_dir, profiles, specs),
     }
-    return document, {"fit": quality, "checks": checks}
+    return document, {"fit": quality, "tables": sources, "checks": checks}
 
 
 def report_markdown(document: dict, quality: dict) -> str:
@@ -376,6 +448,8 @@ def report_markdown(document: dict, quality: dict) -> str:
             f"{p['decode_attention_efficiency']:.2f} | {p['prefill_attention_efficiency']:.2f} | "
             + ar_text
         )
+    lines += ["", f"Tables read ({quality['package']}, systems/data/<gpu>/{{gemm,attention,comm}}):", ""]
+    lines += [f"* {name}: {source}" for name, source in quality["tables"].items()]
     lines += ["", "Fit error on the tables themselves (MAPE):", ""]
     for name, errors in quality["fit"].items():
         lines.append(f"* {name}: " + ", ".join(f"{k.removesuffix('_mape')} {v:.1f} %" for k, v in errors.items()))
@@ -383,6 +457,8 @@ def report_markdown(document: dict, quality: dict) -> str:
     for key, value in quality["checks"].items():
         text = f"{int(value)}" if key.endswith("_ops") else f"{value:.1f}" + (" %" if key.endswith("mape") else "x")
         lines.append(f"* {key}: {text}")
+    if not quality["checks"]:
+        lines.append(f"* not run: {quality['checks_missing']}")
     return "\n".join(lines) + "\n"
 
 
@@ -391,10 +467,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ARTIFACT)
     args = parser.parse_args()
     perf_dir = perf_data_dir()
-    document, quality = build(perf_dir)
+    try:
+        document, quality = build(systems_dir(), perf_dir)
+    except KernelTablesMissing as error:
+        raise SystemExit(str(error)) from None
+    quality["package"] = f"aiconfigurator-core {importlib.metadata.version('aiconfigurator-core')}"
     args.out.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     load_profiles.cache_clear()
     quality["checks"].update(check_splitwise_decode(perf_dir))
+    if not quality["checks"]:
+        # the profiles do not depend on the checks: kernels.json is complete, only kernels.md lacks them
+        quality["checks_missing"] = (
+            f"Vidur and Splitwise data not found under {perf_dir}; set {PERF_DATA_ENV} to the folder holding "
+            "vidur/ and splitwise-sim/"
+        )
+        print(f"independent checks not run: {quality['checks_missing']}")
     (args.out.parent / REPORT.name).write_text(report_markdown(document, quality))
     print(json.dumps(quality, indent=2))
     print(f"wrote {args.out} and {REPORT.name}")

@@ -1,7 +1,8 @@
 """Train the shipped predictor: `python -m budsim.train [--seed 0]`.
 
 Fits the per-runtime roofline calibration and the two XGBoost corrections (TTFT, TPOT) on every usable agg row of
-silicon_sample.csv and writes, under budsim/artifacts/:
+silicon_sample.csv (found by `budsim.dataset.perf_data_dir`, or given with --data) and writes, under
+budsim/artifacts/ (or --out):
 
 * predictor.json: the two boosters in XGBoost's own JSON model format ({"ttft": <model>, "tpot": <model>});
 * predictor.meta.json: data hash, seed, kernel-profile hash, feature names, calibrations, booster parameters,
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from budsim.dataset import SILICON_CSV, data_hash, load_samples
+from budsim.dataset import SILICON_CSV, PerfDataMissing, data_hash, load_samples
 from budsim.features import FEATURE_NAMES
 from budsim.fitting import BOOSTER_PARAMS, NUM_ROUNDS, booster_to_json, fit
 from budsim.kernels import ARTIFACT as KERNEL_PROFILES
@@ -33,8 +34,9 @@ ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
 FORMAT = "budsim-predictor/1"
 
 
-def train(seed: int, out_dir: Path) -> dict:
-    samples, skipped = load_samples()
+def train(seed: int, out_dir: Path, data: Path | None = None) -> dict:
+    """Fit on `data` (default: the measured silicon_sample.csv) and write both artifact files into `out_dir`."""
+    samples, skipped = load_samples(data)
     phys = [physics(s.point) for s in samples]
     fitted = fit(samples, seed, phys)
     ttft, tpot, _ = fitted.predict_points([s.point for s in samples], phys)
@@ -55,8 +57,8 @@ def train(seed: int, out_dir: Path) -> dict:
     meta = {
         "format": FORMAT,
         "data": {
-            "file": SILICON_CSV,
-            "hash": data_hash(),
+            "file": SILICON_CSV if data is None else data.name,
+            "hash": data_hash(data),
             "rows": len(samples),
             "skipped": skipped,
             "groups": len({s.group for s in samples}),
@@ -79,8 +81,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Train the budsim predictor on the measured perf data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ARTIFACT_DIR)
+    parser.add_argument("--data", type=Path, help=f"a CSV in silicon_sample.csv's columns (default: {SILICON_CSV} "
+                        "under the measured-data folder)")
     args = parser.parse_args()
-    meta = train(args.seed, args.out)
+    try:
+        meta = train(args.seed, args.out, args.data)
+    except PerfDataMissing as error:
+        raise SystemExit(str(error)) from None
     print(
         f"trained on {meta['data']['rows']} rows ({meta['data']['groups']} groups); "
         f"fit TPOT MAPE {meta['metrics']['train_tpot_mape']:.1f} %, TTFT MAPE {meta['metrics']['train_ttft_mape']:.1f} %"

@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 from budsim.catalog import get_gpu, get_model, list_gpus
-from budsim.dataset import SILICON_CSV, perf_data_dir
 from budsim.constraints import memory_breakdown
 from budsim.errors import InvalidRequest
 from budsim.schemas import ServingConfig
@@ -63,8 +62,9 @@ def test_unknown_gpu_lists_the_known_names():
     assert "h100_sxm" in error.value.message
 
 
-def test_every_model_of_the_perf_data_is_in_the_catalog():
-    with open(perf_data_dir() / SILICON_CSV, newline="") as handle:
+def test_every_model_of_the_perf_data_is_in_the_catalog(silicon_fixture):
+    # the fixture holds rows of every model in the measured data
+    with open(silicon_fixture, newline="") as handle:
         paths = {row["model_path"] for row in csv.DictReader(handle)}
     assert len(paths) >= 10
     for path in paths:

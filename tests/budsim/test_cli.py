@@ -1,16 +1,16 @@
 import csv
 import json
+import statistics
 
 from typer.testing import CliRunner
 
-from budsim.dataset import SILICON_CSV, perf_data_dir
 from cli.sim import app
 
 runner = CliRunner()
 
 
-def _sample_rows(count_agg=6, count_disagg=2):
-    with open(perf_data_dir() / SILICON_CSV, newline="") as handle:
+def _sample_rows(path, count_agg=None, count_disagg=2):
+    with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         columns = list(reader.fieldnames)
         rows = list(reader)
@@ -19,8 +19,8 @@ def _sample_rows(count_agg=6, count_disagg=2):
     return columns, agg, disagg
 
 
-def test_predict_csv_end_to_end(tmp_path):
-    columns, agg, disagg = _sample_rows()
+def test_predict_csv_end_to_end(tmp_path, silicon_fixture):
+    columns, agg, disagg = _sample_rows(silicon_fixture)
     unknown = dict(agg[0], id="mystery", model_path="someone/unknown-model")
     source = tmp_path / "in.csv"
     with open(source, "w", newline="") as handle:
@@ -34,18 +34,22 @@ def test_predict_csv_end_to_end(tmp_path):
         produced = list(csv.DictReader(handle))
     assert len(produced) == len(agg) + len(disagg) + 1
     assert list(produced[0])[: len(columns)] == columns  # input columns kept, in order
+    ratios = {"ttft": [], "tpot": []}
     for row in produced[: len(agg)]:
-        ttft, tpot = float(row["predicted_ttft_ms"]), float(row["predicted_tpot_ms"])
         assert row["predict_error"] == ""
-        # trained on these rows: within a factor of two of what was measured
-        assert 0.5 < ttft / float(row["silicon_ttft_ms"]) < 2 and 0.5 < tpot / float(row["silicon_tpot_ms"]) < 2
+        for target, values in ratios.items():
+            values.append(float(row[f"predicted_{target}_ms"]) / float(row[f"silicon_{target}_ms"]))
+    # trained on these rows (one from each measured group): close to what was measured, most within a factor of two
+    for values in ratios.values():
+        assert 0.8 < statistics.median(values) < 1.25, values
+        assert sum(0.5 < ratio < 2 for ratio in values) >= 0.75 * len(values), values
     for row in produced[len(agg) : len(agg) + len(disagg)]:
         assert row["predicted_ttft_ms"] == "" and "only aggregated serving" in row["predict_error"]
     assert "unknown model 'someone/unknown-model'" in produced[-1]["predict_error"]
 
 
-def test_predict_without_measured_columns(tmp_path):
-    columns, agg, _ = _sample_rows(count_agg=3, count_disagg=0)
+def test_predict_without_measured_columns(tmp_path, silicon_fixture):
+    columns, agg, _ = _sample_rows(silicon_fixture, count_agg=3, count_disagg=0)
     kept = [c for c in columns if not c.startswith("silicon_")]
     source = tmp_path / "in.csv"
     with open(source, "w", newline="") as handle:

@@ -6,30 +6,54 @@ import pytest
 from budsim.catalog import get_model
 from budsim.dataset import data_hash, load_samples
 from budsim.features import FEATURE_NAMES
-from budsim.fitting import booster_to_json, fit
 from budsim.predictor import ARTIFACT_DIR, Predictor, predict, predict_many
 from budsim.schemas import ServingConfig, Workload
+from budsim.train import train
 
 
-def test_committed_artifact_is_plain_json_trained_on_this_data():
-    raw = (ARTIFACT_DIR / "predictor.json").read_bytes()
+def _assert_plain_json_predictor(artifact_dir):
+    raw = (artifact_dir / "predictor.json").read_bytes()
     assert raw.lstrip().startswith(b"{")  # JSON, never a pickle
     document = json.loads(raw)
     assert set(document) == {"format", "ttft", "tpot"}
     assert document["ttft"]["learner"]["objective"]["name"] == "reg:pseudohubererror"
-    meta = json.loads((ARTIFACT_DIR / "predictor.meta.json").read_text())
+    meta = json.loads((artifact_dir / "predictor.meta.json").read_text())
     assert meta["features"] == FEATURE_NAMES
-    assert meta["data"]["hash"] == data_hash(), "artifact is stale: rerun `python -m budsim.train`"
-    predictor = Predictor()
+    assert meta["data"]["hash"].startswith("sha256:") and meta["data"]["rows"] > 0
+    predictor = Predictor(artifact_dir)
     assert predictor.fitted.ttft_booster.num_features() == len(FEATURE_NAMES)
+    return meta, predictor
 
 
-def test_training_is_reproducible_for_a_seed():
-    samples, _ = load_samples()
-    subset = samples[::12]
-    first, second = fit(subset, seed=7), fit(subset, seed=7)
-    assert booster_to_json(first.tpot_booster) == booster_to_json(second.tpot_booster)
-    assert first.calibrations == second.calibrations
+def test_committed_artifact_is_plain_json_with_its_features():
+    meta, _ = _assert_plain_json_predictor(ARTIFACT_DIR)
+    assert meta["data"]["file"] == "aiconfigurator/silicon_sample.csv" and meta["data"]["groups"] >= 40
+
+
+@pytest.fixture(scope="module")
+def trained_on_fixture(tmp_path_factory, silicon_fixture):
+    """`python -m budsim.train --seed 7 --data <fixture> --out <dir>`, once for this module."""
+    out_dir = tmp_path_factory.mktemp("trained")
+    train(seed=7, out_dir=out_dir, data=silicon_fixture)
+    return out_dir
+
+
+def test_training_writes_artifacts_the_predictor_loads_and_records_the_data(trained_on_fixture, silicon_fixture):
+    meta, predictor = _assert_plain_json_predictor(trained_on_fixture)
+    samples, skipped = load_samples(silicon_fixture)
+    assert meta["data"]["hash"] == data_hash(silicon_fixture) and meta["seed"] == 7
+    assert meta["data"]["rows"] == len(samples) and meta["data"]["skipped"] == skipped == {"mode": 4}
+    assert set(meta["calibrations"]) == {"vllm", "sglang", "trtllm"}  # every runtime has enough rows to calibrate
+    ttft, tpot, _ = predictor.predict_points([s.point for s in samples])
+    measured = np.array([[s.ttft_ms, s.tpot_ms] for s in samples])
+    # fitted on these very rows: the corrected predictions land near what was measured
+    assert np.median(np.abs(np.log(np.stack([ttft, tpot], axis=1) / measured))) < np.log(1.25)
+
+
+def test_training_is_reproducible_for_a_seed(trained_on_fixture, tmp_path, silicon_fixture):
+    train(seed=7, out_dir=tmp_path, data=silicon_fixture)
+    for name in ("predictor.json", "predictor.meta.json"):
+        assert (tmp_path / name).read_bytes() == (trained_on_fixture / name).read_bytes(), name
 
 
 def test_more_tensor_parallelism_lowers_tpot_for_a_70b(llama70b):
