@@ -44,9 +44,9 @@ class AutoscalingActivities:
             endpoint = await endpoints.get_endpoint(conn, record.endpoint_id)
             if endpoint is None:
                 raise ApplicationError(f"endpoint {record.endpoint_id} no longer exists", non_retryable=True)
-            cluster = await clusters.get_cluster(conn, endpoint["cluster_id"])
+            cluster = await clusters.get_cluster(conn, endpoint.cluster_id)
             await endpoints.set_autoscaling(conn, record.endpoint_id, record.spec.model_dump(mode="json"), record.state)
-        return cluster["kind"]
+        return cluster.kind
 
     @activity.defn
     async def record_autoscaling_state(self, record: AutoscalingRecord) -> None:
@@ -60,14 +60,14 @@ class AutoscalingActivities:
             endpoint = await endpoints.get_endpoint(conn, ref.endpoint_id)
         if endpoint is None:
             return LoadSample(endpoint_status="DELETED", replicas=0)
-        sample = LoadSample(endpoint_status=endpoint["status"], replicas=endpoint["replicas"],
-                            ready_replicas=endpoint["ready_replicas"])
-        if endpoint["status"] != "RUNNING":
+        sample = LoadSample(endpoint_status=endpoint.status, replicas=endpoint.replicas,
+                            ready_replicas=endpoint.ready_replicas)
+        if endpoint.status != "RUNNING":
             return sample
         texts = await scrape_ready_replicas(self.pool, self.http, ref.endpoint_id)
         if texts:
             sample.queue_depth = sum(queue_depth(text) for text in texts)
-        cores = Resources.model_validate(endpoint["resources"]).cpu_cores or 1.0
+        cores = Resources.model_validate(endpoint.resources).cpu_cores or 1.0
         # Only local endpoints are sampled (Kubernetes has its HPA): their replicas are processes of this host.
         usage = await asyncio.to_thread(self.backends.local.replica_cpu_percent, release_name(ref.endpoint_id),
                                         CPU_SAMPLE_S)

@@ -24,10 +24,12 @@ from control.payloads.deployments import (
     Resources,
     RuntimeConfig,
 )
-from control.payloads.models import BenchmarkCreate
+from control.payloads.clusters import ClusterStatus
+from control.payloads.models import BenchmarkCreate, ModelStatus
 from control.planning import fit_problems, serving_config, simulated_timing
 from core.settings import Settings
 from control.store import clusters, endpoints, models
+from control.store.endpoints import EndpointRow
 
 log = get_logger(__name__)
 
@@ -52,42 +54,43 @@ class EndpointActivities:
             endpoint = await endpoints.get_endpoint(conn, request.endpoint_id)
             if endpoint is None:
                 raise invalid(f"endpoint {request.endpoint_id} no longer exists")
-            model = await models.get_model(conn, endpoint["model_id"])
-            cluster = await clusters.get_cluster(conn, endpoint["cluster_id"])
-            files = [dict(row) for row in await models.model_files(conn, endpoint["model_id"])]
-            if model["status"] != "AVAILABLE":
-                raise invalid(f"model {model['name']} is {model['status']}, not AVAILABLE: it cannot be deployed")
-            if cluster["status"] != "READY":
-                raise invalid(f"cluster {cluster['name']} is {cluster['status']}, not READY")
-            if endpoint["config"] is None or endpoint["resources"] is None:
+            model = await models.get_model(conn, endpoint.model_id)
+            cluster = await clusters.get_cluster(conn, endpoint.cluster_id)
+            files = await models.model_files(conn, endpoint.model_id)
+            if model.status != ModelStatus.AVAILABLE:
+                raise invalid(f"model {model.name} is {model.status}, not AVAILABLE: it cannot be deployed")
+            if cluster.status != ClusterStatus.READY:
+                raise invalid(f"cluster {cluster.name} is {cluster.status}, not READY")
+            if endpoint.config is None or endpoint.resources is None:
                 raise invalid("the endpoint has no configuration yet: PUT /api/endpoints/{id}/config first")
-            resources = Resources.model_validate(endpoint["resources"])
-            config = RuntimeConfig.model_validate(endpoint["config"])
-            if not any(pool["gpu_type"] == resources.gpu_type for pool in cluster["gpus"]):
-                raise invalid(f"cluster {cluster['name']} has no {resources.gpu_type} GPUs")
-            free, total = await endpoints.free_gpus(conn, cluster["id"], resources.gpu_type, excluding=endpoint["id"])
-        facts = ModelArchitecture.model_validate(model["facts"])
-        replicas = request.replicas if request.replicas is not None else endpoint["replicas"]
-        serving = serving_config(config, replicas, endpoint["runtime"], model["context_length"])
+            resources = Resources.model_validate(endpoint.resources)
+            config = RuntimeConfig.model_validate(endpoint.config)
+            if not any(pool["gpu_type"] == resources.gpu_type for pool in cluster.gpus):
+                raise invalid(f"cluster {cluster.name} has no {resources.gpu_type} GPUs")
+            free, total = await endpoints.free_gpus(conn, cluster.id, resources.gpu_type, excluding=endpoint.id)
+        facts = ModelArchitecture.model_validate(model.facts)
+        replicas = request.replicas if request.replicas is not None else endpoint.replicas
+        serving = serving_config(config, replicas, endpoint.runtime, model.context_length)
         problems = fit_problems(facts, resources.gpu_type, serving, free)
         if problems:
             raise invalid("configuration does not fit: " + "; ".join(problems))
         spec = DeploymentSpec(
-            endpoint_id=endpoint["id"], release=release_name(endpoint["id"]), served_model_name=endpoint["name"],
-            model_id=model["id"], model_uri=model["source_path"],
-            model_sha256={f["path"]: f["sha256"] for f in files if f["sha256"]},
-            architecture=facts.model_type, runtime=endpoint["runtime"],
+            endpoint_id=endpoint.id, release=release_name(endpoint.id), served_model_name=endpoint.name,
+            model_id=model.id, model_uri=model.source_path,
+            model_sha256={f.path: f.sha256 for f in files if f.sha256},
+            architecture=facts.model_type, runtime=endpoint.runtime,
             config=config.model_copy(update={"max_model_len": serving.max_model_len}),
-            replicas=request.replicas if request.replicas is not None else endpoint["replicas"], resources=resources,
+            replicas=request.replicas if request.replicas is not None else endpoint.replicas, resources=resources,
             timing=simulated_timing(facts, resources.gpu_type, serving, self.settings.sim_load_delay_s),
-            labels={"bud.ai/project-id": str(endpoint["project_id"])},
+            labels={"bud.ai/project-id": str(endpoint.project_id)},
             startup_timeout_s=self.settings.deploy_ready_timeout_s,
-            autoscaling=AutoscalingSpec.model_validate(endpoint["autoscaling"]) if endpoint["autoscaling"] else None,
+            autoscaling=AutoscalingSpec.model_validate(endpoint.autoscaling) if endpoint.autoscaling else None,
         )
         return DeploymentPlan(
-            spec=spec, cluster_id=cluster["id"], cluster_kind=cluster["kind"],
-            gpus_needed=serving.total_gpus, model_bucket=model["source_path"][len("s3://"):].split("/", 1)[0],
-            model_prefix=model["source_path"][len("s3://"):].split("/", 1)[1], model_files=files,
+            spec=spec, cluster_id=cluster.id, cluster_kind=cluster.kind,
+            gpus_needed=serving.total_gpus, model_bucket=model.source_path[len("s3://"):].split("/", 1)[0],
+            model_prefix=model.source_path[len("s3://"):].split("/", 1)[1],
+            model_files=[f.model_dump() for f in files],
         )
 
     @activity.defn
@@ -116,7 +119,7 @@ class EndpointActivities:
         async with self.pool.acquire() as conn:
             endpoint = await endpoints.get_endpoint(conn, request.endpoint_id)
             await endpoints.replace_replicas(conn, request.endpoint_id, request.replicas)
-            await endpoints.ensure_route(conn, request.route_name, endpoint["project_id"], request.endpoint_id)
+            await endpoints.ensure_route(conn, request.route_name, endpoint.project_id, request.endpoint_id)
             count = request.replica_count if request.replica_count is not None else len(request.replicas)
             ready = request.ready_replicas if request.ready_replicas is not None else sum(r.ready for r in request.replicas)
             await endpoints.set_replicas_count(conn, request.endpoint_id, count, ready)
@@ -128,22 +131,21 @@ class EndpointActivities:
     async def unpublish_endpoint(self, ref: EndpointRef) -> None:
         async with self.pool.acquire() as conn:
             await endpoints.remove_from_routing(conn, ref.endpoint_id)
-            await conn.execute("UPDATE endpoints SET ready_replicas = 0 WHERE id = $1", ref.endpoint_id)
 
     @activity.defn
     async def release_target(self, ref: EndpointRef) -> ReleaseRequest | None:
         """What to delete for an endpoint (the release name derives from its id); None if it never had a config."""
         async with self.pool.acquire() as conn:
             endpoint = await endpoints.get_endpoint(conn, ref.endpoint_id)
-            if endpoint is None or endpoint["resources"] is None:
+            if endpoint is None or endpoint.resources is None:
                 return None
-            model = await models.get_model(conn, endpoint["model_id"])
+            model = await models.get_model(conn, endpoint.model_id)
         spec = DeploymentSpec(
-            endpoint_id=endpoint["id"], release=release_name(endpoint["id"]), served_model_name=endpoint["name"],
-            model_id=endpoint["model_id"], model_uri=model["source_path"], runtime=endpoint["runtime"],
-            replicas=0, resources=Resources.model_validate(endpoint["resources"]),
+            endpoint_id=endpoint.id, release=release_name(endpoint.id), served_model_name=endpoint.name,
+            model_id=endpoint.model_id, model_uri=model.source_path, runtime=endpoint.runtime,
+            replicas=0, resources=Resources.model_validate(endpoint.resources),
         )
-        return ReleaseRequest(cluster_id=endpoint["cluster_id"], spec=spec)
+        return ReleaseRequest(cluster_id=endpoint.cluster_id, spec=spec)
 
     @activity.defn
     async def record_scale_result(self, progress: EndpointProgress) -> None:
@@ -152,15 +154,15 @@ class EndpointActivities:
             await endpoints.set_progress(conn, progress)
 
 
-async def record_measured_performance(conn: asyncpg.Connection, endpoint: asyncpg.Record, request: PublishInput) -> None:
+async def record_measured_performance(conn: asyncpg.Connection, endpoint: EndpointRow, request: PublishInput) -> None:
     """The health check's measurements become the model's serving benchmarks (per GPU type and config)."""
     health = request.health
     if health is None or health.stream_chunks == 0:
         return  # nothing measured (e.g. simulated Kubernetes nodes)
-    details = {"endpoint": endpoint["name"], "runtime": endpoint["runtime"], "config": endpoint["config"],
+    details = {"endpoint": endpoint.name, "runtime": endpoint.runtime, "config": endpoint.config,
                "replicas": request.replica_count}
-    gpu_type = (endpoint["resources"] or {}).get("gpu_type")
+    gpu_type = (endpoint.resources or {}).get("gpu_type")
     for name, score in (("ttft_ms", health.stream_first_token_ms), ("e2e_latency_ms", health.completion_latency_ms)):
-        await models.add_benchmark(conn, endpoint["model_id"], BenchmarkCreate(
+        await models.add_benchmark(conn, endpoint.model_id, BenchmarkCreate(
             name=name, score=score, kind="performance", unit="ms", gpu_type=gpu_type, details=details,
-            source=f"health check of endpoint {endpoint['name']}"))
+            source=f"health check of endpoint {endpoint.name}"))

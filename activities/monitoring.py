@@ -66,9 +66,7 @@ class MonitoringActivities:
     @activity.defn
     async def running_endpoints(self, request: ReoptimizeInput) -> list[UUID]:
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch("SELECT id FROM endpoints WHERE status = $1 ORDER BY created_at",
-                                    EndpointStatus.RUNNING.value)
-        return [row["id"] for row in rows]
+            return await endpoints.ids_with_status(conn, EndpointStatus.RUNNING)
 
     async def _query(self, promql: str) -> float | None:
         try:
@@ -134,9 +132,9 @@ class MonitoringActivities:
         async with self.pool.acquire() as conn:
             row = await optimizations.insert(conn, request.project_id, None, request.model_id, request.cluster_id,
                                              request.request.model_dump(mode="json"))
-        return row["id"]
+        return row.id
 
     @activity.defn
     async def record_monitoring(self, record: MonitoringRecord) -> None:
         async with self.pool.acquire() as conn:
-            await conn.execute("UPDATE endpoints SET monitoring = $2 WHERE id = $1", record.endpoint_id, record.snapshot)
+            await endpoints.set_monitoring(conn, record.endpoint_id, record.snapshot)

@@ -41,7 +41,7 @@ class ReleaseActivities:
         if cluster is None:
             raise ApplicationError(f"cluster {cluster_id} no longer exists", non_retryable=True)
         with backend_errors():
-            return self.backends.for_cluster(cluster_id, cluster["kind"], cluster["kubeconfig"])
+            return self.backends.for_cluster(cluster_id, cluster.kind, cluster.kubeconfig)
 
     @activity.defn
     async def apply_release(self, request: ReleaseRequest) -> DeploymentState:

@@ -64,12 +64,12 @@ class TrafficActivities:
             target = await endpoints.get_endpoint(conn, request.request.to_endpoint_id, request.project_id)
         if route is None:
             raise invalid(f"route {request.route_name} does not exist")
-        if target is None or target["status"] != EndpointStatus.RUNNING:
-            state = "does not exist" if target is None else f"is {target['status']}, not RUNNING"
+        if target is None or target.status != EndpointStatus.RUNNING:
+            state = "does not exist" if target is None else f"is {target.status}, not RUNNING"
             raise invalid(f"endpoint {request.request.to_endpoint_id} {state}")
-        original = {backend["endpoint_id"]: backend["weight"] for backend in route["backends"]}
-        return ShiftPlan(route_name=request.route_name, original=original, to_endpoint_id=target["id"],
-                         to_endpoint_name=target["name"])
+        original = {backend.endpoint_id: backend.weight for backend in route.backends}
+        return ShiftPlan(route_name=request.route_name, original=original, to_endpoint_id=target.id,
+                         to_endpoint_name=target.name)
 
     @activity.defn
     async def check_endpoint_serves(self, ref: EndpointRef) -> int:
@@ -94,13 +94,14 @@ class TrafficActivities:
             route = await routes.get_route(conn, request.route_name)
             if route is None:
                 raise invalid(f"route {request.route_name} no longer exists")
-            rows = await conn.fetch("SELECT id, status FROM endpoints WHERE id = ANY($1::uuid[])", list(request.weights))
-            live = {row["id"] for row in rows if row["status"] not in (EndpointStatus.DELETING, EndpointStatus.DELETED)}
+            status_of = await endpoints.statuses(conn, list(request.weights))
+            live = {endpoint for endpoint, state in status_of.items()
+                    if state not in (EndpointStatus.DELETING, EndpointStatus.DELETED)}
             weights = {endpoint: weight for endpoint, weight in request.weights.items() if endpoint in live}
-            running = {row["id"] for row in rows if row["status"] == EndpointStatus.RUNNING}
+            running = {endpoint for endpoint, state in status_of.items() if state == EndpointStatus.RUNNING}
             if not any(weight > 0 and endpoint in running for endpoint, weight in weights.items()):
                 raise invalid(f"no RUNNING endpoint would carry route {request.route_name}'s traffic")
-            await routes.set_weights(conn, request.route_name, route["project_id"], weights)
+            await routes.set_weights(conn, request.route_name, route.project_id, weights)
         log.info("route weights", route=request.route_name, weights={str(k): v for k, v in weights.items()})
 
     @activity.defn

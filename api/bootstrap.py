@@ -28,7 +28,7 @@ async def ensure_admin_token(pool: asyncpg.Pool, settings: Settings) -> str | No
         project = await projects.get_project_by_name(conn, DEFAULT_PROJECT) or await projects.create_project(
             conn, DEFAULT_PROJECT
         )
-        token = await projects.issue_token(conn, project["id"], "admin", is_admin=True)
+        token = await projects.issue_token(conn, project.id, "admin", is_admin=True)
     path = settings.admin_token_path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -53,11 +53,11 @@ async def ensure_local_cluster(pool: asyncpg.Pool, temporal: Client, settings: S
         row = await clusters.insert_cluster(conn, None, spec)
         if row is None:
             row = await clusters.get_platform_cluster_by_name(conn, spec.name)
-            if row["status"] != "REGISTERING":
+            if row.status != "REGISTERING":
                 return
-        await clusters.set_workflow_id(conn, row["id"], register_cluster_workflow_id(row["id"]))
+        await clusters.set_workflow_id(conn, row.id, register_cluster_workflow_id(row.id))
     try:
-        await start_register_cluster(temporal, settings, row["id"], spec)
-        log.info("registering the local cluster", cluster_id=str(row["id"]))
+        await start_register_cluster(temporal, settings, row.id, spec)
+        log.info("registering the local cluster", cluster_id=str(row.id))
     except WorkflowAlreadyStartedError:
         pass

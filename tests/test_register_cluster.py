@@ -85,13 +85,13 @@ async def test_unreachable_kubernetes_cluster_fails_with_reason(
     async with Worker(time_skipping_env.client, task_queue=queue, workflows=setup.workflows, activities=setup.activities):
         try:
             await time_skipping_env.client.execute_workflow(
-                RegisterCluster.run, RegisterClusterInput(cluster_id=row["id"], spec=spec),
+                RegisterCluster.run, RegisterClusterInput(cluster_id=row.id, spec=spec),
                 id=f"register-cluster-{uuid.uuid4()}", task_queue=queue,
             )
             raise AssertionError("registration of an unreachable cluster must fail")
         except WorkflowFailureError as failure:
             assert "cannot list nodes" in str(failure.cause)
     async with db_pool.acquire() as conn:
-        stored = await cluster_store.get_cluster(conn, row["id"])
-    assert stored["status"] == ClusterStatus.FAILED
-    assert stored["error"].startswith("cannot list nodes")
+        stored = await cluster_store.get_cluster(conn, row.id)
+    assert stored.status == ClusterStatus.FAILED
+    assert stored.error.startswith("cannot list nodes")

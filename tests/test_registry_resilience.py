@@ -49,13 +49,15 @@ async def test_clamd_down_during_a_scan_waits_then_completes(api, settings, db_p
             # The API starts the workflow on its own queue; start this one on the flaky queue instead.
             from control.payloads.models import ModelRegistration, RegisterModelInput
             from control.store import models as model_store
+            from control.store.projects import get_project_by_name
             from workflows.starters import start_register_model
 
             body = ModelRegistration(**registration(settings, prefix, parameter_count=tiny.parameter_count))
             async with db_pool.acquire() as conn:
-                row = await model_store.insert_model(conn, (await conn.fetchval("SELECT id FROM projects WHERE name='default'")), body)
+                project = await get_project_by_name(conn, "default")
+                row = await model_store.insert_model(conn, project.id, body)
             handle = await start_register_model(temporal_client, queue_settings, RegisterModelInput(
-                model_id=row["id"], bucket=body.bucket, prefix=body.prefix,
+                model_id=row.id, bucket=body.bucket, prefix=body.prefix,
                 declared_parameter_count=body.parameter_count, declared_context_length=body.context_length))
 
             async with asyncio.timeout(60):
@@ -66,7 +68,7 @@ async def test_clamd_down_during_a_scan_waits_then_completes(api, settings, db_p
                     await asyncio.sleep(0.2)
             assert "clamd" in pending.last_failure.message.lower()
             async with db_pool.acquire() as conn:
-                assert (await model_store.get_model(conn, row["id"]))["status"] == "SCANNING"
+                assert (await model_store.get_model(conn, row.id)).status == "SCANNING"
 
             clamd = clamd_process(clamd_state, port).start().wait_healthy()  # back on the same port
             try:

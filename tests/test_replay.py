@@ -55,7 +55,7 @@ async def test_record_register_cluster_histories(control_worker, temporal_client
     for file_name, spec in (("register_cluster_local", local), ("register_cluster_unreachable", unreachable)):
         async with db_pool.acquire() as conn:
             row = await cluster_store.insert_cluster(conn, None, spec)
-        handle = await start_register_cluster(temporal_client, settings, row["id"], spec)
+        handle = await start_register_cluster(temporal_client, settings, row.id, spec)
         try:
             await handle.result()
         except WorkflowFailureError:

@@ -33,7 +33,7 @@ async def test_sigkilled_worker_is_replaced_and_the_workflow_finishes(
         row = await cluster_store.insert_cluster(conn, None, spec)
 
     first = start_worker(queue_settings)
-    handle = await start_register_cluster(temporal_client, queue_settings, row["id"], spec)
+    handle = await start_register_cluster(temporal_client, queue_settings, row.id, spec)
     await wait_for_started_activity(handle, "probe_cluster")
     children_before = {child.pid for child in psutil.Process(first.pid).children(recursive=True)}
     first.kill()  # SIGKILL: no cleanup, no goodbye to the server
@@ -50,6 +50,6 @@ async def test_sigkilled_worker_is_replaced_and_the_workflow_finishes(
         second.stop()
     assert result.status == "READY"
     async with db_pool.acquire() as conn:
-        stored = await cluster_store.get_cluster(conn, row["id"])
-    assert stored["status"] == "READY"
-    assert stored["facts"]["runtime_smoke_ms"] > 0
+        stored = await cluster_store.get_cluster(conn, row.id)
+    assert stored.status == "READY"
+    assert stored.facts["runtime_smoke_ms"] > 0

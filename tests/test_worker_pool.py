@@ -52,7 +52,7 @@ async def test_two_workers_on_one_queue_both_take_work(settings, db_pool, tempor
             spec = ClusterSpec(name=unique("pool"), kind="local", gpus=[{"gpu_type": "nvidia-l4", "count": 1}])
             async with db_pool.acquire() as conn:
                 row = await cluster_store.insert_cluster(conn, None, spec)
-            handles.append(await start_register_cluster(temporal_client, queue_settings, row["id"], spec))
+            handles.append(await start_register_cluster(temporal_client, queue_settings, row.id, spec))
         results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), timeout=180)
     finally:
         for worker in workers:

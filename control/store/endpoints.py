@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
 
-from control.payloads.deployments import EndpointCreate, EndpointProgress, EndpointStatus, ReplicaState
+from control.payloads.deployments import EndpointCreate, EndpointProgress, EndpointStatus, ReplicaState, Runtime
+from control.store.optimizations import OptimizationStatus
+from control.store.rows import Row
 
 COLUMNS = """id, project_id, name, model_id, cluster_id, status, step, runtime, optimization_method,
     performance_targets, config, replicas, resources, recommendation, optimization_status, optimization_workflow_id,
@@ -14,28 +18,73 @@ COLUMNS = """id, project_id, name, model_id, cluster_id, status, step, runtime, 
     monitoring, created_at, updated_at"""
 
 
+class EndpointRow(Row):
+    """An endpoint: the user's intent (model, cluster, config) and what the workflows wrote (status, health, ...)."""
+
+    id: UUID
+    project_id: UUID
+    name: str
+    model_id: UUID
+    cluster_id: UUID
+    status: EndpointStatus
+    step: str | None
+    runtime: Runtime
+    optimization_method: Literal["REGRESSOR", "HEURISTIC", "MANUAL"] | None
+    performance_targets: dict[str, Any]
+    config: dict[str, Any] | None  # RuntimeConfig
+    replicas: int
+    resources: dict[str, Any] | None  # Resources
+    recommendation: dict[str, Any] | None  # the optimizer's OptimizationResult
+    optimization_status: OptimizationStatus | None
+    optimization_workflow_id: str | None
+    workflow_id: str | None
+    inference_url: str | None
+    error: dict[str, Any] | None  # {"step", "reason"} of the last failure
+    keep_on_failure: bool
+    health: dict[str, Any] | None
+    ready_replicas: int
+    autoscaling: dict[str, Any] | None  # AutoscalingSpec
+    autoscaling_state: dict[str, Any] | None
+    monitoring: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+
+
 class InsufficientGpus(Exception):
     pass
 
 
-async def insert_endpoint(conn: asyncpg.Connection, body: EndpointCreate) -> asyncpg.Record | None:
+async def insert_endpoint(conn: asyncpg.Connection, body: EndpointCreate) -> EndpointRow | None:
     """None when the name is taken (endpoint names are route names: unique across projects)."""
-    return await conn.fetchrow(
+    return EndpointRow.one(await conn.fetchrow(
         f"""INSERT INTO endpoints (project_id, name, model_id, cluster_id) VALUES ($1, $2, $3, $4)
             ON CONFLICT (name) DO NOTHING RETURNING {COLUMNS}""",
         body.project_id, body.name, body.model_id, body.cluster_id,
-    )
+    ))
 
 
-async def get_endpoint(conn: asyncpg.Connection, endpoint_id: UUID, project_id: UUID | None = None) -> asyncpg.Record | None:
+async def get_endpoint(conn: asyncpg.Connection, endpoint_id: UUID, project_id: UUID | None = None) -> EndpointRow | None:
     if project_id is None:
-        return await conn.fetchrow(f"SELECT {COLUMNS} FROM endpoints WHERE id = $1", endpoint_id)
-    return await conn.fetchrow(f"SELECT {COLUMNS} FROM endpoints WHERE id = $1 AND project_id = $2", endpoint_id, project_id)
+        return EndpointRow.one(await conn.fetchrow(f"SELECT {COLUMNS} FROM endpoints WHERE id = $1", endpoint_id))
+    return EndpointRow.one(await conn.fetchrow(f"SELECT {COLUMNS} FROM endpoints WHERE id = $1 AND project_id = $2",
+                                               endpoint_id, project_id))
 
 
-async def list_endpoints(conn: asyncpg.Connection, project_id: UUID) -> list[asyncpg.Record]:
-    return await conn.fetch(f"SELECT {COLUMNS} FROM endpoints WHERE project_id = $1 AND status <> 'DELETED' "
-                            "ORDER BY created_at", project_id)
+async def list_endpoints(conn: asyncpg.Connection, project_id: UUID) -> list[EndpointRow]:
+    return EndpointRow.many(await conn.fetch(f"SELECT {COLUMNS} FROM endpoints WHERE project_id = $1 AND "
+                                             "status <> 'DELETED' ORDER BY created_at", project_id))
+
+
+async def ids_with_status(conn: asyncpg.Connection, status: EndpointStatus) -> list[UUID]:
+    """Every project's endpoints in a status, oldest first."""
+    rows = await conn.fetch("SELECT id FROM endpoints WHERE status = $1 ORDER BY created_at", status.value)
+    return [row["id"] for row in rows]
+
+
+async def statuses(conn: asyncpg.Connection, endpoint_ids: list[UUID]) -> dict[UUID, EndpointStatus]:
+    """The status of each endpoint that still has a row (deleted rows are gone from the result)."""
+    rows = await conn.fetch("SELECT id, status FROM endpoints WHERE id = ANY($1::uuid[])", endpoint_ids)
+    return {row["id"]: EndpointStatus(row["status"]) for row in rows}
 
 
 async def set_configuration(conn: asyncpg.Connection, endpoint_id: UUID, *, runtime: str, method: str, targets: dict,
@@ -96,6 +145,10 @@ async def set_autoscaling(conn: asyncpg.Connection, endpoint_id: UUID, spec: dic
 
 async def set_autoscaling_state(conn: asyncpg.Connection, endpoint_id: UUID, state: dict) -> None:
     await conn.execute("UPDATE endpoints SET autoscaling_state = $2 WHERE id = $1", endpoint_id, state)
+
+
+async def set_monitoring(conn: asyncpg.Connection, endpoint_id: UUID, snapshot: dict) -> None:
+    await conn.execute("UPDATE endpoints SET monitoring = $2 WHERE id = $1", endpoint_id, snapshot)
 
 
 async def set_replicas_count(conn: asyncpg.Connection, endpoint_id: UUID, replicas: int, ready: int) -> None:
@@ -178,7 +231,9 @@ async def ensure_route(conn: asyncpg.Connection, route_name: str, project_id: UU
 
 
 async def remove_from_routing(conn: asyncpg.Connection, endpoint_id: UUID) -> None:
+    """No replica of the endpoint is routed to (or counted ready), and routes left without backends go."""
     async with conn.transaction():
         await conn.execute("DELETE FROM endpoint_replicas WHERE endpoint_id = $1", endpoint_id)
+        await conn.execute("UPDATE endpoints SET ready_replicas = 0 WHERE id = $1", endpoint_id)
         await conn.execute("DELETE FROM route_backends WHERE endpoint_id = $1", endpoint_id)
         await conn.execute("DELETE FROM routes r WHERE NOT EXISTS (SELECT 1 FROM route_backends b WHERE b.route_name = r.name)")

@@ -4,47 +4,95 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
 
-from control.payloads.models import BenchmarkCreate, ModelRegistration, RecordScanInput
-from registry.license import normalize_license
+from control.payloads.models import BenchmarkCreate, ModelRegistration, ModelStatus, RecordScanInput
+from control.store.rows import Row
+from registry.license import LicenseCategory, normalize_license
 
 MODEL_COLUMNS = """m.id, m.project_id, m.name, m.version, m.architecture, m.parameter_count, m.context_length,
     m.source_path, m.license, m.license_category, m.status, m.facts, m.real_parameter_count, m.scan_report,
     m.quarantine_prefix, m.error, m.workflow_id, m.created_at, m.updated_at,
     COALESCE(m.real_parameter_count, m.parameter_count) AS effective_parameter_count"""
+_BENCHMARK_COLUMNS = "id, kind, name, score, unit, gpu_type, details, source, created_at"
 
 
-async def insert_model(conn: asyncpg.Connection, project_id: UUID, body: ModelRegistration) -> asyncpg.Record | None:
+class ModelRow(Row):
+    id: UUID
+    project_id: UUID
+    name: str
+    version: str
+    architecture: str
+    parameter_count: int  # as declared at registration
+    context_length: int
+    source_path: str
+    license: str | None
+    license_category: LicenseCategory | None
+    status: ModelStatus
+    facts: dict[str, Any] | None  # ModelArchitecture, once scanned
+    real_parameter_count: int | None  # counted from the safetensors headers
+    scan_report: dict[str, Any] | None
+    quarantine_prefix: str | None
+    error: str | None
+    workflow_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    effective_parameter_count: int  # the counted parameters where known, else the declared ones
+
+
+class ModelSearchRow(ModelRow):
+    best_score: float | None = None  # the model's best score in the benchmark filtered on, when one was
+
+
+class ModelFileRow(Row):
+    path: str  # relative to the model's prefix
+    size: int
+    sha256: str | None
+
+
+class BenchmarkRow(Row):
+    id: UUID
+    kind: Literal["quality", "performance"]
+    name: str
+    score: float
+    unit: str | None
+    gpu_type: str | None
+    details: dict[str, Any]
+    source: str | None
+    created_at: datetime
+
+
+async def insert_model(conn: asyncpg.Connection, project_id: UUID, body: ModelRegistration) -> ModelRow | None:
     """None when (project, name, version) exists already. A requested license is normalised at once (SPDX id and
     category) so browsing by license works before the scan ends; the scan may refine it from the files."""
     license_info = normalize_license(body.license) if body.license else None
-    return await conn.fetchrow(
-        """
-        INSERT INTO models (project_id, name, version, architecture, parameter_count, context_length,
+    return ModelRow.one(await conn.fetchrow(
+        f"""
+        INSERT INTO models AS m (project_id, name, version, architecture, parameter_count, context_length,
                             source_path, bucket, prefix, license, license_category)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
         ON CONFLICT (project_id, name, version) DO NOTHING
-        RETURNING id, status
+        RETURNING {MODEL_COLUMNS}
         """,
         project_id, body.name, body.version, body.architecture.lower(), body.parameter_count, body.context_length,
         body.source_path, body.bucket, body.prefix,
         license_info.id if license_info else None, license_info.category if license_info else None,
-    )
+    ))
 
 
 async def set_workflow_id(conn: asyncpg.Connection, model_id: UUID, workflow_id: str) -> None:
     await conn.execute("UPDATE models SET workflow_id = $2 WHERE id = $1", model_id, workflow_id)
 
 
-async def get_model(conn: asyncpg.Connection, model_id: UUID, project_id: UUID | None = None) -> asyncpg.Record | None:
+async def get_model(conn: asyncpg.Connection, model_id: UUID, project_id: UUID | None = None) -> ModelRow | None:
     if project_id is None:
-        return await conn.fetchrow(f"SELECT {MODEL_COLUMNS} FROM models m WHERE m.id = $1", model_id)
-    return await conn.fetchrow(f"SELECT {MODEL_COLUMNS} FROM models m WHERE m.id = $1 AND m.project_id = $2",
-                               model_id, project_id)
+        return ModelRow.one(await conn.fetchrow(f"SELECT {MODEL_COLUMNS} FROM models m WHERE m.id = $1", model_id))
+    return ModelRow.one(await conn.fetchrow(
+        f"SELECT {MODEL_COLUMNS} FROM models m WHERE m.id = $1 AND m.project_id = $2", model_id, project_id))
 
 
 async def record_scan(conn: asyncpg.Connection, outcome: RecordScanInput) -> None:
@@ -72,25 +120,26 @@ async def record_scan(conn: asyncpg.Connection, outcome: RecordScanInput) -> Non
             )
 
 
-async def model_files(conn: asyncpg.Connection, model_id: UUID) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT path, size, sha256 FROM model_files WHERE model_id = $1 ORDER BY path", model_id)
+async def model_files(conn: asyncpg.Connection, model_id: UUID) -> list[ModelFileRow]:
+    return ModelFileRow.many(
+        await conn.fetch("SELECT path, size, sha256 FROM model_files WHERE model_id = $1 ORDER BY path", model_id))
 
 
-async def add_benchmark(conn: asyncpg.Connection, model_id: UUID, body: BenchmarkCreate) -> asyncpg.Record:
-    return await conn.fetchrow(
-        """
+async def add_benchmark(conn: asyncpg.Connection, model_id: UUID, body: BenchmarkCreate) -> BenchmarkRow:
+    return BenchmarkRow.of(await conn.fetchrow(
+        f"""
         INSERT INTO model_benchmarks (model_id, kind, name, score, unit, gpu_type, details, source)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-        RETURNING id, kind, name, score, unit, gpu_type, details, source, created_at
+        RETURNING {_BENCHMARK_COLUMNS}
         """,
         model_id, body.kind, body.name, body.score, body.unit, body.gpu_type, body.details, body.source,
-    )
+    ))
 
 
 async def benchmarks(conn: asyncpg.Connection, model_ids: list[UUID]) -> dict[UUID, list[dict]]:
+    """Each model's benchmarks, oldest first (an empty list for a model without any)."""
     rows = await conn.fetch(
-        "SELECT model_id, id, kind, name, score, unit, gpu_type, details, source, created_at "
-        "FROM model_benchmarks WHERE model_id = ANY($1) ORDER BY created_at",
+        f"SELECT model_id, {_BENCHMARK_COLUMNS} FROM model_benchmarks WHERE model_id = ANY($1) ORDER BY created_at",
         model_ids,
     )
     grouped: dict[UUID, list[dict]] = {model_id: [] for model_id in model_ids}
@@ -135,7 +184,7 @@ async def search_models(
     sort: str,
     limit: int,
     cursor: str | None,
-) -> tuple[list[asyncpg.Record], str | None]:
+) -> tuple[list[ModelSearchRow], str | None]:
     """Filter, sort and page (keyset pagination: stable under inserts, no OFFSET scans)."""
     descending = sort.startswith("-")
     key = sort.lstrip("-")
@@ -174,13 +223,12 @@ async def search_models(
     order = "DESC" if descending else "ASC"
     query = (f"SELECT {MODEL_COLUMNS}{', b.best_score' if benchmark else ''} FROM models m {joins} "
              f"WHERE {' AND '.join(where)} ORDER BY {sort_expr} {order}, m.id {order} LIMIT {param(limit + 1)}")
-    rows = await conn.fetch(query, *params)
+    rows = ModelSearchRow.many(await conn.fetch(query, *params))
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
         last = rows[-1]
-        last_value = {"created_at": last["created_at"], "name": last["name"],
-                      "parameters": last["effective_parameter_count"],
-                      "score": last["best_score"] if benchmark else None}[key]
-        next_cursor = encode_cursor(last_value, last["id"])
+        last_value = {"created_at": last.created_at, "name": last.name,
+                      "parameters": last.effective_parameter_count, "score": last.best_score}[key]
+        next_cursor = encode_cursor(last_value, last.id)
     return rows, next_cursor

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
-from pydantic import BaseModel
+
+from control.store.rows import Row
 
 TOKEN_PREFIX = "bud_"
+_PROJECT_COLUMNS = "id, name, created_at"
 
 
-class Principal(BaseModel):
-    """Who is calling: the token's project, and whether it may administer projects."""
+class ProjectRow(Row):
+    id: UUID
+    name: str
+    created_at: datetime
+
+
+class Principal(Row):
+    """Who is calling (the token's row): the token's project, and whether it may administer projects."""
 
     token_id: UUID
     project_id: UUID
@@ -28,18 +37,19 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-async def create_project(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
-    return await conn.fetchrow("INSERT INTO projects (name) VALUES ($1) RETURNING id, name, created_at", name)
+async def create_project(conn: asyncpg.Connection, name: str) -> ProjectRow:
+    return ProjectRow.of(await conn.fetchrow(f"INSERT INTO projects (name) VALUES ($1) RETURNING {_PROJECT_COLUMNS}",
+                                             name))
 
 
-async def get_project_by_name(conn: asyncpg.Connection, name: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT id, name, created_at FROM projects WHERE name = $1", name)
+async def get_project_by_name(conn: asyncpg.Connection, name: str) -> ProjectRow | None:
+    return ProjectRow.one(await conn.fetchrow(f"SELECT {_PROJECT_COLUMNS} FROM projects WHERE name = $1", name))
 
 
-async def list_projects(conn: asyncpg.Connection, only: UUID | None) -> list[asyncpg.Record]:
+async def list_projects(conn: asyncpg.Connection, only: UUID | None) -> list[ProjectRow]:
     if only is None:
-        return await conn.fetch("SELECT id, name, created_at FROM projects ORDER BY created_at")
-    return await conn.fetch("SELECT id, name, created_at FROM projects WHERE id = $1", only)
+        return ProjectRow.many(await conn.fetch(f"SELECT {_PROJECT_COLUMNS} FROM projects ORDER BY created_at"))
+    return ProjectRow.many(await conn.fetch(f"SELECT {_PROJECT_COLUMNS} FROM projects WHERE id = $1", only))
 
 
 async def issue_token(conn: asyncpg.Connection, project_id: UUID, name: str, is_admin: bool = False) -> str:
@@ -55,13 +65,11 @@ async def issue_token(conn: asyncpg.Connection, project_id: UUID, name: str, is_
 
 
 async def resolve_token(conn: asyncpg.Connection, token: str) -> Principal | None:
-    row = await conn.fetchrow(
-        "UPDATE api_tokens SET last_used_at = now() WHERE token_sha256 = $1 RETURNING id, project_id, is_admin",
+    return Principal.one(await conn.fetchrow(
+        "UPDATE api_tokens SET last_used_at = now() WHERE token_sha256 = $1 "
+        "RETURNING id AS token_id, project_id, is_admin",
         hash_token(token),
-    )
-    if row is None:
-        return None
-    return Principal(token_id=row["id"], project_id=row["project_id"], is_admin=row["is_admin"])
+    ))
 
 
 async def admin_token_exists(conn: asyncpg.Connection) -> bool:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
+
+from control.payloads.deployments import EndpointStatus
+from control.store.rows import Row
 
 ROUTE_QUERY = """
 SELECT r.name, r.project_id, r.shift, r.updated_at,
@@ -15,6 +20,21 @@ FROM routes r
 LEFT JOIN route_backends b ON b.route_name = r.name
 LEFT JOIN endpoints e ON e.id = b.endpoint_id
 """
+
+
+class RouteBackend(Row):
+    endpoint_id: UUID
+    endpoint_name: str
+    weight: int
+    status: EndpointStatus
+
+
+class RouteRow(Row):
+    name: str
+    project_id: UUID
+    shift: dict[str, Any] | None  # the last traffic shift's state (ShiftRecord.state)
+    updated_at: datetime
+    backends: list[RouteBackend]  # ordered by endpoint name
 
 
 class RouteTaken(Exception):
@@ -28,15 +48,16 @@ async def name_owner(conn: asyncpg.Connection, name: str) -> UUID | None:
         "SELECT project_id FROM endpoints WHERE name = $1 AND status <> 'DELETED' LIMIT 1", name)
 
 
-async def get_route(conn: asyncpg.Connection, name: str, project_id: UUID | None = None) -> asyncpg.Record | None:
+async def get_route(conn: asyncpg.Connection, name: str, project_id: UUID | None = None) -> RouteRow | None:
     if project_id is None:
-        return await conn.fetchrow(ROUTE_QUERY + " WHERE r.name = $1 GROUP BY r.name", name)
-    return await conn.fetchrow(ROUTE_QUERY + " WHERE r.name = $1 AND r.project_id = $2 GROUP BY r.name", name,
-                               project_id)
+        return RouteRow.one(await conn.fetchrow(ROUTE_QUERY + " WHERE r.name = $1 GROUP BY r.name", name))
+    return RouteRow.one(await conn.fetchrow(ROUTE_QUERY + " WHERE r.name = $1 AND r.project_id = $2 GROUP BY r.name",
+                                            name, project_id))
 
 
-async def list_routes(conn: asyncpg.Connection, project_id: UUID) -> list[asyncpg.Record]:
-    return await conn.fetch(ROUTE_QUERY + " WHERE r.project_id = $1 GROUP BY r.name ORDER BY r.name", project_id)
+async def list_routes(conn: asyncpg.Connection, project_id: UUID) -> list[RouteRow]:
+    return RouteRow.many(
+        await conn.fetch(ROUTE_QUERY + " WHERE r.project_id = $1 GROUP BY r.name ORDER BY r.name", project_id))
 
 
 async def set_weights(conn: asyncpg.Connection, name: str, project_id: UUID, weights: dict[UUID, int]) -> None:
