@@ -1,6 +1,7 @@
 """budsim: performance model and optimizer for LLM serving deployments.
 
-* `budsim.catalog`: `get_gpu(name) -> GpuSpec`, `get_model(hf_id) -> ModelArchitecture`, `architecture_from_config`
+* `budsim.catalog`: `get_gpu(name) -> GpuSpec`, `get_model(hf_id) -> ModelArchitecture` (from a config.json:
+  `core.model_facts.architecture_from_config`)
 * `budsim.predictor.predict(model, gpu, ServingConfig, Workload) -> Prediction`
 * `budsim.constraints.check_config(model, gpu, ServingConfig, free_gpus) -> list[str]`
 * `budsim.search`: `optimize(OptimizationRequest) -> OptimizationResult`, and the resumable

@@ -135,7 +135,7 @@ def architecture_from_config(config: dict[str, Any], parameter_count: int | None
 
 def estimate_parameter_count(config: dict[str, Any]) -> int:
     """Parameters of a decoder-only transformer described by config.json (embeddings, attention incl. MLA, dense or
-    MoE MLPs with shared experts, norms); within 0.5 % of the published counts of the families above."""
+    MoE MLPs with shared experts, norms); within 0.01 % of the published counts of the families above."""
     return _guarded(lambda: _estimate(_text_config(config)))
 
 
