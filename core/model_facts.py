@@ -147,7 +147,7 @@ def supported_context_length(config: dict[str, Any]) -> int:
 def weights_are_packed(config: dict[str, Any]) -> bool:
     """True for 4/8-bit quantized checkpoints (GPTQ, AWQ, bitsandbytes, MXFP4): they store weights packed into
     wider integers plus scales, so tensor elements are not parameters and the config estimate is the better figure."""
-    return _guarded(lambda: _precision(_text_config(config), config).packed)
+    return _guarded(lambda: _precision(_text_config(config)).packed)
 
 
 def _guarded(parse):
@@ -265,10 +265,9 @@ def _experts(config: dict[str, Any]) -> tuple[int, int]:
     return experts, _integer(key, value, 1, experts)
 
 
-def _precision(config: dict[str, Any], outer: dict[str, Any]) -> Precision:
+def _precision(config: dict[str, Any]) -> Precision:
     """What the weights are stored as: the quantization method when it says, else the dtype (bfloat16 unset)."""
-    quantization = config.get("quantization_config") or outer.get("quantization_config")
-    quantized = quantized_precision(quantization)
+    quantized = quantized_precision(config.get("quantization_config"))
     if quantized is not None:
         return quantized
     key, raw = _lookup(config, "dtype")
@@ -357,7 +356,7 @@ def _architecture(config: dict[str, Any], parameter_count: int | None) -> ModelA
         intermediate = _dense_width(text, hidden)
     mla = _is_mla(text)
     full_layers, window = _attention_layout(text, layers)
-    precision = _precision(text, config)
+    precision = _precision(text)
     estimate = _estimate(text)
     if parameter_count is not None and (isinstance(parameter_count, bool) or not isinstance(parameter_count, int)
                                         or parameter_count < 0):
@@ -383,7 +382,7 @@ def _architecture(config: dict[str, Any], parameter_count: int | None) -> ModelA
         full_attention_layers=full_layers,
         sliding_window=window,
         tie_word_embeddings=_tied(text),
-        quantization=quantization_method(text.get("quantization_config") or config.get("quantization_config")),
+        quantization=quantization_method(text.get("quantization_config")),
         dtype=precision.dtype,
         parameter_count=parameter_count if parameter_count and not precision.packed else estimate,
     )
