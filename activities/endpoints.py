@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from uuid import UUID
 
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from budsim.schemas import OptimizationResult
 from core.logging import get_logger
 from core.model_facts import ModelArchitecture
 from control.payloads.autoscaling import AutoscalingSpec
@@ -26,12 +28,14 @@ from control.payloads.deployments import (
 )
 from control.payloads.clusters import ClusterStatus
 from control.payloads.models import BenchmarkCreate, ModelStatus
-from control.planning import fit_problems, serving_config, simulated_timing
+from control.planning import fit_problems, simulated_timing
+from control.translate import serving_config
 from core.settings import Settings
-from control.store import clusters, endpoints, models
+from control.store import clusters, endpoints, models, optimizations
 from control.store.endpoints import EndpointRow
 
 log = get_logger(__name__)
+RECOMMENDATION_POLL_S = 0.5
 
 
 def invalid(message: str) -> ApplicationError:
@@ -152,6 +156,29 @@ class EndpointActivities:
         """A scale's outcome: the endpoint keeps serving (RUNNING); a failure is noted as its error."""
         async with self.pool.acquire() as conn:
             await endpoints.set_progress(conn, progress)
+
+
+    @activity.defn
+    async def wait_for_recommendation(self, request: DeployEndpointInput) -> None:
+        """Until the optimization a deploy was accepted during has recorded its outcome (polling, heartbeating).
+        Its failure, or a search that found no config meeting the targets, fails the deploy with the optimizer's
+        reason; success leaves the chosen config on the endpoint for validation."""
+        while True:
+            async with self.pool.acquire() as conn:
+                optimization = await optimizations.get_by_workflow_id(conn, request.optimization_workflow_id)
+            if optimization is None:
+                raise invalid(f"optimization {request.optimization_workflow_id} does not exist")
+            if optimization.status != "RUNNING":
+                break
+            activity.heartbeat()
+            await asyncio.sleep(RECOMMENDATION_POLL_S)
+        if optimization.status == "FAILED":
+            raise ApplicationError(f"the optimizer failed: {optimization.error}", type="OptimizationFailed",
+                                   non_retryable=True)
+        result = OptimizationResult.model_validate(optimization.result)
+        if not result.meets_targets:
+            raise ApplicationError(f"the optimizer found no config that meets the targets: {result.message}",
+                                   type="NoFeasibleConfig", non_retryable=True)
 
 
 async def record_measured_performance(conn: asyncpg.Connection, endpoint: EndpointRow, request: PublishInput) -> None:

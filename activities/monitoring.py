@@ -13,11 +13,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.endpoints import release_name
-from budsim.schemas import Method, OptimizationRequest, ProductionCalibration, Targets, Workload
+from budsim.schemas import Method, OptimizationRequest, ProductionCalibration
 from core.logging import get_logger
-from core.model_facts import ModelArchitecture
 from control.monitoring import alerts, drift, reasons_to_reoptimize
-from control.payloads.deployments import EndpointStatus, Resources
+from control.errors import DomainError
+from control.payloads.deployments import EndpointStatus, Resources, WorkloadSpec
 from control.payloads.monitoring import (
     Expectation,
     LiveMetrics,
@@ -27,8 +27,10 @@ from control.payloads.monitoring import (
     ObserveRequest,
     ReoptimizeInput,
 )
-from core.settings import Settings
+from control.planning import optimization_request
 from control.store import clusters, endpoints, models, optimizations
+from control.store.endpoints import EndpointRow
+from core.settings import Settings
 
 log = get_logger(__name__)
 
@@ -90,42 +92,47 @@ class MonitoringActivities:
             endpoint = await endpoints.get_endpoint(conn, request.endpoint_id)
             if endpoint is None:
                 raise ApplicationError(f"endpoint {request.endpoint_id} no longer exists", non_retryable=True)
-            model = await models.get_model(conn, endpoint["model_id"])
-            cluster = await clusters.get_cluster(conn, endpoint["cluster_id"])
-            resources = Resources.model_validate(endpoint["resources"]) if endpoint["resources"] else None
-            free = (await endpoints.free_gpus(conn, cluster["id"], resources.gpu_type, excluding=endpoint["id"]))[0] \
-                if resources else 0
-        promql = queries(release_name(endpoint["id"]), f"{request.window_s}s")
+        promql = queries(release_name(endpoint.id), f"{request.window_s}s")
         values = await asyncio.gather(*(self._query(query) for query in promql.values()))
         metrics = LiveMetrics(**dict(zip(promql, values)))
-        prediction = ((endpoint["recommendation"] or {}).get("recommendation") or {}).get("prediction") or {}
+        prediction = ((endpoint.recommendation or {}).get("recommendation") or {}).get("prediction") or {}
         expectation = Expectation(predicted_ttft_ms=prediction.get("ttft_ms"), predicted_tpot_ms=prediction.get("tpot_ms"),
-                                  targets={k: v for k, v in (endpoint["performance_targets"] or {}).items() if v})
+                                  targets={k: v for k, v in (endpoint.performance_targets or {}).items() if v})
         firing = alerts(metrics, expectation)
         ratios = drift(metrics, expectation)
         reasons = reasons_to_reoptimize(firing, ratios)
-        observation = Observation(endpoint_id=endpoint["id"], endpoint_name=endpoint["name"], window_s=request.window_s,
+        observation = Observation(endpoint_id=endpoint.id, endpoint_name=endpoint.name, window_s=request.window_s,
                                   metrics=metrics, expectation=expectation, alerts=firing, drift=ratios,
-                                  reoptimize_because=reasons, project_id=endpoint["project_id"],
-                                  model_id=endpoint["model_id"], cluster_id=endpoint["cluster_id"])
-        if reasons and resources is not None and metrics.requests_per_s:
-            pool = next((p for p in cluster["gpus"] if p["gpu_type"] == resources.gpu_type), {})
-            workload = Workload(
-                input_tokens=max(1, round(metrics.prompt_tokens_per_request or 1)),
-                output_tokens=max(1, round(metrics.output_tokens_per_request or 1)),
-                concurrency=max(1, round((metrics.running or 0) + (metrics.queue_depth or 0))),
-            )
-            observation.reoptimization = OptimizationRequest(
-                model=ModelArchitecture.model_validate(model["facts"]), gpu_type=resources.gpu_type,
-                available_gpus=free, runtime=endpoint["runtime"], method=Method.REGRESSOR,
-                targets=Targets(**observation.expectation.targets), workload=workload,
-                price_per_hour=pool.get("price_per_hour"),
-                calibration=ProductionCalibration(ttft_scale=min(max(ratios.get("ttft", 1.0), 0.02), 50),
-                                                  tpot_scale=min(max(ratios.get("tpot", 1.0), 0.02), 50)),
-            )
-        log.info("endpoint observed", endpoint=endpoint["name"], alerts=firing, drift=ratios,
+                                  reoptimize_because=reasons, project_id=endpoint.project_id,
+                                  model_id=endpoint.model_id, cluster_id=endpoint.cluster_id)
+        if reasons and endpoint.resources is not None and metrics.requests_per_s:
+            observation.reoptimization = await self._reoptimization(endpoint, metrics, ratios)
+        log.info("endpoint observed", endpoint=endpoint.name, alerts=firing, drift=ratios,
                  reoptimize=bool(observation.reoptimization))
         return observation
+
+    async def _reoptimization(self, endpoint: EndpointRow, metrics: LiveMetrics,
+                              ratios: dict[str, float]) -> OptimizationRequest:
+        """The search for the endpoint's model, GPU type and targets under the load it really gets, with the
+        predictor scaled by the measured / predicted ratios (the same builder the API uses)."""
+        measured = WorkloadSpec(
+            input_tokens=max(1, round(metrics.prompt_tokens_per_request or 1)),
+            output_tokens=max(1, round(metrics.output_tokens_per_request or 1)),
+            concurrency=max(1, round((metrics.running or 0) + (metrics.queue_depth or 0))),
+        )
+        calibration = ProductionCalibration(ttft_scale=min(max(ratios.get("ttft", 1.0), 0.02), 50),
+                                            tpot_scale=min(max(ratios.get("tpot", 1.0), 0.02), 50))
+        async with self.pool.acquire() as conn:
+            model = await models.get_model(conn, endpoint.model_id)
+            cluster = await clusters.get_cluster(conn, endpoint.cluster_id)
+            try:
+                return await optimization_request(
+                    conn, model=model, cluster=cluster, endpoint_id=endpoint.id, runtime=endpoint.runtime,
+                    method=Method.REGRESSOR, targets=endpoint.performance_targets, workload=measured,
+                    gpu_type=Resources.model_validate(endpoint.resources).gpu_type, calibration=calibration)
+            except DomainError as error:  # e.g. the model was quarantined since: no advice, say why
+                raise ApplicationError(f"no re-optimization: {error.message}", type="CannotReoptimize",
+                                       non_retryable=True) from error
 
     @activity.defn
     async def create_optimization(self, request: NewOptimization) -> UUID:

@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 from budsim.errors import InvalidRequest
 from budsim.schemas import OptimizationRequest, OptimizationResult, SearchState
 from budsim.search import advance_search, finish_search, start_search
-from control.payloads.deployments import Resources, RuntimeConfig
+from control import translate
 from control.payloads.optimization import OptimizationOutcome, SearchStep
 from control.store import endpoints, optimizations
 
@@ -55,11 +55,6 @@ class OptimizerActivities:
                 await endpoints.record_recommendation(conn, outcome.endpoint_id, outcome.status, result, None, None, None)
                 return
             chosen = recommendation.config
-            config = RuntimeConfig(tensor_parallel_size=chosen.tensor_parallel_size,
-                                   pipeline_parallel_size=chosen.pipeline_parallel_size,
-                                   max_model_len=chosen.max_model_len, max_num_seqs=chosen.max_num_seqs,
-                                   gpu_memory_utilization=chosen.gpu_memory_utilization,
-                                   max_num_batched_tokens=chosen.max_num_batched_tokens)
-            resources = Resources(gpu_type=outcome.result.gpu_type, gpu_count=chosen.gpus_per_replica)
-            await endpoints.record_recommendation(conn, outcome.endpoint_id, outcome.status, result,
-                                                  config.model_dump(), chosen.replicas, resources.model_dump())
+            await endpoints.record_recommendation(
+                conn, outcome.endpoint_id, outcome.status, result, translate.runtime_config(chosen).model_dump(),
+                chosen.replicas, translate.replica_resources(chosen, outcome.result.gpu_type).model_dump())

@@ -1,4 +1,8 @@
-"""Every error leaves the API as JSON {error: {code, message, details}}; bad input is never a 500."""
+"""Every error leaves the API as JSON {error: {code, message, details}}; bad input is never a 500.
+
+The one place domain errors (control/errors.py) become HTTP: Conflict is 409 with details {field, ...},
+Invalid is 422 with details [{field, message}] (one per problem), NotFound-style lookups stay ApiError 404.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from control.errors import Conflict, DomainError, Invalid
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
           409: "conflict", 422: "validation_error", 503: "unavailable"}
@@ -26,6 +32,14 @@ def not_found(kind: str, ident: object) -> ApiError:
     return ApiError(404, f"{kind} {ident} not found")
 
 
+def from_domain(error: DomainError) -> ApiError:
+    if isinstance(error, Invalid):
+        return ApiError(422, error.message, [{"field": error.field, "message": problem, **error.details}
+                                             for problem in error.problems])
+    details = ({"field": error.field} if error.field else {}) | error.details
+    return ApiError(409 if isinstance(error, Conflict) else 400, error.message, details or None)
+
+
 def error_body(status: int, message: str, details: Any = None, code: str | None = None) -> dict:
     return {"error": {"code": code or _CODES.get(status, "error"), "message": message, "details": details}}
 
@@ -41,6 +55,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(error_body(exc.status, exc.message, exc.details, exc.code), exc.status, headers=headers)
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(request: Request, exc: DomainError) -> JSONResponse:
+        return await _api_error(request, from_domain(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

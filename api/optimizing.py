@@ -1,5 +1,6 @@
-"""Shared by the endpoints and optimizations routers: build budsim's request from registry and cluster facts,
-check a manual config synchronously, and start OptimizeDeployment."""
+"""Shared by the endpoints and optimizations routers: record an optimization (and, for an endpoint, its new
+configuration) in one transaction, then start OptimizeDeployment. Everything is validated before this is called
+(control/planning.py, control/capacity.py): a refused request writes nothing."""
 
 from __future__ import annotations
 
@@ -8,85 +9,43 @@ from uuid import UUID
 import asyncpg
 from temporalio.client import Client
 
-from api.errors import ApiError
-from budsim.errors import InvalidRequest
-from budsim.schemas import Method, OptimizationRequest, Targets, Workload
-from budsim.search import validate_request
-from core.gpu_types import canonical_gpu_type
-from core.model_facts import ModelArchitecture
-from control.payloads.deployments import PerformanceTargets, RuntimeConfig, WorkloadSpec
+from budsim.schemas import OptimizationRequest
+from control.capacity import ConfigurationPlan
+from control.payloads.deployments import EndpointConfigRequest
 from control.payloads.optimization import OptimizeDeploymentInput
-from control.planning import fit_problems, serving_config
-from core.settings import Settings
 from control.store import endpoints, optimizations
-from workflows.ids import optimize_workflow_id
-from workflows.optimize_deployment import OptimizeDeployment
+from core.settings import Settings
+from workflows.starters import optimization_workflow_id, start_optimize_deployment
 
 
-def unprocessable(field: str, message: str) -> ApiError:
-    return ApiError(422, f"{field}: {message}", [{"field": field, "message": message}])
-
-
-def model_facts(model: asyncpg.Record) -> ModelArchitecture:
-    if model["status"] != "AVAILABLE" or not model["facts"]:
-        raise ApiError(409, f"model {model['name']} is {model['status']}: only AVAILABLE models can be optimized or "
-                            "deployed", {"field": "model_id", "status": model["status"]})
-    return ModelArchitecture.model_validate(model["facts"])
-
-
-def pick_gpu(cluster: asyncpg.Record, requested: str | None, field: str = "resources.gpu_type") -> tuple[str, dict]:
-    pools = {pool["gpu_type"]: pool for pool in cluster["gpus"]}
-    if requested is None:
-        gpu_type = next(iter(pools))
-    else:
-        try:
-            gpu_type = canonical_gpu_type(requested)
-        except ValueError as error:
-            raise unprocessable(field, str(error)) from None
-    if gpu_type not in pools:
-        raise unprocessable(field, f"cluster {cluster['name']} has no {gpu_type}; it has {', '.join(pools)}")
-    return gpu_type, pools[gpu_type]
-
-
-async def optimization_request(
-    conn: asyncpg.Connection, *, model: asyncpg.Record, cluster: asyncpg.Record, endpoint_id: UUID | None,
-    runtime: str, method: str, targets: PerformanceTargets, workload: WorkloadSpec, gpu_type: str | None,
-    config: RuntimeConfig | None, replicas: int | None, gpu_field: str = "resources.gpu_type",
-) -> OptimizationRequest:
-    facts = model_facts(model)
-    gpu_type, pool = pick_gpu(cluster, gpu_type, gpu_field)
-    free, _ = await endpoints.free_gpus(conn, cluster["id"], gpu_type, excluding=endpoint_id)
-    manual = None
-    if method == "MANUAL":
-        if config is None:
-            raise unprocessable("config", "MANUAL optimization needs a config")
-        manual = serving_config(config, replicas or 1, runtime, model["context_length"])
-        problems = fit_problems(facts, gpu_type, manual, free)
-        if problems:
-            raise ApiError(422, "config: does not fit: " + "; ".join(problems),
-                           [{"field": "config", "message": problem} for problem in problems])
-    return OptimizationRequest(
-        model=facts, gpu_type=gpu_type, available_gpus=free, runtime=runtime, method=Method(method),
-        targets=Targets(**targets.model_dump()), workload=Workload(**workload.model_dump()), config=manual,
-        max_model_len=(config.max_model_len if config and config.max_model_len else None),
-        price_per_hour=pool.get("price_per_hour"),
-    )
-
-
-async def start_optimization(
-    conn: asyncpg.Connection, temporal: Client, settings: Settings, *, project_id: UUID, endpoint_id: UUID | None,
-    model_id: UUID, cluster_id: UUID, request: OptimizationRequest,
-) -> asyncpg.Record:
+async def start_optimization(pool: asyncpg.Pool, temporal: Client, settings: Settings, *, project_id: UUID,
+                             model_id: UUID, cluster_id: UUID, request: OptimizationRequest,
+                             endpoint_id: UUID | None = None, body: EndpointConfigRequest | None = None,
+                             plan: ConfigurationPlan | None = None):
+    """The optimization row (with its workflow id) and, given an endpoint's `body` and `plan`, the endpoint's
+    configuration with optimization_status RUNNING, in one transaction; then the workflow. Returns the row."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await optimizations.insert(conn, project_id, endpoint_id, model_id, cluster_id,
+                                         request.model_dump(mode="json"))
+        workflow_id = optimization_workflow_id(row.id, endpoint_id)
+        await optimizations.set_workflow_id(conn, row.id, workflow_id)
+        if endpoint_id is not None and body is not None and plan is not None:
+            await endpoints.set_configuration(
+                conn, endpoint_id, runtime=body.runtime, method=body.optimization_method,
+                targets=body.performance_targets.model_dump(),
+                config=plan.config.model_dump() if plan.config else None, replicas=plan.replicas,
+                resources=plan.resources.model_dump() if plan.resources else None, recommendation=None,
+                optimization_status="RUNNING", optimization_workflow_id=workflow_id)
+    run = OptimizeDeploymentInput(optimization_id=row.id, endpoint_id=endpoint_id, request=request)
     try:
-        validate_request(request)
-    except InvalidRequest as error:
-        if error.field == "available_gpus":
-            raise ApiError(409, f"no free {request.gpu_type} GPUs on the cluster", {"field": "cluster_id"}) from None
-        raise ApiError(422, f"{error.field}: {error.message}", [{"field": error.field, "message": error.message}]) from None
-    row = await optimizations.insert(conn, project_id, endpoint_id, model_id, cluster_id, request.model_dump(mode="json"))
-    workflow_id = optimize_workflow_id(endpoint_id or row["id"], str(row["id"])[:8])
-    await optimizations.set_workflow_id(conn, row["id"], workflow_id)
-    await temporal.start_workflow(
-        OptimizeDeployment.run, OptimizeDeploymentInput(optimization_id=row["id"], endpoint_id=endpoint_id, request=request),
-        id=workflow_id, task_queue=settings.optimizer_queue)
-    return {**dict(row), "workflow_id": workflow_id}
+        await start_optimize_deployment(temporal, settings, run)
+    except Exception:
+        # Temporal refused or was unreachable: no run will ever record an outcome, so record the failure now.
+        async with pool.acquire() as conn, conn.transaction():
+            reason = "the optimization could not be started"
+            await optimizations.record_result(conn, row.id, "FAILED", None, reason)
+            if endpoint_id is not None:
+                await endpoints.record_recommendation(conn, endpoint_id, "FAILED", None, None, None, None)
+        raise
+    async with pool.acquire() as conn:
+        return await optimizations.get(conn, row.id, project_id)

@@ -1,33 +1,33 @@
 """From an endpoint's configuration to what the optimizer checks and the simulated runtime needs.
 
-One place that translates the API's RuntimeConfig (the seed's names) into budsim's ServingConfig, so the API's
-synchronous fit check, the optimizer and the deploy validation judge the same config the same way.
+The API's synchronous fit check, the optimizer and the deploy validation judge a config the same way (translated
+by control/translate.py), and the API and Reoptimize build the optimizer's request with one builder.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from uuid import UUID
+
+import asyncpg
+from pydantic import ValidationError
+
 from budsim.constraints import check_config
+from budsim.errors import InvalidRequest
 from budsim.predictor import predict
-from budsim.schemas import ServingConfig, Workload
+from budsim.schemas import Method, OptimizationRequest, ProductionCalibration, ServingConfig, Workload
+from budsim.search import validate_request
+from control import translate
+from control.errors import Conflict, Invalid, invalid_field
+from control.payloads.deployments import PerformanceTargets, RuntimeConfig, SimulatedTiming, WorkloadSpec
+from control.payloads.models import ModelStatus
+from control.store import endpoints
+from control.store.clusters import ClusterRow
+from control.store.models import ModelRow
+from core.gpu_types import canonical_gpu_type
 from core.model_facts import ModelArchitecture
-from control.payloads.deployments import RuntimeConfig, SimulatedTiming
 
 PROBE_WORKLOAD = Workload(input_tokens=512, output_tokens=64, concurrency=1)
-
-
-def serving_config(config: RuntimeConfig, replicas: int, runtime: str, context_length: int) -> ServingConfig:
-    fields = dict(
-        tensor_parallel_size=config.tensor_parallel_size,
-        pipeline_parallel_size=config.pipeline_parallel_size,
-        max_num_seqs=config.max_num_seqs,
-        max_model_len=config.max_model_len or context_length,
-        gpu_memory_utilization=config.gpu_memory_utilization,
-        replicas=max(replicas, 1),
-        runtime=runtime,
-    )
-    if config.max_num_batched_tokens:
-        fields["max_num_batched_tokens"] = config.max_num_batched_tokens
-    return ServingConfig(**fields)
 
 
 def fit_problems(facts: ModelArchitecture, gpu_type: str, config: ServingConfig, free_gpus: int) -> list[str]:
@@ -39,3 +39,70 @@ def simulated_timing(facts: ModelArchitecture, gpu_type: str, config: ServingCon
     """The optimizer's single-request prediction: how the simulated runtime times its tokens."""
     prediction = predict(facts, gpu_type, config.model_copy(update={"replicas": 1}), PROBE_WORKLOAD)
     return SimulatedTiming(ttft_ms=prediction.ttft_ms, tpot_ms=prediction.tpot_ms, load_delay_s=load_delay_s)
+
+
+# ------------------------------------------------------------------------------------------ the optimizer's request
+def available_facts(model: ModelRow) -> ModelArchitecture:
+    """The scanned architecture of a model that may be optimized or deployed (only AVAILABLE ones)."""
+    if model.status != ModelStatus.AVAILABLE or not model.facts:
+        raise Conflict(f"model {model.name} is {model.status}: only AVAILABLE models can be optimized or deployed",
+                       "model_id", status=str(model.status))
+    try:
+        return ModelArchitecture.model_validate(model.facts)
+    except ValidationError as error:  # facts stored by an older registry that this version cannot read
+        raise Conflict(f"model {model.name}'s stored facts are unreadable ({error.errors()[0]['msg']}); register it "
+                       "again", "model_id") from None
+
+
+def pick_gpu(cluster: ClusterRow, requested: str | None, field: str) -> tuple[str, dict]:
+    """The cluster's GPU pool of the requested type (any spelling the catalog knows), else its first pool."""
+    pools = {pool["gpu_type"]: pool for pool in cluster.gpus}
+    if requested is None:
+        gpu_type = next(iter(pools))
+    else:
+        try:
+            gpu_type = canonical_gpu_type(requested)
+        except ValueError as error:
+            raise invalid_field(field, str(error)) from None
+    if gpu_type not in pools:
+        raise invalid_field(field, f"cluster {cluster.name} has no {gpu_type}; it has {', '.join(pools)}")
+    return gpu_type, pools[gpu_type]
+
+
+async def optimization_request(
+    conn: asyncpg.Connection, *, model: ModelRow, cluster: ClusterRow, runtime: str, method: Method | str,
+    targets: PerformanceTargets | Mapping | None, workload: WorkloadSpec, gpu_type: str | None = None,
+    config: RuntimeConfig | None = None, replicas: int | None = None, endpoint_id: UUID | None = None,
+    calibration: ProductionCalibration | None = None, gpu_field: str = "resources.gpu_type",
+) -> OptimizationRequest:
+    """The search (or, MANUAL, the check of `config`) for a model on a cluster's free GPUs of one type; the GPUs the
+    endpoint itself holds count as free (its config is being replaced). A MANUAL config that cannot fit is Invalid
+    with every reason."""
+    facts = available_facts(model)
+    gpu_type, pool = pick_gpu(cluster, gpu_type, gpu_field)
+    free, _ = await endpoints.free_gpus(conn, cluster.id, gpu_type, excluding=endpoint_id)
+    manual = None
+    if Method(method) == Method.MANUAL:
+        if config is None:
+            raise invalid_field("config", "MANUAL optimization needs a config")
+        manual = translate.serving_config(config, replicas or 1, runtime, model.context_length)
+        problems = fit_problems(facts, gpu_type, manual, free)
+        if problems:
+            raise Invalid("config: does not fit: " + "; ".join(problems), "config", problems=problems)
+    return OptimizationRequest(
+        model=facts, gpu_type=gpu_type, available_gpus=free, runtime=runtime, method=Method(method),
+        targets=translate.targets(targets), workload=translate.workload(workload), config=manual,
+        max_model_len=config.max_model_len if config and config.max_model_len else None,
+        price_per_hour=pool.get("price_per_hour"), calibration=calibration or ProductionCalibration(),
+    )
+
+
+def check_request(request: OptimizationRequest) -> None:
+    """What the optimizer would refuse, refused before anything is stored: no free GPUs is a Conflict (they may
+    free up), anything else Invalid naming the field."""
+    try:
+        validate_request(request)
+    except InvalidRequest as error:
+        if error.field == "available_gpus":
+            raise Conflict(f"no free {request.gpu_type} GPUs on the cluster", "cluster_id") from None
+        raise invalid_field(error.field, error.message) from None

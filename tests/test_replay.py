@@ -238,3 +238,24 @@ async def test_record_reoptimize_history(api, control_worker, optimizer_worker, 
     assert summary[endpoint["id"]]["recommendation"], summary
     (HISTORIES / "reoptimize.json").write_text((await handle.fetch_history()).to_json())
     await api.delete(f"/api/endpoints/{endpoint['id']}")
+
+
+@pytest.mark.record_history
+async def test_record_deploy_waiting_for_the_optimizer_history(api, control_worker, gateway, temporal_client, settings,
+                                                                worker_clients, tmp_path):
+    """A deploy accepted while the optimizer was still choosing: it waits for the search, then deploys its choice."""
+    from tests.deploy_helpers import available_model, create_endpoint, local_cluster_id, settled, wait_endpoint
+    from tests.model_files import write_tiny_llama
+    from tests.test_configure_then_deploy import REACHABLE, busy_optimizer, configure_then_deploy
+    from workflows.ids import delete_endpoint_workflow_id, deploy_endpoint_workflow_id
+
+    model = await available_model(api, settings, write_tiny_llama(tmp_path / "m"))
+    endpoint = await create_endpoint(api, model["id"], await local_cluster_id(api))
+    async with busy_optimizer(settings, temporal_client, worker_clients) as free:
+        await configure_then_deploy(api, endpoint["id"], REACHABLE)
+        await free()
+        assert (await wait_endpoint(api, endpoint["id"], settled, timeout=180))["status"] == "RUNNING"
+    history = await temporal_client.get_workflow_handle(deploy_endpoint_workflow_id(endpoint["id"])).fetch_history()
+    (HISTORIES / "deploy_endpoint_waited_for_optimizer.json").write_text(history.to_json())
+    await api.delete(f"/api/endpoints/{endpoint['id']}")
+    await temporal_client.get_workflow_handle(delete_endpoint_workflow_id(endpoint["id"])).result()

@@ -169,6 +169,22 @@ async def test_abort_rolls_back_a_shift_in_flight(api, blue_green):
     assert (await api.post(f"/api/routes/{name}/shift/abort", json={})).status_code == 409
 
 
+
+async def test_abort_needs_no_body(api, blue_green):
+    """The README's `curl -X POST .../shift/abort` sends no body: it is an abort with the default reason."""
+    name, blue, green = blue_green
+    response = await api.post(f"/api/routes/{name}/shift", json={
+        "to_endpoint_id": green["id"], "steps": [10, 100], "step_interval_s": 600})
+    assert response.status_code == 202
+    async with asyncio.timeout(30):
+        while weights((await api.get(f"/api/routes/{name}")).json()) != {blue["name"]: 90, green["name"]: 10}:
+            await asyncio.sleep(0.2)
+    aborted = await api.post(f"/api/routes/{name}/shift/abort")
+    assert aborted.status_code == 202, aborted.text
+    done = await shift_done(api, name)
+    assert done["shift"]["status"] == "ROLLED_BACK" and done["shift"]["reason"] == "aborted by request"
+    assert weights(done) == {blue["name"]: 100, green["name"]: 0}
+
 async def test_a_model_name_belongs_to_one_project(api, anon_api, blue_green):
     _, blue, _ = blue_green
     team = {"Authorization": f"Bearer {(await api.post('/api/projects', json={'name': unique('team')})).json()['token']}"}

@@ -1,14 +1,18 @@
 """DeployEndpoint: the seed's Deployment Process (Internal) as one durable workflow.
 
-validate -> reserve GPUs -> TransferModel (child) -> render + apply the release -> wait for replicas ->
-HealthCheck (child) -> publish the route -> RUNNING. A failure at any step leaves the endpoint FAILED with that
-step and the reason and removes what was created (release, GPU reservation) unless the request asked to keep it.
+[wait for the optimizer] -> validate -> reserve GPUs -> TransferModel (child) -> render + apply the release -> wait
+for replicas -> HealthCheck (child) -> publish the route -> RUNNING. A deploy accepted while the optimizer was still
+choosing the config first waits for that run (an activity that polls and heartbeats, so a restarted worker picks the
+wait up); an optimization that fails or finds no config meeting the targets fails the deploy with its reason.
+A failure at any step leaves the endpoint FAILED with that step and the reason and removes what was created
+(release, GPU reservation) unless the request asked to keep it.
 Cancelling the workflow (DELETE while deploying) removes what was created and leaves the endpoint DELETED.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelled_exception
@@ -31,11 +35,15 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.health_check import HealthCheck
     from workflows.ids import health_check_workflow_id, transfer_workflow_id
-    from workflows.policies import RELEASE_CHANGE, failure_reason, release_wait, run_db_activity
+    from workflows.policies import INFRA_RETRY, RELEASE_CHANGE, failure_reason, release_wait, run_db_activity
     from workflows.transfer_model import TransferModel
 
-STEPS = ("validating", "reserving GPUs", "transferring model", "deploying runtime", "waiting for replicas",
-         "health checks", "publishing route")
+# Waiting for a search that runs for minutes; the heartbeat is what notices a lost worker (and delivers a DELETE's
+# cancellation).
+OPTIMIZER_WAIT = dict(start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=timedelta(seconds=30),
+                      retry_policy=INFRA_RETRY)
+STEPS = ("waiting for the optimizer", "validating", "reserving GPUs", "transferring model", "deploying runtime",
+         "waiting for replicas", "health checks", "publishing route")
 
 
 @workflow.defn
@@ -85,6 +93,11 @@ class DeployEndpoint:
         await self._progress(request, EndpointStatus.DELETED, step="deleted while deploying")
 
     async def _deploy(self, request: DeployEndpointInput) -> EndpointProgress:
+        if request.optimization_workflow_id is not None:
+            await self._enter(request, "waiting for the optimizer")
+            await workflow.execute_activity_method(EndpointActivities.wait_for_recommendation, request,
+                                                   **OPTIMIZER_WAIT)
+
         await self._enter(request, "validating")
         plan = await run_db_activity(EndpointActivities.load_deployment_plan, request)
         self._created.append("validated")

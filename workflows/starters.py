@@ -1,10 +1,11 @@
-"""Starting workflows from the API and the bootstrap: one place that knows ids, queues and idempotency."""
+"""Starting workflows from the API and the bootstrap: one place that knows ids, queues and idempotency, and the
+signals and queries the API sends to running workflows. A start that would run the same work twice concurrently is
+a Conflict (control/errors.py)."""
 
 from __future__ import annotations
 
-from uuid import UUID
-
 from datetime import timedelta
+from uuid import UUID
 
 from temporalio.client import (
     Client,
@@ -16,18 +17,41 @@ from temporalio.client import (
     SchedulePolicy,
     ScheduleSpec,
     ScheduleUpdate,
+    WorkflowExecutionStatus,
     WorkflowHandle,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
 
+from control.errors import Conflict
+from control.payloads.autoscaling import AutoscaleInput, AutoscalingSpec
 from control.payloads.clusters import ClusterSpec, RegisterClusterInput
-from core.settings import Settings
+from control.payloads.deployments import DeployEndpointInput, EndpointRef, ScaleEndpointInput
 from control.payloads.models import RegisterModelInput
 from control.payloads.monitoring import ReoptimizeInput
-from workflows.ids import register_cluster_workflow_id, register_model_workflow_id
+from control.payloads.optimization import OptimizeDeploymentInput
+from control.payloads.traffic import TrafficShiftInput
+from core.settings import Settings
+from workflows.autoscale_endpoint import AutoscaleEndpoint
+from workflows.deploy_endpoint import DeployEndpoint
+from workflows.ids import (
+    autoscale_endpoint_workflow_id,
+    delete_endpoint_workflow_id,
+    deploy_endpoint_workflow_id,
+    optimize_workflow_id,
+    register_cluster_workflow_id,
+    register_model_workflow_id,
+    reoptimize_endpoint_workflow_id,
+    scale_endpoint_workflow_id,
+    traffic_shift_workflow_id,
+)
+from workflows.manage_endpoint import DeleteEndpoint, ScaleEndpoint
+from workflows.optimize_deployment import OptimizeDeployment
 from workflows.register_cluster import RegisterCluster
 from workflows.register_model import RegisterModel
 from workflows.reoptimize import Reoptimize
+from workflows.traffic_shift import TrafficShift
 
 REOPTIMIZE_SCHEDULE_ID = "reoptimize-endpoints"
 
@@ -70,3 +94,92 @@ async def ensure_reoptimize_schedule(client: Client, settings: Settings) -> None
         await client.create_schedule(REOPTIMIZE_SCHEDULE_ID, schedule)
     except ScheduleAlreadyRunningError:
         await client.get_schedule_handle(REOPTIMIZE_SCHEDULE_ID).update(lambda _: ScheduleUpdate(schedule=schedule))
+
+
+# ------------------------------------------------------------------------------------------------ optimization
+def optimization_workflow_id(optimization_id: UUID, endpoint_id: UUID | None) -> str:
+    """Known before the start, so the optimization (and its endpoint) can record it in the same transaction."""
+    return optimize_workflow_id(endpoint_id or optimization_id, str(optimization_id)[:8])
+
+
+async def start_optimize_deployment(client: Client, settings: Settings, run: OptimizeDeploymentInput) -> WorkflowHandle:
+    return await client.start_workflow(
+        OptimizeDeployment.run, run, id=optimization_workflow_id(run.optimization_id, run.endpoint_id),
+        task_queue=settings.optimizer_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ endpoints
+async def start_deploy_endpoint(client: Client, settings: Settings, run: DeployEndpointInput) -> WorkflowHandle:
+    """One deploy of an endpoint at a time; a finished one may be run again (redeploy after FAILED)."""
+    try:
+        return await client.start_workflow(
+            DeployEndpoint.run, run, id=deploy_endpoint_workflow_id(run.endpoint_id), task_queue=settings.control_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
+    except WorkflowAlreadyStartedError:
+        raise Conflict("a deployment of this endpoint is already running") from None
+
+
+async def start_scale_endpoint(client: Client, settings: Settings, run: ScaleEndpointInput) -> WorkflowHandle:
+    try:
+        return await client.start_workflow(
+            ScaleEndpoint.run, run, id=scale_endpoint_workflow_id(run.endpoint_id), task_queue=settings.control_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
+    except WorkflowAlreadyStartedError:
+        raise Conflict("a scale of this endpoint is already running", "replicas") from None
+
+
+async def start_delete_endpoint(client: Client, settings: Settings, endpoint_id: UUID) -> WorkflowHandle:
+    """A second DELETE joins the first."""
+    return await client.start_workflow(
+        DeleteEndpoint.run, EndpointRef(endpoint_id=endpoint_id), id=delete_endpoint_workflow_id(endpoint_id),
+        task_queue=settings.control_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+
+
+async def start_autoscaler(client: Client, settings: Settings, endpoint_id: UUID, spec: AutoscalingSpec) -> WorkflowHandle:
+    """Start the endpoint's autoscaler with `spec`, or hand `spec` to the one already running (its `update` signal)."""
+    return await client.start_workflow(
+        AutoscaleEndpoint.run, AutoscaleInput(endpoint_id=endpoint_id, sync_period_s=settings.autoscale_sync_s),
+        id=autoscale_endpoint_workflow_id(endpoint_id), task_queue=settings.control_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        start_signal="update", start_signal_args=[spec])
+
+
+async def start_endpoint_reoptimize(client: Client, settings: Settings, endpoint_id: UUID, window_s: int) -> WorkflowHandle:
+    """Reoptimize for one endpoint now; a refresh already running is joined."""
+    return await client.start_workflow(
+        Reoptimize.run, ReoptimizeInput(endpoint_id=endpoint_id, window_s=window_s,
+                                        optimizer_queue=settings.optimizer_queue),
+        id=reoptimize_endpoint_workflow_id(endpoint_id), task_queue=settings.control_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+
+
+# ------------------------------------------------------------------------------------------------ traffic shifts
+async def traffic_shift_running(client: Client, route_name: str) -> bool:
+    try:
+        description = await client.get_workflow_handle(traffic_shift_workflow_id(route_name)).describe()
+    except RPCError:  # never started
+        return False
+    return description.status == WorkflowExecutionStatus.RUNNING
+
+
+async def start_traffic_shift(client: Client, settings: Settings, run: TrafficShiftInput) -> WorkflowHandle:
+    """One shift per route at a time."""
+    try:
+        return await client.start_workflow(
+            TrafficShift.run, run, id=traffic_shift_workflow_id(run.route_name), task_queue=settings.control_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
+    except WorkflowAlreadyStartedError:
+        raise Conflict(f"a traffic shift is already moving route {run.route_name}") from None
+
+
+async def abort_traffic_shift(client: Client, route_name: str, reason: str) -> None:
+    """The shift's `abort` signal; Conflict when no shift is running on the route."""
+    if not await traffic_shift_running(client, route_name):
+        raise Conflict(f"no traffic shift is running on route {route_name}")
+    try:
+        await client.get_workflow_handle(traffic_shift_workflow_id(route_name)).signal(TrafficShift.abort, reason)
+    except RPCError:  # it finished between the check and the signal
+        raise Conflict(f"no traffic shift is running on route {route_name}") from None

@@ -1,5 +1,6 @@
 """Endpoints (the seed's Stages 3-4): create, configure (automatic or manual), deploy, status, scale, autoscale,
-delete."""
+delete. Each route parses, checks with control/ (domain errors become 409/422 in api/errors.py), writes through the
+stores and starts its workflow through workflows/starters.py."""
 
 from __future__ import annotations
 
@@ -9,41 +10,32 @@ from uuid import UUID
 
 from fastapi import APIRouter, status
 from pydantic import BaseModel
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.errors import ApiError, not_found
-from api.optimizing import model_facts, optimization_request, pick_gpu, start_optimization, unprocessable
-from control.payloads.autoscaling import AutoscaleInput, AutoscalingSpec
-from control.payloads.monitoring import ReoptimizeInput
+from api.optimizing import start_optimization
+from control import capacity
+from control.payloads.autoscaling import AutoscalingSpec
 from control.payloads.deployments import (
     DeployEndpointInput,
     DeployRequest,
     EndpointConfigRequest,
     EndpointCreate,
-    EndpointRef,
     EndpointStatus,
-    Resources,
     ScaleEndpointInput,
     ScaleRequest,
 )
 from control.store import clusters, endpoints, models, routes
-from workflows.autoscale_endpoint import AutoscaleEndpoint
-from workflows.deploy_endpoint import DeployEndpoint
-from workflows.reoptimize import Reoptimize
-from workflows.ids import (
-    autoscale_endpoint_workflow_id,
-    reoptimize_endpoint_workflow_id,
-    delete_endpoint_workflow_id,
-    deploy_endpoint_workflow_id,
-    scale_endpoint_workflow_id,
+from workflows.ids import deploy_endpoint_workflow_id
+from workflows.starters import (
+    start_autoscaler,
+    start_delete_endpoint,
+    start_deploy_endpoint,
+    start_endpoint_reoptimize,
+    start_scale_endpoint,
 )
-from workflows.manage_endpoint import DeleteEndpoint, ScaleEndpoint
 
 router = APIRouter(prefix="/api/endpoints", tags=["endpoints"])
-BUSY = {EndpointStatus.DEPLOYING.value, EndpointStatus.DELETING.value}
-
 
 class Deployment(BaseModel):
     runtime: str
@@ -81,14 +73,14 @@ class EndpointOut(BaseModel):
 
 
 def endpoint_out(row) -> dict:
-    return {**dict(row), "deployment": {"runtime": row["runtime"], "replicas": row["replicas"],
-                                        "ready_replicas": row["ready_replicas"],
-                                        "config": row["config"], "resources": row["resources"]}}
+    return {**row.model_dump(), "deployment": {"runtime": row.runtime, "replicas": row.replicas,
+                                               "ready_replicas": row.ready_replicas,
+                                               "config": row.config, "resources": row.resources}}
 
 
 async def owned_endpoint(conn, endpoint_id: UUID, project_id: UUID):
     row = await endpoints.get_endpoint(conn, endpoint_id, project_id)
-    if row is None or row["status"] == EndpointStatus.DELETED:
+    if row is None or row.status == EndpointStatus.DELETED:
         raise not_found("endpoint", endpoint_id)
     return row
 
@@ -128,70 +120,37 @@ async def get_endpoint(endpoint_id: UUID, pool: PoolDep, principal: PrincipalDep
 async def configure_endpoint(endpoint_id: UUID, body: EndpointConfigRequest, pool: PoolDep, temporal: TemporalDep,
                              settings: SettingsDep, principal: PrincipalDep) -> dict:
     """MANUAL configs are checked now (422 with the reasons); REGRESSOR/HEURISTIC start OptimizeDeployment and the
-    recommended config becomes the endpoint's config when it finishes."""
+    recommended config becomes the endpoint's config when it finishes. A refused PUT changes nothing."""
     async with pool.acquire() as conn:
         endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
-        if endpoint["status"] in BUSY:
-            raise ApiError(409, f"endpoint is {endpoint['status']}: wait for it to settle")
-        model = await models.get_model(conn, endpoint["model_id"])
-        cluster = await clusters.get_cluster(conn, endpoint["cluster_id"])
-        model_facts(model)
-        gpu_type, _ = pick_gpu(cluster, body.resources.gpu_type if body.resources else None)
-        request = await optimization_request(
-            conn, model=model, cluster=cluster, endpoint_id=endpoint_id, runtime=body.runtime,
-            method=body.optimization_method, targets=body.performance_targets, workload=body.workload,
-            gpu_type=gpu_type, config=body.config, replicas=body.replicas)
-        if body.optimization_method == "MANUAL":
-            config = body.config
-            gpus = config.tensor_parallel_size * config.pipeline_parallel_size
-            if body.resources and body.resources.gpu_count != gpus:
-                raise unprocessable("resources.gpu_count", f"must equal tensor_parallel_size x pipeline_parallel_size = {gpus}")
-            resources = body.resources or Resources(gpu_type=gpu_type, gpu_count=gpus)
-            resources = resources.model_copy(update={"gpu_type": gpu_type})
-            await endpoints.set_configuration(
-                conn, endpoint_id, runtime=body.runtime, method="MANUAL", targets=body.performance_targets.model_dump(),
-                config=config.model_dump(), replicas=body.replicas or 1, resources=resources.model_dump(),
-                recommendation=None, optimization_status="RUNNING", optimization_workflow_id=None)
-        else:
-            await endpoints.set_configuration(
-                conn, endpoint_id, runtime=body.runtime, method=body.optimization_method,
-                targets=body.performance_targets.model_dump(), config=None, replicas=body.replicas or 1,
-                resources=None, recommendation=None, optimization_status="RUNNING", optimization_workflow_id=None)
-        # MANUAL runs too: the workflow predicts the config's performance and checks the targets.
-        run = await start_optimization(conn, temporal, settings, project_id=principal.project_id,
-                                       endpoint_id=endpoint_id, model_id=model["id"], cluster_id=cluster["id"],
-                                       request=request)
-        await conn.execute("UPDATE endpoints SET optimization_workflow_id = $2 WHERE id = $1", endpoint_id,
-                           run["workflow_id"])
+        model = await models.get_model(conn, endpoint.model_id)
+        cluster = await clusters.get_cluster(conn, endpoint.cluster_id)
+        plan = await capacity.plan_configuration(conn, endpoint, model, cluster, body)
+    # MANUAL runs too: the workflow predicts the config's performance and checks the targets.
+    await start_optimization(pool, temporal, settings, project_id=principal.project_id, model_id=model.id,
+                             cluster_id=cluster.id, request=plan.request, endpoint_id=endpoint_id, body=body, plan=plan)
+    async with pool.acquire() as conn:
         return endpoint_out(await endpoints.get_endpoint(conn, endpoint_id))
 
 
 @router.post("/{endpoint_id}/deploy", response_model=EndpointOut, status_code=status.HTTP_202_ACCEPTED)
 async def deploy_endpoint(endpoint_id: UUID, pool: PoolDep, temporal: TemporalDep, settings: SettingsDep,
                           principal: PrincipalDep, body: DeployRequest | None = None) -> dict:
+    """Accepted while the optimizer is still choosing the config: the deploy waits for it (step "waiting for the
+    optimizer") and fails with the optimizer's reason when no config meets the targets."""
     body = body or DeployRequest()
     async with pool.acquire() as conn:
         endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
-        model = await models.get_model(conn, endpoint["model_id"])
-        if model["status"] != "AVAILABLE":
-            raise ApiError(409, f"model {model['name']} is {model['status']}: only AVAILABLE models can be deployed",
-                           {"field": "model_id", "status": model["status"]})
-        if endpoint["status"] in BUSY or endpoint["status"] == EndpointStatus.RUNNING:
-            raise ApiError(409, f"endpoint is {endpoint['status']}")
-        if endpoint["config"] is None:
-            waiting = endpoint["optimization_status"] == "RUNNING"
-            raise ApiError(409, "the optimizer is still choosing a configuration" if waiting else
-                           "the endpoint has no configuration: PUT /api/endpoints/{id}/config first")
-        workflow_id = deploy_endpoint_workflow_id(endpoint_id)
+        model = await models.get_model(conn, endpoint.model_id)
+        waiting_for = capacity.optimization_to_wait_for(endpoint, model)
+        # DEPLOYING before the run starts, so the run's own steps are never overwritten by "queued".
+        await endpoints.set_workflow(conn, endpoint_id, deploy_endpoint_workflow_id(endpoint_id), body.keep_on_failure)
         try:
-            await temporal.start_workflow(
-                DeployEndpoint.run, DeployEndpointInput(endpoint_id=endpoint_id, keep_on_failure=body.keep_on_failure),
-                id=workflow_id, task_queue=settings.control_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
-        except WorkflowAlreadyStartedError:
-            raise ApiError(409, "a deployment of this endpoint is already running") from None
-        await endpoints.set_workflow(conn, endpoint_id, workflow_id, body.keep_on_failure)
+            await start_deploy_endpoint(temporal, settings, DeployEndpointInput(
+                endpoint_id=endpoint_id, keep_on_failure=body.keep_on_failure, optimization_workflow_id=waiting_for))
+        except Exception:
+            await endpoints.set_status(conn, endpoint_id, endpoint.status, endpoint.step)
+            raise
         return endpoint_out(await endpoints.get_endpoint(conn, endpoint_id))
 
 
@@ -200,25 +159,9 @@ async def scale_endpoint(endpoint_id: UUID, body: ScaleRequest, pool: PoolDep, t
                          settings: SettingsDep, principal: PrincipalDep) -> dict:
     async with pool.acquire() as conn:
         endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
-        if endpoint["status"] != EndpointStatus.RUNNING:
-            raise ApiError(409, f"only RUNNING endpoints scale; this one is {endpoint['status']}")
-        if (endpoint["autoscaling"] or {}).get("enabled"):
-            raise ApiError(409, "the autoscaler owns this endpoint's replica count: "
-                                "PUT /api/endpoints/{id}/autoscaling with enabled false first", {"field": "replicas"})
-        resources = Resources.model_validate(endpoint["resources"])
-        free, total = await endpoints.free_gpus(conn, endpoint["cluster_id"], resources.gpu_type, excluding=endpoint_id)
-        needed = resources.gpu_count * body.replicas
-        if needed > free:
-            raise ApiError(409, f"not enough GPUs: {body.replicas} replicas need {needed} {resources.gpu_type}, "
-                                f"{free} free of {total}", {"field": "replicas"})
-        try:
-            await temporal.start_workflow(
-                ScaleEndpoint.run, ScaleEndpointInput(endpoint_id=endpoint_id, replicas=body.replicas,
-                                                      previous_replicas=endpoint["replicas"]),
-                id=scale_endpoint_workflow_id(endpoint_id), task_queue=settings.control_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
-        except WorkflowAlreadyStartedError:
-            raise ApiError(409, "a scale of this endpoint is already running") from None
+        await capacity.check_scale(conn, endpoint, body.replicas)
+        await start_scale_endpoint(temporal, settings, ScaleEndpointInput(
+            endpoint_id=endpoint_id, replicas=body.replicas, previous_replicas=endpoint.replicas))
         await endpoints.set_status(conn, endpoint_id, EndpointStatus.RUNNING, f"scaling to {body.replicas}")
         return endpoint_out(await endpoints.get_endpoint(conn, endpoint_id))
 
@@ -230,28 +173,11 @@ async def configure_autoscaling(endpoint_id: UUID, body: AutoscalingSpec, pool: 
     AutoscaleEndpoint workflow scales by the same rules. A new body replaces the running autoscaler's spec."""
     async with pool.acquire() as conn:
         endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
-        if endpoint["status"] != EndpointStatus.RUNNING:
-            raise ApiError(409, f"only RUNNING endpoints autoscale; this one is {endpoint['status']}")
-        resources = Resources.model_validate(endpoint["resources"])
-        free, total = await endpoints.free_gpus(conn, endpoint["cluster_id"], resources.gpu_type,
-                                                excluding=endpoint_id)
-        cluster = await clusters.get_cluster(conn, endpoint["cluster_id"])
-        # Kubernetes: the HPA's ceiling is held up front (it adds pods without asking); local: the autoscaler
-        # reserves as it scales, within the cluster.
-        available = free if cluster["kind"] != "local" else total
-        needed = resources.gpu_count * body.max_replicas
-        if body.enabled and needed > available:
-            raise ApiError(409, f"max_replicas {body.max_replicas} would need {needed} {resources.gpu_type}; "
-                                f"{available} {'free' if cluster['kind'] != 'local' else 'in the cluster'}",
-                           {"field": "max_replicas"})
+        cluster = await clusters.get_cluster(conn, endpoint.cluster_id)
+        await capacity.check_autoscaling(conn, endpoint, cluster, body)
         # Stored before the workflow starts, so its own first record is never overwritten by this one.
         await endpoints.set_autoscaling(conn, endpoint_id, body.model_dump(mode="json"), {"message": "applying"})
-        await temporal.start_workflow(
-            AutoscaleEndpoint.run,
-            AutoscaleInput(endpoint_id=endpoint_id, sync_period_s=settings.autoscale_sync_s),
-            id=autoscale_endpoint_workflow_id(endpoint_id), task_queue=settings.control_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            start_signal="update", start_signal_args=[body])
+        await start_autoscaler(temporal, settings, endpoint_id, body)
         return endpoint_out(await endpoints.get_endpoint(conn, endpoint_id))
 
 
@@ -268,7 +194,7 @@ async def endpoint_metrics(endpoint_id: UUID, pool: PoolDep, principal: Principa
     """The last observation (the schedule refreshes it every BUD_REOPTIMIZE_INTERVAL_S; null before the first)."""
     async with pool.acquire() as conn:
         endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
-    return {"endpoint_id": endpoint_id, "status": endpoint["status"], "monitoring": endpoint["monitoring"]}
+    return {"endpoint_id": endpoint_id, "status": endpoint.status, "monitoring": endpoint.monitoring}
 
 
 @router.post("/{endpoint_id}/metrics/refresh", response_model=MetricsOut, status_code=status.HTTP_202_ACCEPTED)
@@ -279,14 +205,9 @@ async def refresh_endpoint_metrics(endpoint_id: UUID, pool: PoolDep, temporal: T
         raise ApiError(422, "window_s must be between 10 and 86400 seconds", [{"field": "window_s"}])
     async with pool.acquire() as conn:
         endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
-        if endpoint["status"] != EndpointStatus.RUNNING:
-            raise ApiError(409, f"only RUNNING endpoints have live metrics; this one is {endpoint['status']}")
-    await temporal.start_workflow(
-        Reoptimize.run, ReoptimizeInput(endpoint_id=endpoint_id, window_s=window_s,
-                                        optimizer_queue=settings.optimizer_queue),
-        id=reoptimize_endpoint_workflow_id(endpoint_id), task_queue=settings.control_queue,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
-    return {"endpoint_id": endpoint_id, "status": endpoint["status"], "monitoring": endpoint["monitoring"]}
+    capacity.require_running(endpoint, "have live metrics")
+    await start_endpoint_reoptimize(temporal, settings, endpoint_id, window_s)
+    return {"endpoint_id": endpoint_id, "status": endpoint.status, "monitoring": endpoint.monitoring}
 
 
 @router.delete("/{endpoint_id}", response_model=EndpointOut, status_code=status.HTTP_202_ACCEPTED)
@@ -295,8 +216,6 @@ async def delete_endpoint(endpoint_id: UUID, pool: PoolDep, temporal: TemporalDe
     """Cancels a deployment in flight (it cleans up what it created), then removes the release, routes and GPUs."""
     async with pool.acquire() as conn:
         await owned_endpoint(conn, endpoint_id, principal.project_id)
-        await temporal.start_workflow(
-            DeleteEndpoint.run, EndpointRef(endpoint_id=endpoint_id), id=delete_endpoint_workflow_id(endpoint_id),
-            task_queue=settings.control_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+        await start_delete_endpoint(temporal, settings, endpoint_id)
         await endpoints.set_status(conn, endpoint_id, EndpointStatus.DELETING, "deleting")
         return endpoint_out(await endpoints.get_endpoint(conn, endpoint_id))

@@ -11,8 +11,9 @@ from pydantic import BaseModel
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.errors import not_found
-from api.optimizing import optimization_request, start_optimization
+from api.optimizing import start_optimization
 from control.payloads.optimization import OptimizationCreate
+from control.planning import check_request, optimization_request
 from control.store import clusters, models, optimizations
 
 router = APIRouter(prefix="/api/optimizations", tags=["optimizations"])
@@ -34,7 +35,7 @@ class OptimizationOut(BaseModel):
 
 @router.post("", response_model=OptimizationOut, status_code=status.HTTP_202_ACCEPTED)
 async def create_optimization(body: OptimizationCreate, pool: PoolDep, temporal: TemporalDep, settings: SettingsDep,
-                              principal: PrincipalDep) -> dict:
+                              principal: PrincipalDep):
     async with pool.acquire() as conn:
         model = await models.get_model(conn, body.model_id, principal.project_id)
         if model is None:
@@ -43,17 +44,18 @@ async def create_optimization(body: OptimizationCreate, pool: PoolDep, temporal:
         if cluster is None:
             raise not_found("cluster", body.cluster_id)
         request = await optimization_request(
-            conn, model=model, cluster=cluster, endpoint_id=None, runtime=body.runtime,
-            method=body.optimization_method, targets=body.performance_targets, workload=body.workload,
-            gpu_type=body.gpu_type, config=body.config, replicas=body.replicas, gpu_field="gpu_type")
-        return await start_optimization(conn, temporal, settings, project_id=principal.project_id, endpoint_id=None,
-                                        model_id=model["id"], cluster_id=cluster["id"], request=request)
+            conn, model=model, cluster=cluster, runtime=body.runtime, method=body.optimization_method,
+            targets=body.performance_targets, workload=body.workload, gpu_type=body.gpu_type, config=body.config,
+            replicas=body.replicas, gpu_field="gpu_type")
+    check_request(request)
+    return await start_optimization(pool, temporal, settings, project_id=principal.project_id, model_id=model.id,
+                                    cluster_id=cluster.id, request=request)
 
 
 @router.get("/{optimization_id}", response_model=OptimizationOut)
-async def get_optimization(optimization_id: UUID, pool: PoolDep, principal: PrincipalDep) -> dict:
+async def get_optimization(optimization_id: UUID, pool: PoolDep, principal: PrincipalDep):
     async with pool.acquire() as conn:
         row = await optimizations.get(conn, optimization_id, principal.project_id)
     if row is None:
         raise not_found("optimization", optimization_id)
-    return dict(row)
+    return row

@@ -158,6 +158,8 @@ class DeployEndpointInput(BaseModel):
     endpoint_id: UUID
     keep_on_failure: bool = False
     replicas: int | None = Field(default=None, description="override of the endpoint's replica count (scaling)")
+    optimization_workflow_id: str | None = Field(
+        default=None, description="deployed while the optimizer was still choosing: wait for this run's config")
 
 
 class ScaleEndpointInput(BaseModel):
