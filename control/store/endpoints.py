@@ -87,9 +87,10 @@ async def statuses(conn: asyncpg.Connection, endpoint_ids: list[UUID]) -> dict[U
     return {row["id"]: EndpointStatus(row["status"]) for row in rows}
 
 
-async def set_configuration(conn: asyncpg.Connection, endpoint_id: UUID, *, runtime: str, method: str, targets: dict,
-                            config: dict | None, replicas: int, resources: dict | None, recommendation: dict | None,
-                            optimization_status: str | None, optimization_workflow_id: str | None) -> None:
+async def set_configuration(conn: asyncpg.Connection, endpoint_id: UUID, *, runtime: Runtime, method: str,
+                            targets: dict, config: dict | None, replicas: int, resources: dict | None,
+                            recommendation: dict | None, optimization_status: OptimizationStatus | None,
+                            optimization_workflow_id: str | None) -> None:
     await conn.execute(
         """UPDATE endpoints SET runtime = $2, optimization_method = $3, performance_targets = $4, config = $5,
                replicas = $6, resources = $7, recommendation = $8, optimization_status = $9,
@@ -100,8 +101,9 @@ async def set_configuration(conn: asyncpg.Connection, endpoint_id: UUID, *, runt
     )
 
 
-async def record_recommendation(conn: asyncpg.Connection, endpoint_id: UUID, status: str, recommendation: dict | None,
-                                config: dict | None, replicas: int | None, resources: dict | None) -> None:
+async def record_recommendation(conn: asyncpg.Connection, endpoint_id: UUID, status: OptimizationStatus,
+                                recommendation: dict | None, config: dict | None, replicas: int | None,
+                                resources: dict | None) -> None:
     """The optimizer's outcome; the chosen config becomes the endpoint's config when one was found."""
     await conn.execute(
         """UPDATE endpoints SET optimization_status = $2, recommendation = $3, config = COALESCE($4, config),

@@ -48,7 +48,7 @@ async def get(conn: asyncpg.Connection, optimization_id: UUID, project_id: UUID)
         f"SELECT {COLUMNS} FROM optimizations WHERE id = $1 AND project_id = $2", optimization_id, project_id))
 
 
-async def record_result(conn: asyncpg.Connection, optimization_id: UUID, status: str, result: dict | None,
+async def record_result(conn: asyncpg.Connection, optimization_id: UUID, status: OptimizationStatus, result: dict | None,
                         error: str | None) -> None:
     await conn.execute("UPDATE optimizations SET status = $2, result = $3, error = $4, updated_at = now() WHERE id = $1",
                        optimization_id, status, result, error)
