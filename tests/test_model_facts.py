@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -13,6 +14,8 @@ from budsim.catalog import get_gpu
 from budsim.constraints import check_config, memory_breakdown
 from budsim.schemas import ServingConfig
 from cli.sim import _load_model as bud_sim_model
+from control.errors import Conflict
+from control.planning import available_facts
 from core.model_facts import (
     ConfigError,
     ModelArchitecture,
@@ -22,6 +25,8 @@ from core.model_facts import (
 )
 from core.precision import find_precision, precision_of, quantized_precision
 from registry.model_config import registration_facts
+from tests.model_files import write_tiny_llama
+from tests.registry_helpers import register_and_wait, upload
 
 CONFIGS = Path(__file__).resolve().parent / "fixtures" / "configs"
 # (fixture, tensor parallel size, max_model_len) with 16 sequences on one replica of H200s
@@ -45,11 +50,16 @@ def serving(name: str, **changes) -> ServingConfig:
     return ServingConfig(**(fields | changes))
 
 
+def stored_row(facts: dict, name: str = "m") -> SimpleNamespace:
+    """A models row as the optimizer's request builder reads it (facts: JSONB, parsed)."""
+    return SimpleNamespace(name=name, status="AVAILABLE", facts=json.loads(json.dumps(facts)))
+
+
 def registered(config: dict, weights_parameter_count: int | None = None) -> ModelArchitecture:
     """What RegisterModel stores (facts as JSON in PostgreSQL) and what the optimizer reads back from the row."""
     facts, findings = registration_facts(config, weights_parameter_count=weights_parameter_count)
     assert facts is not None, findings
-    return ModelArchitecture.model_validate(json.loads(json.dumps(facts.model_dump(mode="json"))))
+    return available_facts(stored_row(facts.model_dump(mode="json")))
 
 
 def kv_bytes_per_token(facts: ModelArchitecture, name: str) -> float:
@@ -118,6 +128,14 @@ def test_layer_types_decide_which_layers_slide():
     with pytest.raises(ConfigError) as error:
         architecture_from_config({**config, "layer_types": ["full_attention"]})
     assert error.value.key == "layer_types"
+
+
+def test_stored_facts_the_optimizer_cannot_read_are_a_conflict_not_a_crash():
+    facts = registered(fixture("llama_3_1_8b")).model_dump(mode="json")
+    with pytest.raises(Conflict) as error:
+        available_facts(stored_row({**facts, "dtype": "float64"}, name="old-model"))
+    assert error.value.field == "model_id" and "old-model" in str(error.value) and "register it again" in str(
+        error.value)
 
 
 @pytest.mark.parametrize("spelling", ["bfloat16", "bf16", "BF16", "torch.bfloat16"])
@@ -223,3 +241,28 @@ def test_bud_sim_reports_a_broken_config_json_instead_of_crashing(tmp_path: Path
     path.write_text(json.dumps({**fixture("llama_3_1_8b"), "num_attention_heads": "many"}))
     result = CliRunner().invoke(app, ["recommend", "--model", str(path), "--gpu", "h200_sxm", "--gpus", "1"])
     assert result.exit_code == 2 and "num_attention_heads" in result.output
+
+
+async def test_the_registered_facts_of_mla_and_sliding_window_models_are_what_bud_sim_reads(
+        api, control_worker, settings, tmp_path: Path):
+    """Through the real RegisterModel (S3, clamd, the scanning activities, PostgreSQL): the stored facts carry the
+    attention variant, and size the KV cache as `bud sim` sizes the same config.json."""
+    mla = {"model_type": "deepseek_v3", "architectures": ["DeepseekV3ForCausalLM"], "kv_lora_rank": 32,
+           "qk_rope_head_dim": 8, "qk_nope_head_dim": 16, "v_head_dim": 16}
+    sliding = {"model_type": "mistral", "architectures": ["MistralForCausalLM"], "sliding_window": 512}
+    for overrides, expected in ((mla, {"kv_lora_rank": 32, "qk_rope_head_dim": 8, "full_attention_layers": None}),
+                                (sliding, {"kv_lora_rank": 0, "full_attention_layers": 0, "sliding_window": 512})):
+        tiny = write_tiny_llama(tmp_path / overrides["model_type"], config_overrides=overrides)
+        model = await register_and_wait(api, settings, await upload(settings, tiny.path),
+                                        parameter_count=tiny.parameter_count, context_length=2048)
+        assert model["status"] == "AVAILABLE", model["scan_report"]
+        stored = available_facts(stored_row(model["facts"]))
+        assert {key: getattr(stored, key) for key in expected} == expected
+        simulated = bud_sim_model(str(tiny.path / "config.json"))
+        # the registry counts the weights' parameters; bud sim, without weights, estimates them from the config
+        assert stored.model_copy(update={"parameter_count": simulated.parameter_count}) == simulated
+        config = ServingConfig(max_num_seqs=4, max_model_len=2048)
+        assert memory_breakdown(stored, get_gpu(H200), config).kv_cache == memory_breakdown(
+            simulated, get_gpu(H200), config).kv_cache
+    # 2 layers x (K, V) x 2 KV heads x 16 dims in bf16, for at most the 512-token window of a 32768-token context
+    assert kv_bytes_per_token(stored, "mistral_7b_v0_1") == 2 * 2 * 2 * 16 * 2.0 * 512 / 32768
