@@ -43,14 +43,7 @@ def up(
     except (StartupError, OSError):
         console.print("[red]The stack did not start; see the logs in[/red] " + str(stack.state / "logs"))
         raise typer.Exit(1) from None
-    settings = stack.settings
-    console.print(
-        f"\nAPI        http://127.0.0.1:{settings.api_port}  (OpenAPI docs: /docs)\n"
-        f"Temporal   http://127.0.0.1:{settings.temporal_ui_port}  (Web UI)\n"
-        f"Gateway    {settings.gateway_url}  (OpenAI-compatible)\n"
-        f"Prometheus {settings.prometheus_url}\n"
-        f"S3         {settings.s3_endpoint}  (bucket {settings.models_bucket})"
-    )
+    console.print("\n" + "\n".join(stack.summary()))
     if kube:
         console.print(f"Kubernetes export KUBECONFIG={stack.kube.kubeconfig_path}  (cluster {CLUSTER_NAME}; try kubectl get nodes)")
     _print_admin_token(stack)

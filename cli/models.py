@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import NoReturn
+from uuid import UUID
 
 import typer
 from rich.console import Console
@@ -129,13 +131,47 @@ def list_models(
     console.print(table)
 
 
+def fail(message: str) -> NoReturn:
+    console.print(message, style="red", markup=False, highlight=False)  # API messages may hold [brackets]
+    raise typer.Exit(1)
+
+
+def resolve_model_id(client, model: str, version: str | None) -> str:
+    """MODEL as given when it is an id; else the id of the project's model of that name (and version: a name
+    repeats only across versions). The API lists without a name filter, so this pages through the list."""
+    try:
+        return str(UUID(model))
+    except ValueError:
+        pass
+    matches: list[dict] = []
+    params: dict = {"limit": 200}
+    while True:
+        response = client.get("/api/models", params=params)
+        if response.status_code != 200:
+            fail(error_message(response))
+        page = response.json()
+        matches += [m for m in page["items"] if m["name"] == model and version in (None, m["version"])]
+        if not page.get("next_cursor"):
+            break
+        params["cursor"] = page["next_cursor"]
+    if not matches:
+        fail(f"no model named {model!r}{f' with version {version!r}' if version else ''} in this project "
+             "(`bud models list` shows them)")
+    if len(matches) > 1:
+        versions = ", ".join(m["version"] for m in matches)
+        fail(f"{model!r} has versions {versions}: choose one with --version")
+    return matches[0]["id"]
+
+
 @app.command()
-def show(model_id: str) -> None:
-    """Facts, checksums and the scan report of one model."""
+def show(
+    model: str = typer.Argument(..., help="model id, or its name"),
+    version: str | None = typer.Option(None, "--version", help="which version, when the name has several"),
+) -> None:
+    """Facts, checksums and the scan report of one model, by id or by name."""
     with api_client() as client:
-        response = client.get(f"/api/models/{model_id}")
+        response = client.get(f"/api/models/{resolve_model_id(client, model, version)}")
     if response.status_code != 200:
-        console.print(f"[red]{error_message(response)}[/red]")
-        raise typer.Exit(1)
+        fail(error_message(response))
     print_report(response.json())
     console.print_json(json.dumps({k: response.json()[k] for k in ("facts", "files", "benchmarks")}))

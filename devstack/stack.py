@@ -86,6 +86,19 @@ class Stack:
                 health_url=f"http://127.0.0.1:{s.gateway_port}/healthz", url=s.gateway_url),
         ]
 
+    def summary(self) -> list[str]:
+        """What `bud dev up` prints once everything is healthy: where each part a user opens lives."""
+        s = self.settings
+        api = f"http://127.0.0.1:{s.api_port}"
+        return [
+            f"API        {api}  (OpenAPI docs: /docs)",
+            f"Dashboard  {api}/ui  (paste the admin token)",
+            f"Temporal   http://127.0.0.1:{s.temporal_ui_port}  (Web UI)",
+            f"Gateway    {s.gateway_url}  (OpenAI-compatible)",
+            f"Prometheus {s.prometheus_url}",
+            f"S3         {s.s3_endpoint}  (bucket {s.models_bucket})",
+        ]
+
     def running_pid(self, name: str) -> int | None:
         return self.pids.running_pid(name)
 

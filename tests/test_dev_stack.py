@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from core.processes import free_port
 from tests.model_files import write_tiny_llama
@@ -65,6 +66,7 @@ def wait_for(check, timeout: float = 60.0):
     raise AssertionError("condition not met in time")
 
 
+@pytest.mark.timeout(480)  # two whole-stack starts and a dozen CLI processes: over 300 s on a loaded 2-core machine
 def test_dev_stack_starts_survives_a_restart_and_stops_cleanly():
     with server_state_dir("bud-stack-") as state:
         run_stack_scenario(state)
@@ -80,6 +82,8 @@ def run_stack_scenario(state: Path) -> None:
                      "worker-bud-optimizer", "gateway"):
             assert part in started.stdout
         assert f"http://127.0.0.1:{env['BUD_TEMPORAL_UI_PORT']}" in started.stdout
+        assert f"Dashboard  {api}/ui" in started.stdout  # beside the API, gateway and Temporal UI lines
+        assert f"Gateway    http://127.0.0.1:{env['BUD_GATEWAY_PORT']}/v1" in started.stdout
 
         token_file = state / "admin-token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
@@ -88,6 +92,8 @@ def run_stack_scenario(state: Path) -> None:
         headers = {"Authorization": f"Bearer {token}"}
 
         assert httpx.get(f"{api}/readyz").status_code == 200
+        dashboard = httpx.get(f"{api}/ui")
+        assert dashboard.status_code == 200 and "text/html" in dashboard.headers["content-type"]
         assert httpx.get(f"http://127.0.0.1:{env['BUD_TEMPORAL_UI_PORT']}/").status_code == 200
         status = bud(env, "dev", "status")
         assert status.returncode == 0, status.stdout
@@ -107,6 +113,19 @@ def run_stack_scenario(state: Path) -> None:
         assert bad.returncode != 0 and "does not exist" in (bad.stdout + bad.stderr)
         listed = bud(env, "models", "list", "--status", "AVAILABLE")
         assert listed.returncode == 0 and listed.stdout.count("tiny") == 2
+
+        # `bud models show` by name (with --version when the name has several) or by id.
+        shown = bud(env, "models", "show", "tiny", "--version", "2")
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        assert "AVAILABLE  tiny 2" in shown.stdout and '"files"' in shown.stdout
+        model_id = shown.stdout.split("id=", 1)[1].split()[0]
+        by_id = bud(env, "models", "show", model_id)
+        assert by_id.returncode == 0 and "AVAILABLE  tiny 2" in by_id.stdout
+        ambiguous = bud(env, "models", "show", "tiny")
+        assert ambiguous.returncode == 1 and "'tiny' has versions 1, 2: choose one with --version" in ambiguous.stdout
+        unknown = bud(env, "models", "show", "no-such-model")
+        assert unknown.returncode == 1, unknown.stdout + unknown.stderr
+        assert "no model named 'no-such-model' in this project" in unknown.stdout
 
         # Prometheus scrapes the API and the workers.
         prometheus = env["BUD_PROMETHEUS_URL"]
