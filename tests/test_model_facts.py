@@ -266,3 +266,18 @@ async def test_the_registered_facts_of_mla_and_sliding_window_models_are_what_bu
             simulated, get_gpu(H200), config).kv_cache
     # 2 layers x (K, V) x 2 KV heads x 16 dims in bf16, for at most the 512-token window of a 32768-token context
     assert kv_bytes_per_token(stored, "mistral_7b_v0_1") == 2 * 2 * 2 * 16 * 2.0 * 512 / 32768
+
+
+def test_bud_models_upload_declares_the_parameter_count_the_registry_checks_for_packed_weights(tmp_path: Path):
+    """4-bit weights pack several parameters per tensor element: upload declares the config's estimate, as the
+    registry judges it, so a GPTQ model is not blocked by its own declaration."""
+    from cli.models import declared_facts
+
+    packed = {"quantization_config": {"quant_method": "gptq", "bits": 4}, "num_hidden_layers": 16}
+    tiny = write_tiny_llama(tmp_path / "gptq", config_overrides=packed)  # 2 layers of elements, 16 described
+    _, parameters, context = declared_facts(tiny.path)
+    config = json.loads((tiny.path / "config.json").read_text())
+    facts, findings = registration_facts(config, weights_parameter_count=tiny.parameter_count,
+                                         declared_parameter_count=parameters, declared_context_length=context)
+    assert parameters == facts.parameter_count != tiny.parameter_count
+    assert findings == []
