@@ -37,6 +37,16 @@ class ScanningActivities:
                 last_beat = time.monotonic()
             yield chunk
 
+    async def _heartbeating(self, work, details: dict):
+        """Await CPU-bound work on a thread while telling Temporal the activity is alive (the scanner's own bounds,
+        registry.pickle_scan.MAX_SCAN_SECONDS and friends, make sure the work ends)."""
+        task = asyncio.ensure_future(work)
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
+            if done:
+                return task.result()
+            activity.heartbeat(details)
+
     @activity.defn
     async def clamav_scan_object(self, ref: FileRef) -> FileScanResult:
         """Stream the object through clamd INSTREAM (windowed above clamd's stream limit). clamd down: retry."""
@@ -62,7 +72,8 @@ class ScanningActivities:
             async for chunk in self._heartbeating_stream(ref):
                 spool.write(chunk)
             spool.flush()
-            report = await asyncio.to_thread(scan_pickle_path, spool.name, ref.object.path)
+            report = await self._heartbeating(asyncio.to_thread(scan_pickle_path, spool.name, ref.object.path),
+                                              {"path": ref.object.path, "stage": "walking opcodes"})
         summary = f"{report.format}: {report.pickles_scanned} pickle(s), imports {', '.join(report.globals) or 'none'}"
         return FileScanResult(path=ref.object.path, check="pickle", findings=report.findings, summary=summary[:500])
 

@@ -1,6 +1,6 @@
 """Upload + scan of generated models (default 0.5 GB and 2 GB): throughput and the worker's peak memory.
 
-Target (DESIGN.md): streaming, constant memory — the worker's peak RSS must not grow with the model.
+Target: streaming, constant memory — the worker's peak RSS must not grow with the model.
 
     .venv/bin/python bench/bench_registry.py [--sizes-gb 0.5 2]
 """

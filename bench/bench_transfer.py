@@ -1,6 +1,6 @@
 """Model transfer (S3 -> local model storage, streamed, verified) against a plain file copy of the same bytes.
 
-Target (DESIGN.md): transfer >= 80 % of a plain file copy's throughput on loopback; memory constant. The copy is
+Target: transfer >= 80 % of a plain file copy's throughput on loopback; memory constant. The copy is
 made as durable as the transfer (fsync) and both run interleaved several times: this VM's disk writeback swings
 by a factor of several between runs.
 

@@ -94,8 +94,9 @@ def _model_values(spec: DeploymentSpec, s3: S3Source | None, cache: ModelCache) 
 
 
 def _autoscaling_values(scaling: AutoscalingSpec | None) -> dict[str, Any]:
-    """The chart's `autoscaling` block for the seed's: an HPA when enabled. None or disabled gives enabled: false,
-    so a re-apply removes an HPA an earlier revision made and the Deployment gets `replicas` back.
+    """The chart's `autoscaling` block from the endpoint's autoscaling spec: an HPA when enabled. None or disabled
+    gives enabled: false, so a re-apply removes an HPA an earlier revision made and the Deployment gets `replicas`
+    back.
 
     The chart's HPA takes one cpu and one queue-depth metric: the first of each in `scaling.metrics` is used (the
     queue-depth metric's own selector is replaced by the chart's `bud.ai/release=<release>`).

@@ -1,7 +1,7 @@
 """Reading a release's rollout from its Deployment and pods: is it done, and if it cannot finish, why.
 
 Pure functions over the Kubernetes client's objects; clusters/kubernetes.py fetches them and decides when to give up.
-The reasons follow the seed's troubleshooting guide: not enough GPUs or no matching node for Pending pods, and for a
+The reasons are the ones a user can act on: not enough GPUs or no matching node for Pending pods, and for a
 model that fails to load: path not accessible, format not supported, not enough GPU memory.
 """
 

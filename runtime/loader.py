@@ -1,4 +1,5 @@
-"""The checks a real runtime fails on while loading a model, reported in the seed's three categories.
+"""The checks a real runtime fails on while loading a model, in three categories: resources, compatibility and
+configuration.
 
 Only file names and sizes are looked at: nothing from the model is ever deserialized.
 """

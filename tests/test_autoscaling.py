@@ -1,4 +1,4 @@
-"""The seed's Stage 4 autoscaling on the local cluster: PUT /api/endpoints/{id}/autoscaling, the AutoscaleEndpoint
+"""Autoscaling on the local cluster: PUT /api/endpoints/{id}/autoscaling, the AutoscaleEndpoint
 workflow scaling real simulated replicas under real load (through the gateway), and back down when it stops."""
 
 from __future__ import annotations

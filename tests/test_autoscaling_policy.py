@@ -1,4 +1,4 @@
-"""The autoscaler's rules (the HPA's algorithm) and the seed's autoscaling block as the API validates it."""
+"""The autoscaler's rules (the HPA's algorithm) and the autoscaling block as the API validates it."""
 
 import pytest
 from pydantic import ValidationError

@@ -1,4 +1,4 @@
-"""Browsing the registry as the seed describes: filter by architecture, size, license, status and benchmarks;
+"""Browsing the registry: filter by architecture, size, license, status and benchmarks;
 sort; page with a cursor; another project sees none of it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stage 5 end to end: real Prometheus scrapes the replicas, Reoptimize reads the seed's metrics over real load,
+"""Monitoring end to end: real Prometheus scrapes the replicas, Reoptimize reads the serving metrics over real load,
 raises the alerts a user's target calls for, compares with the prediction, and leaves a calibrated recommendation."""
 
 from __future__ import annotations

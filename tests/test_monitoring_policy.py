@@ -1,4 +1,5 @@
-"""Stage 5's judgement: the seed's alert thresholds, measured vs predicted, and when to search again."""
+"""Monitoring's judgement: the alert thresholds (p99 latency 2 s, TTFT 500 ms, GPU 95 %, queue 100), measured vs
+predicted, and when to search again."""
 
 from control.monitoring import alerts, drift, reasons_to_reoptimize
 from control.payloads.monitoring import Expectation, LiveMetrics

@@ -52,7 +52,7 @@ async def test_register_local_cluster_through_the_api(api, control_worker, tempo
 
     cluster = await wait_for_cluster_status(api, body["id"], {"READY", "FAILED"})
     assert cluster["status"] == "READY", cluster["error"]
-    assert cluster["gpus"][0]["gpu_type"] == "nvidia-h100-80gb"  # alias normalised to the seed name
+    assert cluster["gpus"][0]["gpu_type"] == "nvidia-h100-80gb"  # alias normalised to the canonical name
     assert cluster["facts"]["simulated_gpus"] is True  # no GPU here: replicas run the simulated runtime
     assert cluster["facts"]["runtime_smoke_ms"] > 0  # a replica really started and answered /health
 

@@ -173,7 +173,7 @@ async def test_release_becomes_ready_on_h100_nodes_and_reapplying_changes_nothin
 async def test_the_specs_autoscaling_block_becomes_an_hpa_and_dropping_it_gives_replicas_back(
     backend: KubernetesBackend, api: k8s.ApiClient, kube_cluster: KubeCluster, namespace: str
 ) -> None:
-    """autoscaling enabled: the release carries the seed's HPA and the Deployment leaves `replicas` to it; applied
+    """autoscaling enabled: the release carries the HPA and the Deployment leaves `replicas` to it; applied
     again without the block, the HPA goes and the Deployment gets the spec's count back. (No metrics server here:
     the HPA controller cannot compute CPU or queue depth, so it leaves a count inside min..max alone.)"""
     spec = make_spec(namespace, replicas=3, gpu_count=1)

@@ -98,7 +98,7 @@ async def test_deploy_scale_delete_on_kubernetes(api, control_worker, optimizer_
                      and e["step"] == "running", timeout=180)
     assert apps(kube_cluster).read_namespaced_deployment(release, NAMESPACE).spec.replicas == 3
 
-    # The seed's autoscaling block becomes a HorizontalPodAutoscaler; disabling it removes the HPA again.
+    # The autoscaling block becomes a HorizontalPodAutoscaler; disabling it removes the HPA again.
     autoscaling = f"/api/endpoints/{endpoint['id']}/autoscaling"
     response = await api.put(autoscaling, json={"enabled": True, "min_replicas": 2, "max_replicas": 4})
     assert response.status_code == 202, response.text

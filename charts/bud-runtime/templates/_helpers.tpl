@@ -80,7 +80,7 @@ bud.ai/endpoint-id: {{ . | quote }}
 {{- end }}
 
 {{/*
-The server's arguments (after the entrypoint above). The seed's parameters have a different spelling in each runtime; integers go through
+The server's arguments (after the entrypoint above). The engine parameters have a different spelling in each runtime; integers go through
 `int` because Helm reads numbers as float64 (1000000 would otherwise print as 1e+06).
 */}}
 {{- define "bud-runtime.entrypoint" -}}
