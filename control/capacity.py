@@ -1,5 +1,6 @@
-"""What an endpoint may do now and whether the GPUs are there: the rules behind configure, deploy, scale, autoscale
-and routing traffic to it, raised as domain errors (control/errors.py) before anything is written or started."""
+"""What an endpoint may do now and whether the GPUs are there: the rules behind naming, configure, deploy, scale,
+autoscale and routing traffic to it, raised as domain errors (control/errors.py) before anything is written or
+started."""
 
 from __future__ import annotations
 
@@ -15,12 +16,19 @@ from control.payloads.deployments import EndpointConfigRequest, EndpointStatus, 
 from control.payloads.models import ModelStatus
 from control.payloads.traffic import RouteBackendIn
 from control.planning import check_request, optimization_request
-from control.store import endpoints
+from control.store import endpoints, routes
 from control.store.clusters import ClusterRow
 from control.store.endpoints import EndpointRow
 from control.store.models import ModelRow
 
 BUSY = {EndpointStatus.DEPLOYING, EndpointStatus.DELETING}
+
+
+async def require_name_of_project(conn: asyncpg.Connection, name: str, project_id: UUID) -> None:
+    """Endpoint and route names are the model names clients send to the gateway: one project owns each."""
+    owner = await routes.name_owner(conn, name)
+    if owner is not None and owner != project_id:
+        raise Conflict(f"the model name {name!r} belongs to another project", "name")
 
 
 def require_settled(endpoint: EndpointRow) -> None:

@@ -4,6 +4,7 @@ a Conflict (control/errors.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from uuid import UUID
 
@@ -19,6 +20,7 @@ from temporalio.client import (
     ScheduleUpdate,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -76,6 +78,15 @@ async def start_register_model(client: Client, settings: Settings, request: Regi
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
     )
+
+
+async def register_model_progress(client: Client, workflow_id: str) -> dict | None:
+    """The running scan's step and counts, from the workflow's query; None if it cannot answer right now."""
+    try:
+        async with asyncio.timeout(1):
+            return await client.get_workflow_handle(workflow_id).query(RegisterModel.progress)
+    except (TimeoutError, RPCError, WorkflowQueryFailedError):
+        return None
 
 
 async def ensure_reoptimize_schedule(client: Client, settings: Settings) -> None:

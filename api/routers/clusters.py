@@ -10,7 +10,8 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
-from api.errors import ApiError, not_found
+from api.errors import not_found
+from control.errors import Conflict, invalid_field
 from control.payloads.clusters import ClusterSpec
 from control.store import clusters
 from workflows.ids import register_cluster_workflow_id
@@ -44,21 +45,21 @@ async def register_cluster(
     spec: ClusterSpec, pool: PoolDep, temporal: TemporalDep, settings: SettingsDep, principal: PrincipalDep
 ) -> dict:
     if spec.kind == "kubernetes" and not spec.kubeconfig:
-        raise ApiError(422, "kubeconfig: required for kind 'kubernetes'", [{"field": "kubeconfig", "message": "required"}])
+        raise invalid_field("kubeconfig", "required for kind 'kubernetes'")
     async with pool.acquire() as conn:
         row = await clusters.insert_cluster(conn, principal.project_id, spec)
         if row is None:
-            raise ApiError(409, f"cluster {spec.name!r} already exists in this project", {"field": "name"})
-        workflow_id = register_cluster_workflow_id(row["id"])
-        await clusters.set_workflow_id(conn, row["id"], workflow_id)
-    await start_register_cluster(temporal, settings, row["id"], spec)
-    return {"id": row["id"], "status": row["status"], "workflow_id": workflow_id}
+            raise Conflict(f"cluster {spec.name!r} already exists in this project", "name")
+        workflow_id = register_cluster_workflow_id(row.id)
+        await clusters.set_workflow_id(conn, row.id, workflow_id)
+    await start_register_cluster(temporal, settings, row.id, spec)
+    return {"id": row.id, "status": row.status, "workflow_id": workflow_id}
 
 
 @router.get("", response_model=list[ClusterOut])
 async def list_clusters(pool: PoolDep, principal: PrincipalDep) -> list[dict]:
     async with pool.acquire() as conn:
-        return [dict(row) for row in await clusters.list_clusters(conn, principal.project_id)]
+        return [row.model_dump() for row in await clusters.list_clusters(conn, principal.project_id)]
 
 
 @router.get("/{cluster_id}", response_model=ClusterOut)
@@ -67,4 +68,4 @@ async def get_cluster(cluster_id: UUID, pool: PoolDep, principal: PrincipalDep) 
         row = await clusters.get_cluster(conn, cluster_id, principal.project_id)
     if row is None:
         raise not_found("cluster", cluster_id)
-    return dict(row)
+    return row.model_dump()

@@ -12,9 +12,10 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
-from api.errors import ApiError, not_found
+from api.errors import not_found
 from api.optimizing import start_optimization
 from control import capacity
+from control.errors import Conflict, invalid_field
 from control.payloads.autoscaling import AutoscalingSpec
 from control.payloads.deployments import (
     DeployEndpointInput,
@@ -25,7 +26,7 @@ from control.payloads.deployments import (
     ScaleEndpointInput,
     ScaleRequest,
 )
-from control.store import clusters, endpoints, models, routes
+from control.store import clusters, endpoints, models
 from workflows.ids import deploy_endpoint_workflow_id
 from workflows.starters import (
     start_autoscaler,
@@ -94,13 +95,10 @@ async def create_endpoint(body: EndpointCreate, pool: PoolDep, principal: Princi
             raise not_found("model", body.model_id)
         if await clusters.get_cluster(conn, body.cluster_id, principal.project_id) is None:
             raise not_found("cluster", body.cluster_id)
-        owner = await routes.name_owner(conn, body.name)
-        if owner is not None and owner != principal.project_id:
-            raise ApiError(409, f"the model name {body.name!r} belongs to another project", {"field": "name"})
+        await capacity.require_name_of_project(conn, body.name, principal.project_id)
         row = await endpoints.insert_endpoint(conn, body)
         if row is None:
-            raise ApiError(409, f"an endpoint named {body.name!r} exists (names are the model names clients use)",
-                           {"field": "name"})
+            raise Conflict(f"an endpoint named {body.name!r} exists (names are the model names clients use)", "name")
         return endpoint_out(row)
 
 
@@ -202,7 +200,7 @@ async def refresh_endpoint_metrics(endpoint_id: UUID, pool: PoolDep, temporal: T
                                    principal: PrincipalDep, window_s: int = 300) -> dict:
     """Observe the endpoint now (Reoptimize for this endpoint alone) over the last `window_s` seconds."""
     if not 10 <= window_s <= 86_400:
-        raise ApiError(422, "window_s must be between 10 and 86400 seconds", [{"field": "window_s"}])
+        raise invalid_field("window_s", "must be between 10 and 86400 seconds")
     async with pool.acquire() as conn:
         endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
     capacity.require_running(endpoint, "have live metrics")

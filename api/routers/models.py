@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, status
 from pydantic import BaseModel
-from temporalio.client import WorkflowQueryFailedError
-from temporalio.service import RPCError
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
-from api.errors import ApiError, not_found
+from api.errors import not_found
+from control.errors import Conflict, invalid_field
 from control.payloads.models import BenchmarkCreate, ModelRegistration, ModelStatus, RegisterModelInput
 from control.store import models
 from workflows.ids import register_model_workflow_id
-from workflows.register_model import RegisterModel
-from workflows.starters import start_register_model
+from workflows.starters import register_model_progress, start_register_model
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 
@@ -63,28 +60,24 @@ class ModelPage(BaseModel):
     next_cursor: str | None
 
 
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(422, f"{field}: {message}", [{"field": field, "message": message}])
-
-
 @router.post("", response_model=ModelAccepted, status_code=status.HTTP_202_ACCEPTED)
 async def register_model(
     body: ModelRegistration, pool: PoolDep, temporal: TemporalDep, settings: SettingsDep, principal: PrincipalDep
 ) -> dict:
     if body.bucket != settings.models_bucket:
-        raise _invalid("source_path", f"must be inside the models bucket: s3://{settings.models_bucket}/...")
+        raise invalid_field("source_path", f"must be inside the models bucket: s3://{settings.models_bucket}/...")
     async with pool.acquire() as conn:
         row = await models.insert_model(conn, principal.project_id, body)
         if row is None:
-            raise ApiError(409, f"model {body.name!r} version {body.version!r} is already registered",
-                           {"fields": ["name", "version"]})
-        workflow_id = register_model_workflow_id(row["id"])
-        await models.set_workflow_id(conn, row["id"], workflow_id)
+            raise Conflict(f"model {body.name!r} version {body.version!r} is already registered",
+                           fields=["name", "version"])
+        workflow_id = register_model_workflow_id(row.id)
+        await models.set_workflow_id(conn, row.id, workflow_id)
     await start_register_model(temporal, settings, RegisterModelInput(
-        model_id=row["id"], bucket=body.bucket, prefix=body.prefix, declared_parameter_count=body.parameter_count,
+        model_id=row.id, bucket=body.bucket, prefix=body.prefix, declared_parameter_count=body.parameter_count,
         declared_context_length=body.context_length, requested_license=body.license,
     ))
-    return {"id": row["id"], "status": row["status"], "workflow_id": workflow_id}
+    return {"id": row.id, "status": row.status, "workflow_id": workflow_id}
 
 
 @router.get("", response_model=ModelPage)
@@ -104,11 +97,11 @@ async def list_models(
     cursor: str | None = None,
 ) -> dict:
     if min_score is not None and not benchmark:
-        raise _invalid("min_score", "needs benchmark, e.g. benchmark=mmlu&min_score=60")
+        raise invalid_field("min_score", "needs benchmark, e.g. benchmark=mmlu&min_score=60")
     if sort.lstrip("-") == "score" and not benchmark:
-        raise _invalid("sort", "sorting by score needs benchmark=NAME")
+        raise invalid_field("sort", "sorting by score needs benchmark=NAME")
     if min_parameters is not None and max_parameters is not None and min_parameters > max_parameters:
-        raise _invalid("min_parameters", "is larger than max_parameters")
+        raise invalid_field("min_parameters", "is larger than max_parameters")
     async with pool.acquire() as conn:
         try:
             rows, next_cursor = await models.search_models(
@@ -117,18 +110,9 @@ async def list_models(
                 benchmark=benchmark, min_score=min_score, sort=sort, limit=limit, cursor=cursor,
             )
         except (ValueError, TypeError):
-            raise _invalid("cursor", "is not a cursor this API returned") from None
-        scores = await models.benchmarks(conn, [row["id"] for row in rows])
-    return {"items": [{**dict(row), "benchmarks": scores[row["id"]]} for row in rows], "next_cursor": next_cursor}
-
-
-async def scan_progress(temporal, workflow_id: str) -> dict | None:
-    """The running scan's step and counts, from the workflow's query; None if it cannot answer right now."""
-    try:
-        async with asyncio.timeout(1):
-            return await temporal.get_workflow_handle(workflow_id).query(RegisterModel.progress)
-    except (TimeoutError, RPCError, WorkflowQueryFailedError):
-        return None
+            raise invalid_field("cursor", "is not a cursor this API returned") from None
+        scores = await models.benchmarks(conn, [row.id for row in rows])
+    return {"items": [{**row.model_dump(), "benchmarks": scores[row.id]} for row in rows], "next_cursor": next_cursor}
 
 
 @router.get("/{model_id}", response_model=ModelDetail)
@@ -137,12 +121,12 @@ async def get_model(model_id: UUID, pool: PoolDep, temporal: TemporalDep, princi
         row = await models.get_model(conn, model_id, principal.project_id)
         if row is None:
             raise not_found("model", model_id)
-        files = [dict(f) for f in await models.model_files(conn, model_id)]
+        files = [f.model_dump() for f in await models.model_files(conn, model_id)]
         scores = await models.benchmarks(conn, [model_id])
     progress = None
-    if row["status"] == ModelStatus.SCANNING and row["workflow_id"]:
-        progress = await scan_progress(temporal, row["workflow_id"])
-    return {**dict(row), "files": files, "benchmarks": scores[model_id], "progress": progress}
+    if row.status == ModelStatus.SCANNING and row.workflow_id:
+        progress = await register_model_progress(temporal, row.workflow_id)
+    return {**row.model_dump(), "files": files, "benchmarks": scores[model_id], "progress": progress}
 
 
 @router.post("/{model_id}/benchmarks", status_code=status.HTTP_201_CREATED)

@@ -10,7 +10,8 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
 from api.deps import AdminDep, PoolDep, PrincipalDep
-from api.errors import ApiError, not_found
+from api.errors import not_found
+from control.errors import Conflict
 from control.payloads.common import NAME_PATTERN
 from control.store import projects
 
@@ -45,7 +46,7 @@ class TokenOut(BaseModel):
 async def list_projects(pool: PoolDep, principal: PrincipalDep) -> list[dict]:
     async with pool.acquire() as conn:
         rows = await projects.list_projects(conn, only=principal.project_id)
-    return [dict(row) for row in rows]
+    return [row.model_dump() for row in rows]
 
 
 @router.post("", response_model=ProjectWithToken, status_code=status.HTTP_201_CREATED)
@@ -54,9 +55,9 @@ async def create_project(body: ProjectCreate, pool: PoolDep, _: AdminDep) -> dic
         try:
             row = await projects.create_project(conn, body.name)
         except asyncpg.UniqueViolationError:
-            raise ApiError(409, f"project {body.name!r} already exists", {"field": "name"}) from None
-        token = await projects.issue_token(conn, row["id"], f"{body.name}-default")
-    return {**dict(row), "token": token}
+            raise Conflict(f"project {body.name!r} already exists", "name") from None
+        token = await projects.issue_token(conn, row.id, f"{body.name}-default")
+    return {**row.model_dump(), "token": token}
 
 
 @router.post("/{project_id}/tokens", response_model=TokenOut, status_code=status.HTTP_201_CREATED)

@@ -11,8 +11,9 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
-from api.errors import ApiError, not_found
+from api.errors import not_found
 from control import capacity
+from control.errors import Conflict
 from control.payloads.traffic import RouteUpdate, ShiftRequest, TrafficShiftInput
 from control.store import routes
 from workflows.ids import traffic_shift_workflow_id
@@ -64,16 +65,14 @@ async def put_route(name: str, body: RouteUpdate, pool: PoolDep, temporal: Tempo
     """Set the endpoints behind `name` and their weights (creates the route). Endpoints with traffic must be
     RUNNING; the change is one transaction, so the gateway never serves a half-applied split."""
     async with pool.acquire() as conn:
-        owner = await routes.name_owner(conn, name)
-        if owner is not None and owner != principal.project_id:
-            raise ApiError(409, f"the model name {name} belongs to another project", {"field": "name"})
+        await capacity.require_name_of_project(conn, name, principal.project_id)
         if await traffic_shift_running(temporal, name):
-            raise ApiError(409, f"a traffic shift is moving route {name}: abort it first")
+            raise Conflict(f"a traffic shift is moving route {name}: abort it first")
         await capacity.check_route_backends(conn, body.backends, principal.project_id)
         try:
             await routes.set_weights(conn, name, principal.project_id, {b.endpoint_id: b.weight for b in body.backends})
         except routes.RouteTaken:
-            raise ApiError(409, f"the model name {name} belongs to another project", {"field": "name"}) from None
+            raise Conflict(f"the model name {name!r} belongs to another project", "name") from None
         return await routes.get_route(conn, name)
 
 
@@ -85,7 +84,7 @@ async def start_shift(name: str, body: ShiftRequest, pool: PoolDep, temporal: Te
         await owned_route(conn, name, principal.project_id)
         await capacity.check_shift_target(conn, body.to_endpoint_id, principal.project_id)
         if await traffic_shift_running(temporal, name):
-            raise ApiError(409, f"a traffic shift is already moving route {name}")
+            raise Conflict(f"a traffic shift is already moving route {name}")
         # Shown before the workflow starts, so its own first record is never overwritten by this one.
         await routes.set_shift(conn, name, {"status": "RUNNING", "step": "starting", "strategy": body.strategy,
                                             "workflow_id": traffic_shift_workflow_id(name)})
