@@ -50,6 +50,17 @@ if cache_complete; then
   exit 0
 fi
 
+# One build at a time per cache entry: a second caller (two test sessions, make test beside a test) waits for the
+# first and then finds the cache complete.
+mkdir -p "$out"
+exec 9>"$out/build.lock"
+flock 9
+if cache_complete; then
+  echo "kube binaries up to date (Kubernetes $kube_version, cache $key)" >&2
+  echo "$bin"
+  exit 0
+fi
+
 echo "building Kubernetes $kube_version control plane with $go_version, -p $jobs, into $out" >&2
 mkdir -p "$out/src"
 cp "$here/go.mod" "$here/go.sum" "$out/src/"
