@@ -8,15 +8,27 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.service import RPCError, RPCStatusCode
 
+from core.logging import get_logger
 from control.errors import Conflict, DomainError, Invalid
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-          409: "conflict", 422: "validation_error", 503: "unavailable"}
+          409: "conflict", 413: "payload_too_large", 422: "validation_error", 431: "headers_too_large",
+          500: "internal_error", 503: "unavailable"}
+log = get_logger(__name__)
+RETRY_AFTER_S = 5  # what a client is told to wait while the database or Temporal is unreachable
+
+# The database unreachable or going away mid-request: the request is fine, the platform is not (yet) able to serve
+# it. The pool reconnects by itself, so the answer is 503 with Retry-After, never a 500.
+DATABASE_OUTAGES = (ConnectionError, TimeoutError, asyncpg.exceptions.PostgresConnectionError, asyncpg.exceptions.InterfaceError,
+                    asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.TooManyConnectionsError,
+                    asyncpg.exceptions.AdminShutdownError)
 
 
 class ApiError(Exception):
@@ -69,7 +81,34 @@ def install_error_handlers(app: FastAPI) -> None:
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details)
         return JSONResponse(error_body(422, f"invalid request: {summary}", details), 422)
 
+    for outage in DATABASE_OUTAGES:
+        app.add_exception_handler(outage, _database_unavailable)
+    app.add_exception_handler(RPCError, _temporal_unavailable)
+    app.add_exception_handler(Exception, _internal_error)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         return JSONResponse(error_body(exc.status_code, message), exc.status_code, headers=getattr(exc, "headers", None))
+
+
+def _unavailable(message: str) -> JSONResponse:
+    return JSONResponse(error_body(503, message), 503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable", error=type(exc).__name__)
+    return _unavailable("the database is unavailable; retry shortly")
+
+
+async def _temporal_unavailable(request: Request, exc: RPCError) -> JSONResponse:
+    if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED):
+        log.warning("temporal unavailable", status=exc.status.name)
+        return _unavailable("the workflow service is unavailable; retry shortly")
+    return await _internal_error(request, exc)
+
+
+async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
+    """The last resort: a bug, reported as JSON like every other error (the traceback goes to the log)."""
+    log.error("unhandled error", error=type(exc).__name__, exc_info=exc)
+    return JSONResponse(error_body(500, "internal error; the platform's log has the details"), 500)
