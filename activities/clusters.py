@@ -6,6 +6,7 @@ import asyncpg
 from temporalio import activity
 
 from activities.releases import backend_errors
+from clusters.kubernetes import KubernetesBackend
 from clusters.resolver import BackendResolver
 from core.logging import get_logger
 from control.payloads.clusters import ClusterFacts, ClusterStatusUpdate, ProbeClusterInput
@@ -21,10 +22,19 @@ class ClusterActivities:
 
     @activity.defn
     async def probe_cluster(self, request: ProbeClusterInput) -> ClusterFacts:
+        """The workflow's spec carries no kubeconfig: the sealed copy is read here and opened by the resolver."""
         log.info("probing cluster", cluster_id=str(request.cluster_id), kind=request.spec.kind)
+        sealed = None
+        if request.spec.kind == "kubernetes":
+            async with self.pool.acquire() as conn:
+                stored = await clusters.get_cluster_with_kubeconfig(conn, request.cluster_id)
+            sealed = stored.kubeconfig if stored is not None else None
         with backend_errors():
-            backend = self.backends.for_cluster(request.cluster_id, request.spec.kind, request.spec.kubeconfig)
-            return await backend.probe(request.spec, heartbeat=activity.heartbeat)
+            backend = self.backends.for_cluster(request.cluster_id, request.spec.kind, sealed)
+            spec = request.spec
+            if isinstance(backend, KubernetesBackend):
+                spec = spec.model_copy(update={"kubeconfig": backend.kubeconfig})
+            return await backend.probe(spec, heartbeat=activity.heartbeat)
 
     @activity.defn
     async def set_cluster_status(self, update: ClusterStatusUpdate) -> None:

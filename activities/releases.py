@@ -12,12 +12,13 @@ from temporalio.exceptions import ApplicationError
 
 from clusters.base import ClusterBackend, DeploymentFailed
 from clusters.kubernetes import InventoryMismatch
-from clusters.resolver import BackendResolver, MissingKubeconfig, UnknownClusterKind
+from clusters.resolver import BackendResolver, MissingKubeconfig, UnknownClusterKind, UnusableKubeconfig
 from control.payloads.deployments import DeploymentState, ReleaseRequest
 from control.store import clusters
 
 # Backend errors no retry can fix; anything else (ClusterUnreachable, OSError, ...) is transient and retried.
-PERMANENT_BACKEND_ERRORS = (DeploymentFailed, InventoryMismatch, UnknownClusterKind, MissingKubeconfig)
+PERMANENT_BACKEND_ERRORS = (DeploymentFailed, InventoryMismatch, UnknownClusterKind, MissingKubeconfig,
+                            UnusableKubeconfig)
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from api.errors import install_error_handlers
 from api.limits import RequestLimits
 from api.metrics import install_metrics
 from api.routers import clusters, dashboard, endpoints, health, models, optimizations, projects, routes
-from api.bootstrap import ensure_admin_token, ensure_local_cluster
+from api.bootstrap import ensure_admin_token, ensure_local_cluster, seal_stored_secrets
 from core.db import apply_migrations, create_pool
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
         app.state.settings, app.state.pool, app.state.temporal = settings, pool, temporal
         await ensure_admin_token(pool, settings)
+        await seal_stored_secrets(pool, settings)
         await ensure_local_cluster(pool, temporal, settings)
         await ensure_reoptimize_schedule(temporal, settings)
         try:

@@ -9,6 +9,7 @@ from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core.logging import get_logger
+from core.secrets import PREFIX as SEALED_PREFIX
 from control.payloads.clusters import ClusterSpec, GpuInventory
 from core.settings import Settings
 from control.store import clusters, projects
@@ -44,6 +45,14 @@ def local_cluster_spec(settings: Settings) -> ClusterSpec:
         kind="local",
         gpus=[GpuInventory(gpu_type=settings.local_cluster_gpu_type, count=settings.local_cluster_gpu_count)],
     )
+
+
+async def seal_stored_secrets(pool: asyncpg.Pool, settings: Settings) -> None:
+    """Kubeconfigs stored before they were sealed at rest get sealed once, at the first start that can."""
+    async with pool.acquire() as conn, conn.transaction():
+        sealed = await clusters.seal_plain_kubeconfigs(conn, settings.secret_box().seal, SEALED_PREFIX)
+    if sealed:
+        log.info("sealed stored kubeconfigs", count=sealed)
 
 
 async def ensure_local_cluster(pool: asyncpg.Pool, temporal: Client, settings: Settings) -> None:

@@ -1,8 +1,11 @@
 """The one place a worker gets a cluster backend from: built once per process (worker/clients.py), handed to the
-activity classes, asked per call with the cluster's kind and kubeconfig.
+activity classes, asked per call with the cluster's kind and its kubeconfig as stored (sealed).
 
     backends = BackendResolver(settings)
-    backend = backends.for_cluster(cluster_id, "kubernetes", kubeconfig)   # the same object on every later call
+    backend = backends.for_cluster(cluster_id, "kubernetes", sealed_kubeconfig)  # the same object on later calls
+
+Opening the kubeconfig here, and checking it again against the kubeconfig rules (core.kubeconfig) before any
+client or helm sees it, means a row written around the API still cannot make a worker run a credential plugin.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from clusters.base import ClusterBackend
 from clusters.kubernetes import KubernetesBackend
 from clusters.local import LocalBackend
 from core.gpu_types import CANONICAL_GPU_TYPES
+from core.kubeconfig import KubeconfigRejected, parse_kubeconfig
+from core.secrets import PREFIX as SEALED_PREFIX
+from core.secrets import SecretUnreadable
 from core.settings import Settings
 
 KINDS = ("local", "kubernetes")
@@ -25,6 +31,10 @@ class UnknownClusterKind(Exception):
 
 class MissingKubeconfig(Exception):
     """A Kubernetes cluster stored without a kubeconfig (permanent until the cluster is registered again)."""
+
+
+class UnusableKubeconfig(Exception):
+    """The stored kubeconfig cannot be opened with this worker's key, or breaks the kubeconfig rules (permanent)."""
 
 
 class BackendResolver:
@@ -41,13 +51,27 @@ class BackendResolver:
         self.local = LocalBackend(settings.state_dir, gpu_memory_gb=memory)
         self._kubernetes = KubernetesBackend(settings=settings)  # no cluster: the settings every cluster shares
         self._by_cluster: dict[UUID, KubernetesBackend] = {}
+        self._secrets = settings.secret_box()
+        self._policy = settings.kubeconfig_policy
 
-    def for_cluster(self, cluster_id: UUID, kind: str, kubeconfig: str | None = None) -> ClusterBackend:
+    def open_kubeconfig(self, cluster_id: UUID, stored: str) -> str:
+        """The kubeconfig text from its stored form (sealed; plain only for rows from before sealing)."""
+        try:
+            text = self._secrets.open(stored) if stored.startswith(SEALED_PREFIX) else stored
+            parse_kubeconfig(text, self._policy)
+        except SecretUnreadable as error:
+            raise UnusableKubeconfig(f"kubernetes cluster {cluster_id}: {error}") from None
+        except KubeconfigRejected as error:
+            raise UnusableKubeconfig(f"kubernetes cluster {cluster_id}: kubeconfig {error}") from None
+        return text
+
+    def for_cluster(self, cluster_id: UUID, kind: str, sealed_kubeconfig: str | None = None) -> ClusterBackend:
         if kind == "local":
             return self.local
         if kind == "kubernetes":
-            if not kubeconfig:
+            if not sealed_kubeconfig:
                 raise MissingKubeconfig(f"kubernetes cluster {cluster_id} has no kubeconfig")
+            kubeconfig = self.open_kubeconfig(cluster_id, sealed_kubeconfig)
             backend = self._by_cluster.get(cluster_id)
             if backend is None or backend.kubeconfig != kubeconfig:
                 backend = self._by_cluster[cluster_id] = self._kubernetes.with_kubeconfig(kubeconfig)

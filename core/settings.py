@@ -10,7 +10,9 @@ from typing import Self
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.kubeconfig import KubeconfigPolicy
 from core.paths import PROJECT_ROOT
+from core.secrets import SecretBox, ensure_key_file
 
 # Settings whose defaults are secrets everyone knows (the dev stack's database and S3 credentials).
 DEV_SECRET_SETTINGS = ("database_url", "s3_access_key", "s3_secret_key")
@@ -69,6 +71,13 @@ class Settings(BaseSettings):
         default=15.0, gt=0, le=3600, description="how often the local autoscaler samples load (the HPA's sync period)"
     )
     worker_metrics_port: int = Field(default=0, description="Prometheus port for the worker's SDK metrics; 0 = off")
+    secret_key: str = Field(default="", repr=False, description=(
+        "Fernet key sealing kubeconfigs and provider keys at rest; the dev stack generates one into "
+        "<state_dir>/secret-key, production must set it"))
+    kubeconfig_allow_plugins: bool = Field(default=False, description=(
+        "administrator's choice: accept kubeconfigs whose users run exec/auth-provider credential plugins"))
+    kubeconfig_allow_local_files: bool = Field(default=False, description=(
+        "administrator's choice: accept kubeconfigs naming local files (client-certificate, tokenFile, ...)"))
     worker_metrics_base_port: int = Field(default=8100, description="dev stack: worker i exposes metrics on base + i")
 
     @model_validator(mode="after")
@@ -77,6 +86,8 @@ class Settings(BaseSettings):
             return self
         defaults = [f"BUD_{name.upper()}" for name in DEV_SECRET_SETTINGS
                     if getattr(self, name) == type(self).model_fields[name].default]
+        if not self.secret_key:
+            defaults.append("BUD_SECRET_KEY")
         if defaults:
             raise DevSecretsInProduction(
                 f"BUD_ENV=production refuses the dev stack's default secrets: set {', '.join(defaults)} "
@@ -87,6 +98,15 @@ class Settings(BaseSettings):
     def as_environment(self) -> dict[str, str]:
         """These settings as BUD_* variables, for the processes we start (workers, API, gateway)."""
         return {f"BUD_{name.upper()}": str(value) for name, value in self.model_dump().items() if value is not None}
+
+    @property
+    def kubeconfig_policy(self) -> KubeconfigPolicy:
+        return KubeconfigPolicy(allow_plugins=self.kubeconfig_allow_plugins,
+                                allow_local_files=self.kubeconfig_allow_local_files)
+
+    def secret_box(self) -> SecretBox:
+        """Seals and opens secrets at rest with BUD_SECRET_KEY, or in dev with the state folder's own key."""
+        return SecretBox(self.secret_key or ensure_key_file(self.state_dir / "secret-key"))
 
     @property
     def admin_token_path(self) -> Path:

@@ -95,3 +95,54 @@ async def test_unreachable_kubernetes_cluster_fails_with_reason(
         stored = await cluster_store.get_cluster(conn, row.id)
     assert stored.status == ClusterStatus.FAILED
     assert stored.error.startswith("cannot list nodes")
+
+
+async def test_a_kubeconfig_that_would_run_a_command_is_refused_and_nothing_runs(api, tmp_path):
+    marker = tmp_path / "pwned"
+    plugin = unreachable_kubeconfig().replace(
+        'user: {token: "x"}',
+        f'user: {{exec: {{apiVersion: client.authentication.k8s.io/v1, command: sh, args: [-c, "touch {marker}"]}}}}')
+    name = unique("evil")
+    refused = await api.post("/api/clusters", json={"name": name, "kind": "kubernetes", "kubeconfig": plugin,
+                                                   "gpus": [{"gpu_type": "h100_sxm", "count": 8}]})
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["details"][0]["field"] == "kubeconfig" and "users[0].user.exec" in error["message"]
+    local_file = unreachable_kubeconfig().replace('user: {token: "x"}', 'user: {tokenFile: /etc/shadow}')
+    refused = await api.post("/api/clusters", json={"name": name, "kind": "kubernetes", "kubeconfig": local_file,
+                                                   "gpus": [{"gpu_type": "h100_sxm", "count": 8}]})
+    assert refused.status_code == 422 and "tokenFile" in refused.json()["error"]["message"]
+    assert name not in [c["name"] for c in (await api.get("/api/clusters")).json()]
+    assert not marker.exists()
+
+
+async def test_a_kubeconfig_is_sealed_at_rest_and_never_in_the_workflow_history(api, control_worker, db_pool,
+                                                                                temporal_client):
+    secret = f"token-{uuid.uuid4().hex}"
+    kubeconfig = unreachable_kubeconfig().replace('token: "x"', f'token: "{secret}"')
+    accepted = await api.post("/api/clusters", json={"name": unique("remote"), "kind": "kubernetes",
+                                                    "kubeconfig": kubeconfig,
+                                                    "gpus": [{"gpu_type": "h100_sxm", "count": 8}]})
+    assert accepted.status_code == 202, accepted.text
+    body = await wait_for_cluster_status(api, accepted.json()["id"], {"READY", "FAILED"}, timeout=120)
+    assert body["status"] == "FAILED" and body["error"].startswith("cannot list nodes")  # the probe used it
+    async with db_pool.acquire() as conn:
+        stored = await cluster_store.get_cluster_with_kubeconfig(conn, uuid.UUID(body["id"]))
+    assert stored.kubeconfig.startswith("fernet:") and secret not in stored.kubeconfig
+    history = await temporal_client.get_workflow_handle(body["workflow_id"]).fetch_history()
+    assert secret not in history.to_json()
+    assert secret not in str(body)
+
+
+async def test_kubeconfigs_stored_before_sealing_are_sealed_at_start(settings, db_pool):
+    from api.bootstrap import seal_stored_secrets
+
+    spec = ClusterSpec(name=unique("legacy"), kind="kubernetes", kubeconfig=unreachable_kubeconfig(),
+                       gpus=[{"gpu_type": "nvidia-h100-80gb", "count": 8}])
+    async with db_pool.acquire() as conn:
+        row = await cluster_store.insert_cluster(conn, None, spec)  # written the old way: plain text
+    await seal_stored_secrets(db_pool, settings)
+    async with db_pool.acquire() as conn:
+        stored = await cluster_store.get_cluster_with_kubeconfig(conn, row.id)
+    assert stored.kubeconfig.startswith("fernet:")
+    assert settings.secret_box().open(stored.kubeconfig) == spec.kubeconfig

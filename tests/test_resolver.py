@@ -66,3 +66,20 @@ def test_a_kubernetes_cluster_without_kubeconfig_is_refused(resolver):
         resolver.for_cluster(uuid.uuid4(), "kubernetes", None)
     assert failure.value.non_retryable and failure.value.type == "MissingKubeconfig"
     assert "has no kubeconfig" in failure.value.message
+
+
+def test_a_sealed_kubeconfig_is_opened_and_checked_again(resolver, tmp_path):
+    settings = Settings(state_dir=tmp_path, s3_endpoint="http://127.0.0.1:19000")
+    kubeconfig = unreachable_kubeconfig()
+    backend = resolver.for_cluster(uuid.uuid4(), "kubernetes", settings.secret_box().seal(kubeconfig))
+    assert backend.kubeconfig == kubeconfig
+    # A row written around the API (an exec plugin, sealed with our key) still never reaches a client or helm.
+    plugin = kubeconfig.replace('user: {token: "x"}', "user: {exec: {command: sh}}")
+    with pytest.raises(ApplicationError) as refused, backend_errors():
+        resolver.for_cluster(uuid.uuid4(), "kubernetes", settings.secret_box().seal(plugin))
+    assert refused.value.non_retryable and "users[0].user.exec" in refused.value.message
+    # Sealed with another key: refused for good, with the reason.
+    other = Settings(state_dir=tmp_path / "elsewhere").secret_box().seal(kubeconfig)
+    with pytest.raises(ApplicationError) as unreadable, backend_errors():
+        resolver.for_cluster(uuid.uuid4(), "kubernetes", other)
+    assert unreadable.value.non_retryable and "cannot be opened" in unreadable.value.message

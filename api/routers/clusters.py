@@ -11,7 +11,8 @@ from pydantic import BaseModel
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.errors import not_found
-from control.errors import Conflict, invalid_field
+from control import clusters as cluster_rules
+from control.errors import Conflict
 from control.payloads.clusters import ClusterSpec
 from control.store import clusters
 from workflows.ids import register_cluster_workflow_id
@@ -44,15 +45,14 @@ class ClusterAccepted(BaseModel):
 async def register_cluster(
     spec: ClusterSpec, pool: PoolDep, temporal: TemporalDep, settings: SettingsDep, principal: PrincipalDep
 ) -> dict:
-    if spec.kind == "kubernetes" and not spec.kubeconfig:
-        raise invalid_field("kubeconfig", "required for kind 'kubernetes'")
+    cluster_rules.accepted_kubeconfig(spec, settings)
     async with pool.acquire() as conn:
-        row = await clusters.insert_cluster(conn, principal.project_id, spec)
+        row = await clusters.insert_cluster(conn, principal.project_id, cluster_rules.for_storage(spec, settings))
         if row is None:
             raise Conflict(f"cluster {spec.name!r} already exists in this project", "name")
         workflow_id = register_cluster_workflow_id(row.id)
         await clusters.set_workflow_id(conn, row.id, workflow_id)
-    await start_register_cluster(temporal, settings, row.id, spec)
+    await start_register_cluster(temporal, settings, row.id, cluster_rules.for_workflow(spec))
     return {"id": row.id, "status": row.status, "workflow_id": workflow_id}
 
 

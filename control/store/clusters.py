@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -103,3 +104,12 @@ async def get_cluster_with_kubeconfig(conn: asyncpg.Connection, cluster_id: UUID
     """For backends only: the API never returns the kubeconfig."""
     return ClusterWithKubeconfigRow.one(
         await conn.fetchrow(f"SELECT {_COLUMNS}, kubeconfig FROM clusters WHERE id = $1", cluster_id))
+
+
+async def seal_plain_kubeconfigs(conn: asyncpg.Connection, seal: Callable[[str], str], sealed_prefix: str) -> int:
+    """Seal every kubeconfig stored before kubeconfigs were sealed at rest; returns how many were sealed."""
+    rows = await conn.fetch("SELECT id, kubeconfig FROM clusters WHERE kubeconfig IS NOT NULL "
+                            "AND NOT starts_with(kubeconfig, $1) FOR UPDATE", sealed_prefix)
+    for row in rows:
+        await conn.execute("UPDATE clusters SET kubeconfig = $2 WHERE id = $1", row["id"], seal(row["kubeconfig"]))
+    return len(rows)
