@@ -42,14 +42,21 @@ class SecretBox:
 
 
 def ensure_key_file(path: Path) -> str:
-    """The key stored at `path`, created (mode 600, owner only) on first use: the dev stack's and tests' key."""
+    """The key stored at `path`, created (mode 600, owner only) on first use: the dev stack's and tests' key.
+
+    The file appears whole or not at all (written aside, then hard-linked into place), so the API and a worker
+    starting together both read the same complete key.
+    """
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(Fernet.generate_key().decode("ascii") + "\n")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.link(draft, path)
         except FileExistsError:
-            pass  # another process created it first: use theirs
-        else:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(Fernet.generate_key().decode("ascii") + "\n")
+            pass  # another process put its key there first: use theirs
+        finally:
+            draft.unlink()
     return path.read_text().strip()
