@@ -78,7 +78,8 @@ class ObjectStore:
         except (EndpointConnectionError, BotoCoreError, OSError) as error:
             raise ObjectStoreUnavailable(f"object store {self.settings.s3_endpoint} unavailable: {error}") from error
 
-    async def list_objects(self, bucket: str, prefix: str) -> list[ObjectInfo]:
+    async def list_objects(self, bucket: str, prefix: str, max_keys: int | None = None) -> list[ObjectInfo]:
+        """Every object under `prefix`, or the first `max_keys` of them (a caller bounding a listing stops early)."""
         objects: list[ObjectInfo] = []
         token = None
         while True:
@@ -88,6 +89,8 @@ class ObjectStore:
             page = await self._call("list_objects_v2", **kwargs)
             for item in page.get("Contents", []):
                 objects.append(ObjectInfo(key=item["Key"], size=int(item["Size"]), etag=item.get("ETag", "").strip('"')))
+            if max_keys is not None and len(objects) >= max_keys:
+                return objects[:max_keys]
             if not page.get("IsTruncated"):
                 return objects
             token = page["NextContinuationToken"]

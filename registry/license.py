@@ -141,7 +141,7 @@ def license_from_model_card(readme_text: str) -> str | None:
         return None
     try:
         front = yaml.safe_load(match.group(1))
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):  # RecursionError: front matter nested too deep to parse
         return None
     if not isinstance(front, dict):
         return None

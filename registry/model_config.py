@@ -1,7 +1,8 @@
 """The registry's checks of a model's config.json, on top of the shared facts parser (core.model_facts).
 
 `registration_facts` is what RegisterModel stores and the optimizer later sizes the model from; the checks compare
-what the registrant declared (parameter count, context length) with what the files say.
+what the registrant declared (parameter count, context length) with what the files say, and the layers config.json
+declares with the layers the safetensors tensor names hold.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from core.model_facts import (
 from registry.findings import Finding
 
 DEFAULT_PARAMETER_TOLERANCE = 0.10
+# Layers present may differ a little from num_hidden_layers (DeepSeek-V3 and GLM-4.5 ship one multi-token-prediction
+# layer beyond it); more than this is a config that does not describe its weights.
+LAYER_TOLERANCE = 0.10
+MIN_LAYER_DIFFERENCE = 2
 
 
 def registration_facts(
@@ -27,8 +32,10 @@ def registration_facts(
     weights_parameter_count: int | None,
     declared_parameter_count: int | None = None,
     declared_context_length: int | None = None,
+    weights_layers: dict[str, list[int]] | None = None,
 ) -> tuple[ModelArchitecture | None, list[Finding]]:
-    """The facts to store for a model (None when config.json cannot describe it) and every config finding."""
+    """The facts to store for a model (None when config.json cannot describe it) and every config finding.
+    `weights_layers` maps tensor-name stems to the layer indices the safetensors files hold (None: no safetensors)."""
     findings: list[Finding] = []
     facts = None
     try:
@@ -42,7 +49,29 @@ def registration_facts(
         config=config,
         weights_parameter_count=weights_parameter_count,
     )
+    if facts is not None and weights_layers:
+        findings += check_layer_count(facts.num_layers, weights_layers)
     return facts, findings
+
+
+def check_layer_count(declared_layers: int, weights_layers: dict[str, list[int]],
+                      file: str = "config.json") -> list[Finding]:
+    """A config whose num_hidden_layers no stem of layer names comes close to blocks: deployed, it would be sized
+    (and loaded) as a model it is not. Several stems are normal (language model, vision tower, MTP head): one
+    matching is enough. No numbered layer names at all (unusual naming) is no finding."""
+    counts = {stem: len(indices) for stem, indices in weights_layers.items() if indices}
+    if not counts:
+        return []
+    allowed = max(MIN_LAYER_DIFFERENCE, round(declared_layers * LAYER_TOLERANCE))
+    if any(abs(present - declared_layers) <= allowed for present in counts.values()):
+        return []
+    stem = max(counts, key=lambda name: (counts[name], name))
+    indices = weights_layers[stem]
+    return [Finding(
+        check="config", code="layer_count_mismatch", file=file, subject="num_hidden_layers",
+        message=f"config.json declares {declared_layers} layers but the safetensors weights hold {counts[stem]} "
+                f"({stem}.{indices[0]} to {stem}.{indices[-1]})",
+    )]
 
 
 def check_declared_facts(

@@ -23,11 +23,13 @@ lines are read with a cap.
 from __future__ import annotations
 
 import _compat_pickle
+import lzma
 import pickletools
 import re
 import struct
 import time
 import zipfile
+import zlib
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -35,6 +37,10 @@ from pydantic import BaseModel, Field
 
 from registry.findings import Finding
 
+# What a broken or unreadable zip raises (bad CRC or headers, corrupt deflate/bz2/lzma data, an unsupported or
+# encrypted member): the file cannot be checked, which is a finding, never a crash that retries forever.
+_UNREADABLE_ZIP = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, NotImplementedError, RuntimeError, OSError,
+                   EOFError, ValueError, struct.error)
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
 ZIP_MAGIC = b"PK\x03\x04"
 MAX_LINE_BYTES = 64 * 1024  # GLOBAL/INT/STRING arguments end at a newline; real ones are short
@@ -217,7 +223,7 @@ def scan_pickle_file(handle: BinaryIO, name: str) -> PickleScanReport:
 def _scan_zip(handle: BinaryIO, name: str) -> PickleScanReport:
     try:
         archive = zipfile.ZipFile(handle)
-    except zipfile.BadZipFile as exc:
+    except _UNREADABLE_ZIP as exc:
         finding = Finding(check="pickle", code="malformed_zip", file=name,
                           message=f"starts like a zip archive but cannot be read as one: {exc}")
         return PickleScanReport(file=name, format="torch_zip", pickles_scanned=0, globals=[], findings=[finding])
@@ -238,12 +244,21 @@ def _scan_zip(handle: BinaryIO, name: str) -> PickleScanReport:
                                     message="zip archive without a data.pkl: not a torch checkpoint"))
         budget = _Budget()
         for info in pickle_members:
-            with archive.open(info) as member:
-                walk = _scan_pickle_stream(_InflateCap(member, MAX_PICKLE_MEMBER_BYTES), name,
-                                           member=info.filename, budget=budget)
+            try:
+                with archive.open(info) as member:
+                    walk = _scan_pickle_stream(_InflateCap(member, MAX_PICKLE_MEMBER_BYTES), name,
+                                               member=info.filename, budget=budget)
+            except _UNREADABLE_ZIP as exc:
+                findings.append(Finding(check="pickle", code="malformed_zip", file=name, subject=info.filename,
+                                        message=f"member {info.filename} cannot be read: {exc}; it cannot be checked"))
+                continue
             pickles += walk.pickles
             found_globals |= walk.globals
             findings += walk.findings
+    if len(findings) > MAX_FINDINGS_PER_FILE:  # each member's walk is bounded; an archive of many members is too
+        left_out = len(findings) - MAX_FINDINGS_PER_FILE
+        findings = findings[:MAX_FINDINGS_PER_FILE] + [Finding(
+            check="pickle", code="more_findings", file=name, message=f"{left_out} more findings not listed")]
     return PickleScanReport(file=name, format="torch_zip", pickles_scanned=pickles, globals=sorted(found_globals),
                             findings=findings)
 

@@ -8,7 +8,11 @@
 - write_torch_zip_checkpoint() / write_legacy_torch_checkpoint(): torch-style checkpoints, clean or carrying that
   payload.
 - write_truncated_safetensors(): a safetensors file cut short; a model whose config.json disagrees with its tensors
-  comes from write_tiny_llama(config_overrides=...).
+  comes from write_tiny_llama(config_overrides=...), e.g. {"num_hidden_layers": 40} over 2 layers of weights.
+- write_padded_json() / write_nested_json(): a JSON object of any size, JSON nested any depth (oversized or
+  unparseable config.json); write_padded_text(): a README/LICENSE of any size.
+- write_safetensors_claiming_header(): a safetensors file whose header length claims far more than the file holds;
+  write_safetensors_with_nested_header(): one whose header is JSON nested too deep to parse.
 """
 
 from __future__ import annotations
@@ -449,3 +453,59 @@ def write_truncated_safetensors(source: Path, destination: Path, keep_fraction: 
             writer.write(piece)
             keep -= len(piece)
     return destination
+
+
+# ------------------------------------------------------------------------------------------ oversized and deep files
+def write_padded_json(path: Path, total_bytes: int, fields: dict | None = None) -> Path:
+    """A valid JSON object (`fields` plus a "padding" string) of exactly total_bytes, written in 1 MiB pieces."""
+    head = json.dumps({**(fields or {}), "padding": ""})[:-2]  # ...,"padding": "  (the string left open)
+    filler = total_bytes - len(head.encode()) - 2
+    if filler < 0:
+        raise ValueError(f"{total_bytes} bytes cannot hold {head!r}")
+    with open(path, "w") as handle:
+        handle.write(head)
+        _write_repeated(handle, "x", filler)
+        handle.write('"}')
+    return path
+
+
+def write_padded_text(path: Path, total_bytes: int, first_line: str = "Apache License\nVersion 2.0\n") -> Path:
+    """A text file (a README or LICENSE) of total_bytes: first_line, then filler lines."""
+    with open(path, "w") as handle:
+        handle.write(first_line)
+        _write_repeated(handle, "filler line\n", total_bytes - len(first_line.encode()))
+    return path
+
+
+def _write_repeated(handle, unit: str, count: int) -> None:
+    block = unit * ((1 << 20) // len(unit) + 1)
+    while count > 0:
+        piece = block[: min(count, len(block))]
+        handle.write(piece)
+        count -= len(piece)
+
+
+def nested_json(depth: int) -> str:
+    """An object whose value nests `depth` lists deep: {"a": [[[...]]]}."""
+    return '{"a": ' + "[" * depth + "]" * depth + "}"
+
+
+def write_nested_json(path: Path, depth: int = 100_000) -> Path:
+    path.write_text(nested_json(depth))
+    return path
+
+
+def write_safetensors_claiming_header(path: Path, claimed_header_bytes: int = 100 * 1024**3,
+                                      actual_bytes: int = 4096) -> Path:
+    """8 bytes of header length claiming `claimed_header_bytes` (100 GB), then actual_bytes of JSON-looking data."""
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", claimed_header_bytes))
+        handle.write(b"{" + b" " * (actual_bytes - 1))
+    return path
+
+
+def write_safetensors_with_nested_header(path: Path, depth: int = 100_000) -> Path:
+    """A safetensors file whose header length is right but whose header JSON nests `depth` levels deep."""
+    header = nested_json(depth).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,19 @@ from tests.model_files import (
     TinyModel,
     write_eicar_file,
     write_malicious_pickle,
+    write_nested_json,
+    write_padded_json,
+    write_padded_text,
+    write_safetensors_claiming_header,
+    write_safetensors_with_nested_header,
     write_tiny_llama,
     write_torch_zip_checkpoint,
     write_truncated_safetensors,
 )
 from tests.helpers import unique
-from tests.registry_helpers import register_and_wait, registration, upload
+from tests.registry_helpers import register_and_wait, registration, upload, wait_settled
+
+MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +43,10 @@ def copy_model(tiny: TinyModel, tmp_path: Path) -> Path:
 
 def blocking(model: dict) -> list[dict]:
     return [f for f in model["scan_report"]["findings"] if f["blocking"]]
+
+
+def notes(model: dict) -> list[dict]:
+    return [f for f in model["scan_report"]["findings"] if not f["blocking"]]
 
 
 async def objects_under(settings, prefix: str) -> list[str]:
@@ -101,6 +113,87 @@ async def test_declared_parameter_count_far_from_the_tensors_is_flagged(api, con
     model = await register_and_wait(api, settings, prefix, parameter_count=tiny.parameter_count * 50)
     assert model["status"] == "QUARANTINED"
     assert any(f["check"] == "config" and "parameter" in f["message"] for f in blocking(model))
+
+
+async def test_config_json_over_the_size_limit_is_quarantined_saying_its_size(api, control_worker, settings, tiny,
+                                                                            tmp_path):
+    folder = copy_model(tiny, tmp_path)
+    write_padded_json(folder / "config.json", 30 * MiB, tiny.spec.config())
+    model = await register_and_wait(api, settings, await upload(settings, folder),
+                                    parameter_count=tiny.parameter_count)
+    assert model["status"] == "QUARANTINED"
+    [finding] = blocking(model)
+    assert finding["file"] == "config.json"
+    assert finding["message"] == "config.json is 30.0 MB, larger than the 4 MB limit"
+
+
+async def test_config_json_nested_100000_deep_is_quarantined_within_seconds(api, control_worker, settings, tiny,
+                                                                           tmp_path):
+    folder = copy_model(tiny, tmp_path)
+    write_nested_json(folder / "config.json", depth=100_000)
+    prefix = await upload(settings, folder)
+    started = time.monotonic()
+    response = await api.post("/api/models", json=registration(settings, prefix, parameter_count=tiny.parameter_count))
+    model = await wait_settled(api, response.json()["id"], timeout=60)
+    assert time.monotonic() - started < 60
+    assert model["status"] == "QUARANTINED"
+    [finding] = blocking(model)
+    assert finding["file"] == "config.json" and "not valid JSON" in finding["message"]
+    assert "recursion" in finding["message"]
+
+
+async def test_readme_and_license_over_the_size_limit_are_skipped_with_a_note(api, control_worker, settings, tiny,
+                                                                              tmp_path):
+    folder = copy_model(tiny, tmp_path)
+    write_padded_text(folder / "README.md", 5 * MiB, first_line="---\nlicense: mit\n---\n")
+    write_padded_text(folder / "LICENSE", 6 * MiB)
+    model = await register_and_wait(api, settings, await upload(settings, folder),
+                                    parameter_count=tiny.parameter_count, license=None)
+    assert model["status"] == "AVAILABLE", model["scan_report"]
+    skipped = {f["file"]: f["message"] for f in notes(model) if f["code"] == "file_too_large"}
+    assert skipped == {
+        "README.md": "README.md is 5.0 MB, larger than the 4 MB limit: not read for the license",
+        "LICENSE": "LICENSE is 6.0 MB, larger than the 4 MB limit: not read for the license",
+    }
+    assert model["license"] is None or model["license_category"] == "unknown"  # neither file was read
+
+
+async def test_config_declaring_40_layers_over_2_layers_of_weights_is_quarantined(api, control_worker, settings,
+                                                                                   tmp_path):
+    liar = write_tiny_llama(tmp_path / "liar", config_overrides={"num_hidden_layers": 40})
+    model = await register_and_wait(api, settings, await upload(settings, liar.path),
+                                    parameter_count=liar.parameter_count)
+    assert model["status"] == "QUARANTINED"
+    [finding] = [f for f in blocking(model) if f["code"] == "layer_count_mismatch"]
+    assert finding["message"] == ("config.json declares 40 layers but the safetensors weights hold 2 "
+                                  "(model.layers.0 to model.layers.1)")
+
+
+async def test_hostile_safetensors_headers_are_quarantined_within_seconds(api, control_worker, settings, tiny,
+                                                                         tmp_path):
+    folder = copy_model(tiny, tmp_path)
+    write_safetensors_claiming_header(folder / "claims-100gb.safetensors", claimed_header_bytes=100 * 1024**3)
+    write_safetensors_with_nested_header(folder / "nested.safetensors", depth=100_000)
+    prefix = await upload(settings, folder)
+    response = await api.post("/api/models", json=registration(settings, prefix, parameter_count=tiny.parameter_count))
+    model = await wait_settled(api, response.json()["id"], timeout=60)
+    assert model["status"] == "QUARANTINED"
+    found = {f["file"]: f for f in blocking(model) if f["check"] == "safetensors"}
+    assert found["claims-100gb.safetensors"]["code"] == "header_length_out_of_bounds"
+    assert str(100 * 1024**3) in found["claims-100gb.safetensors"]["message"]
+    assert found["nested.safetensors"]["code"] == "header_not_json"
+    assert "too deep" in found["nested.safetensors"]["message"]
+
+
+async def test_file_names_that_are_not_plain_paths_fail_with_the_name(api, control_worker, settings, tiny):
+    for odd in ("notes\nforged-line.txt", "weights\\evil.bin"):
+        prefix = await upload(settings, tiny.path)
+        async with ObjectStore(settings) as store:
+            await store.put_bytes(settings.models_bucket, f"{prefix}/{odd}", b"hello")
+        model = await register_and_wait(api, settings, prefix, parameter_count=tiny.parameter_count)
+        assert model["status"] == "FAILED"
+        assert repr(odd) in model["error"] and "plain relative names" in model["error"]
+        assert await objects_under(settings, prefix)  # nothing was moved
 
 
 async def test_missing_objects_and_missing_config_fail_with_the_reason(api, control_worker, settings, tiny, tmp_path):

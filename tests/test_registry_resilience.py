@@ -1,25 +1,47 @@
-"""The registry under failure: clamd down mid-scan, activities run twice, uploads repeated."""
+"""The registry under failure: clamd down mid-scan, activities run twice, uploads repeated, objects deleted while a
+scan runs, prefixes over the limits, and steps slow enough to outlast a heartbeat timeout without the clock."""
 
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 
 import pytest
+from temporalio import activity
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
+from activities.heartbeats import heartbeating
 from activities.object_store import ObjectStoreActivities
 from activities.model_records import ModelRecordActivities
+from activities.scanning import ScanningActivities
 from cli.upload import upload_folder
 from core.objectstore import ObjectStore
-from control.payloads.models import ListObjectsInput, ModelStatus, QuarantineInput, RecordScanInput, ScanReport
+from control.payloads.models import (
+    AnalyzeConfigInput,
+    FileRef,
+    ListObjectsInput,
+    ModelRegistration,
+    ModelStatus,
+    QuarantineInput,
+    RecordScanInput,
+    RegisterModelInput,
+    ScanReport,
+)
+from control.store import models as model_store
+from control.store.projects import get_project_by_name
 from devstack.clamd import clamd_process
 from core.processes import free_port
+from registry.clamd import ClamdClient
+from registry.model_objects import ModelObjectLimits
 from tests.model_files import write_tiny_llama
 from tests.helpers import unique
 from tests.registry_helpers import registration, upload
 from worker.clients import build_clients
-from worker.queues import setup_for
+from worker.queues import control_queue, setup_for
+from workflows.starters import start_register_model
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +69,6 @@ async def test_clamd_down_during_a_scan_waits_then_completes(api, settings, db_p
             prefix = await upload(settings, tiny.path)
             clamd.stop()  # clamd dies before the scan reaches it
             # The API starts the workflow on its own queue; start this one on the flaky queue instead.
-            from control.payloads.models import ModelRegistration, RegisterModelInput
-            from control.store import models as model_store
-            from control.store.projects import get_project_by_name
-            from workflows.starters import start_register_model
-
             body = ModelRegistration(**registration(settings, prefix, parameter_count=tiny.parameter_count))
             async with db_pool.acquire() as conn:
                 project = await get_project_by_name(conn, "default")
@@ -115,3 +132,115 @@ async def test_second_upload_skips_unchanged_files(settings, tiny, tmp_path):
         assert third.uploaded == ["tokenizer_config.json"]
     finally:
         write_tiny_llama(tiny.path)
+
+
+@asynccontextmanager
+async def registry_queue(settings, temporal_client, worker_clients, *replacements):
+    """Settings naming a queue of its own, served by a worker with the production workflows and activities except
+    the activity methods in `replacements`, which take the place of those of the same name."""
+    queue_settings = settings.model_copy(update={"control_queue": unique("registry")})
+    replaced = {method.__name__ for method in replacements}
+    production = control_queue(worker_clients)
+    activities = [method for method in production.activities if method.__name__ not in replaced] + list(replacements)
+    async with Worker(temporal_client, task_queue=queue_settings.control_queue, workflows=production.workflows,
+                      activities=activities):
+        yield queue_settings
+
+
+async def register_on(queue_settings, temporal_client, db_pool, prefix: str, parameter_count: int):
+    """Insert the model and run RegisterModel on the given queue; the model row once the workflow ended."""
+    body = ModelRegistration(**registration(queue_settings, prefix, parameter_count=parameter_count))
+    async with db_pool.acquire() as conn:
+        project = await get_project_by_name(conn, "default")
+        row = await model_store.insert_model(conn, project.id, body)
+    handle = await start_register_model(temporal_client, queue_settings, RegisterModelInput(
+        model_id=row.id, bucket=body.bucket, prefix=body.prefix,
+        declared_parameter_count=body.parameter_count, declared_context_length=body.context_length))
+    try:
+        await asyncio.wait_for(handle.result(), timeout=90)
+    except WorkflowFailureError:
+        pass  # FAILED: the row says why
+    async with db_pool.acquire() as conn:
+        return await model_store.get_model(conn, row.id)
+
+
+async def test_too_many_objects_and_a_file_too_large_fail_with_the_limit(settings, temporal_client, db_pool,
+                                                                         worker_clients, tiny, tmp_path):
+    """Limits scaled down to the tiny model (the defaults, 1,000 objects and 64 GB, work the same way)."""
+    file_count = len(tiny.files)
+    largest = max((tiny.path / name).stat().st_size for name in tiny.files)
+    few_objects = ObjectStoreActivities(worker_clients.store, ModelObjectLimits(max_objects=file_count - 1))
+    small_files = ObjectStoreActivities(worker_clients.store, ModelObjectLimits(max_file_bytes=largest - 1))
+    prefix = await upload(settings, tiny.path)
+    async with registry_queue(settings, temporal_client, worker_clients, few_objects.list_model_objects) as queue:
+        crowded = await register_on(queue, temporal_client, db_pool, prefix, tiny.parameter_count)
+    async with registry_queue(settings, temporal_client, worker_clients, small_files.list_model_objects) as queue:
+        oversized = await register_on(queue, temporal_client, db_pool, prefix, tiny.parameter_count)
+    assert crowded.status == ModelStatus.FAILED
+    assert f"more than {file_count - 1:,} objects under s3://{settings.models_bucket}/{prefix}/" in crowded.error
+    assert oversized.status == ModelStatus.FAILED
+    assert "model.safetensors is" in oversized.error and "limit per file" in oversized.error
+
+
+class DeletesAfterListing(ObjectStoreActivities):
+    """Lists the prefix, then deletes the weights, as a user removing files while their registration runs."""
+
+    @activity.defn(name="list_model_objects")
+    async def list_model_objects(self, request: ListObjectsInput):
+        listing = await super().list_model_objects(request)
+        await self.store.delete(request.bucket, f"{request.prefix}/model.safetensors")
+        return listing
+
+
+async def test_an_object_deleted_after_listing_fails_the_model_naming_it(settings, temporal_client, db_pool,
+                                                                         worker_clients, tiny):
+    deleting = DeletesAfterListing(worker_clients.store)
+    prefix = await upload(settings, tiny.path)
+    async with registry_queue(settings, temporal_client, worker_clients, deleting.list_model_objects) as queue:
+        model = await register_on(queue, temporal_client, db_pool, prefix, tiny.parameter_count)
+    assert model.status == ModelStatus.FAILED
+    assert "model.safetensors disappeared from the object store after it was listed" in model.error
+
+
+async def test_every_scan_of_a_deleted_object_is_a_non_retryable_failure(settings, tiny):
+    prefix = await upload(settings, tiny.path)
+    env = ActivityEnvironment()
+    async with ObjectStore(settings) as store:
+        objects = ObjectStoreActivities(store)
+        scanning = ScanningActivities(store, ClamdClient(settings.clamd_host, settings.clamd_port))
+        listing = await env.run(objects.list_model_objects,
+                                ListObjectsInput(bucket=settings.models_bucket, prefix=prefix))
+        for obj in listing.objects:
+            await store.delete(settings.models_bucket, obj.key)
+        by_path = {obj.path: FileRef(bucket=settings.models_bucket, object=obj) for obj in listing.objects}
+        calls = [
+            (objects.checksum_object, by_path["model.safetensors"]),
+            (scanning.clamav_scan_object, by_path["tokenizer.json"]),
+            (scanning.pickle_scan_object, by_path["LICENSE"]),
+            (scanning.safetensors_check_object, by_path["model.safetensors"]),
+            (scanning.analyze_model_config, AnalyzeConfigInput(
+                bucket=settings.models_bucket, objects=listing.objects, declared_parameter_count=1,
+                declared_context_length=2048)),
+        ]
+        for method, argument in calls:
+            with pytest.raises(ApplicationError) as failure:
+                await env.run(method, argument)
+            assert failure.value.non_retryable and failure.value.type == "ObjectMissing", method.__name__
+            assert "disappeared from the object store" in failure.value.message
+
+
+async def test_a_step_longer_than_the_heartbeat_timeout_keeps_heartbeating():
+    """One await that takes a while (clamd judging a window, a server-side copy) still reports every 2 s."""
+    beats: list[dict] = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.append(details[0])
+
+    async def slow_step() -> None:
+        async with heartbeating({"path": "model.safetensors", "bytes": 0}, every_s=0.1) as progress:
+            await asyncio.sleep(0.35)
+            progress["bytes"] = 10
+            await asyncio.sleep(0.35)
+
+    await env.run(slow_step)
+    assert len(beats) >= 5
+    assert beats[0] == {"path": "model.safetensors", "bytes": 0} and beats[-1]["bytes"] == 10

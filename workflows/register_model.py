@@ -31,7 +31,9 @@ with workflow.unsafe.imports_passed_through():
         RegisterModelResult,
         ScanReport,
     )
+    from registry.findings import Finding
     from registry.pickle_scan import is_pickle_candidate
+    from registry.safetensors_check import merge_layer_indices
     from workflows.policies import INFRA_RETRY, failure_reason
 
 LARGE_FILE_POLICY = (
@@ -45,6 +47,9 @@ STREAMING = dict(start_to_close_timeout=timedelta(hours=2), heartbeat_timeout=ti
                  retry_policy=INFRA_RETRY)
 # Listing a prefix; reading config.json, README and LICENSE.
 SMALL_READ = dict(start_to_close_timeout=timedelta(minutes=2), retry_policy=INFRA_RETRY)
+# Each file's findings are bounded by its scanner; a model of many bad files lists this many in its report (the
+# model's status counts them all), so the report stays small enough to store and to send through Temporal.
+MAX_REPORTED_FINDINGS = 200
 
 
 def quarantine_prefix(model_id) -> str:
@@ -110,13 +115,16 @@ class RegisterModel:
         if safetensors_results and all(r.parameter_count is not None for r in safetensors_results):
             weights_parameters = sum(r.parameter_count for r in safetensors_results)
 
+        weights_layers = merge_layer_indices([r.layers for r in safetensors_results]) if safetensors_results else None
+
         self._step = "analyzing config"
         analysis = await workflow.execute_activity_method(
             ScanningActivities.analyze_model_config,
             AnalyzeConfigInput(bucket=request.bucket, objects=listing.objects,
                                declared_parameter_count=request.declared_parameter_count,
                                declared_context_length=request.declared_context_length,
-                               requested_license=request.requested_license, weights_parameter_count=weights_parameters),
+                               requested_license=request.requested_license, weights_parameter_count=weights_parameters,
+                               weights_layers=weights_layers),
             **SMALL_READ,
         )
 
@@ -136,7 +144,7 @@ class RegisterModel:
 
         self._step = "recording"
         report = ScanReport(
-            status=status, files=file_reports(listing.objects, checksums, scans), findings=findings,
+            status=status, files=file_reports(listing.objects, checksums, scans), findings=reported(findings),
             large_file_policy=LARGE_FILE_POLICY, quarantine_prefix=f"s3://{request.bucket}/{moved_to}/" if moved_to else None,
             finished_at=workflow.now(),
         )
@@ -147,6 +155,18 @@ class RegisterModel:
         ))
         self._step = "done"
         return RegisterModelResult(model_id=request.model_id, status=status, blocking_findings=len(blocked))
+
+
+def reported(findings: list[Finding]) -> list[Finding]:
+    """The findings a report lists: blocking ones first, at most MAX_REPORTED_FINDINGS, then a count of the rest."""
+    if len(findings) <= MAX_REPORTED_FINDINGS:
+        return findings
+    ordered = sorted(findings, key=lambda finding: not finding.blocking)  # stable: file order within each group
+    rest = ordered[MAX_REPORTED_FINDINGS:]
+    return ordered[:MAX_REPORTED_FINDINGS] + [Finding(
+        check="objects", code="more_findings", blocking=any(finding.blocking for finding in rest),
+        message=f"{len(rest)} more findings not listed ({sum(finding.blocking for finding in rest)} blocking)",
+    )]
 
 
 def file_reports(objects, checksums: list[ChecksumResult], scans: list[FileScanResult]) -> list[FileReport]:

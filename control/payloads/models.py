@@ -119,6 +119,8 @@ class FileScanResult(BaseModel):
     findings: list[Finding] = Field(default_factory=list)
     summary: str = ""
     parameter_count: int | None = None
+    layers: dict[str, list[int]] = Field(default_factory=dict,
+                                         description="safetensors: tensor-name stem -> the layer indices it holds")
 
 
 class AnalyzeConfigInput(BaseModel):
@@ -128,6 +130,8 @@ class AnalyzeConfigInput(BaseModel):
     declared_context_length: int
     requested_license: str | None = None
     weights_parameter_count: int | None = None
+    weights_layers: dict[str, list[int]] | None = Field(
+        default=None, description="layer indices per tensor-name stem over all safetensors files; None without any")
 
 
 class ConfigAnalysis(BaseModel):

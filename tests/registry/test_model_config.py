@@ -230,3 +230,34 @@ def test_declared_facts_are_still_checked_against_the_weights_when_the_config_is
     assert codes(findings) == [("parameter_count_mismatch", True)]
     assert check_declared_facts(declared_parameter_count=None, declared_context_length=4096, config=incomplete,
                                 weights_parameter_count=None) == []
+
+
+def test_layers_present_far_from_the_declared_count_block_naming_both():
+    config = {**PUBLISHED["Meta-Llama-3-8B"][0], "num_hidden_layers": 40}
+    _, findings = registration_facts(config, weights_parameter_count=None,
+                                     weights_layers={"model.layers": [0, 1], "model.mtp.layers": [0]})
+    [finding] = [f for f in findings if f.code == "layer_count_mismatch"]
+    assert finding.blocking and finding.subject == "num_hidden_layers"
+    assert finding.message == ("config.json declares 40 layers but the safetensors weights hold 2 "
+                               "(model.layers.0 to model.layers.1)")
+
+
+@pytest.mark.parametrize("declared, weights_layers", [
+    (61, {"model.layers": list(range(62))}),  # DeepSeek-V3: one multi-token-prediction layer beyond the config
+    (32, {"language_model.model.layers": list(range(32)), "vision_tower.encoder.layers": list(range(24))}),
+    (24, {"vision_tower.encoder.layers": list(range(24)), "language_model.model.layers": list(range(26))}),
+    (40, {}),  # no numbered layer names: nothing to compare
+])
+def test_layer_counts_that_match_some_stem_or_follow_no_pattern_pass(declared: int, weights_layers: dict):
+    config = {**PUBLISHED["Meta-Llama-3-8B"][0], "num_hidden_layers": declared}
+    _, findings = registration_facts(config, weights_parameter_count=None, weights_layers=weights_layers)
+    assert "layer_count_mismatch" not in [f.code for f in findings]
+
+
+def test_declared_layers_of_a_multimodal_config_come_from_text_config():
+    config = {"model_type": "llava", "vision_config": {"num_hidden_layers": 24},
+              "text_config": {**PUBLISHED["Meta-Llama-3-8B"][0], "num_hidden_layers": 32}}
+    _, findings = registration_facts(config, weights_parameter_count=None,
+                                     weights_layers={"language_model.model.layers": list(range(8))})
+    [finding] = [f for f in findings if f.code == "layer_count_mismatch"]
+    assert "declares 32 layers" in finding.message and "hold 8" in finding.message

@@ -234,3 +234,40 @@ def test_a_100_mb_pickle_in_a_100_kb_zip_ends_at_the_time_bound(tmp_path: Path, 
     assert bomb.stat().st_size < 200 * 1024
     report = scan_pickle_path(bomb)
     assert codes(report) == ["pickle_too_complex"] and "longer than 1 s" in report.findings[0].message
+
+
+def test_zip_members_that_cannot_be_read_are_findings_not_crashes(tmp_path: Path):
+    """A wrong CRC, corrupt deflate data, an encrypted member: each ends as a blocking finding naming the member
+    (an exception would fail the activity, which retries the same file forever)."""
+    clean = _zip_with_member(tmp_path / "clean.pt", _many_opcodes(1000))
+    raw = clean.read_bytes()
+    header = raw.index(b"PK\x03\x04")
+    name_length, extra_length = struct.unpack("<HH", raw[header + 26: header + 30])
+    data_start = header + 30 + name_length + extra_length
+    bad_crc = bytearray(raw)
+    bad_crc[header + 14] ^= 0xFF  # the local header's CRC-32 (zipfile checks the central directory's)
+    central = raw.index(b"PK\x01\x02")
+    bad_crc[central + 16] ^= 0xFF
+    corrupt = bytearray(raw)
+    corrupt[data_start: data_start + 4] = b"\xff\xff\xff\xff"
+    encrypted = bytearray(raw)
+    encrypted[header + 6] |= 0x1  # general purpose flag bit 0: encrypted
+    encrypted[central + 8] |= 0x1
+    for label, content in (("crc", bad_crc), ("deflate", corrupt), ("encrypted", encrypted)):
+        path = tmp_path / f"{label}.pt"
+        path.write_bytes(bytes(content))
+        report = scan_pickle_path(path)
+        assert codes(report) == ["malformed_zip"], (label, report.findings)
+        assert report.findings[0].subject == "archive/data.pkl" and not report.ok
+
+
+def test_an_archive_of_many_poisoned_members_keeps_a_bounded_report(tmp_path: Path):
+    import registry.pickle_scan as pickle_scan
+
+    path = tmp_path / "many.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        for index in range(200):
+            archive.writestr(f"archive/{index}/data.pkl", malicious_pickle_bytes(command="true"))
+    report = scan_pickle_path(path)
+    assert len(report.findings) == pickle_scan.MAX_FINDINGS_PER_FILE + 1
+    assert report.findings[-1].code == "more_findings" and not report.ok

@@ -13,6 +13,8 @@ from registry.safetensors_check import (
     check_safetensors_file,
     check_safetensors_header,
     check_safetensors_index,
+    layer_indices,
+    merge_layer_indices,
     read_safetensors_header,
 )
 from tests.model_files import TinyLlamaSpec, write_tiny_llama, write_truncated_safetensors
@@ -154,3 +156,38 @@ def test_sharded_model_index(tmp_path: Path):
     index["weight_map"]["model.norm.weight"] = "model-00001-of-00003.safetensors"
     wrong_place = check_safetensors_index(index, reports)
     assert any(f.code == "missing_tensor" and f.subject == "model.norm.weight" for f in wrong_place)
+
+
+def test_hostile_headers_end_in_bounded_findings(tmp_path: Path):
+    """JSON nested too deep, integers of 5,000 digits, shapes beyond 64 bits, thousands of broken spans: each is a
+    finding, and one header never yields more than MAX_FINDINGS_PER_FILE of them (plus one counting the rest)."""
+    import registry.safetensors_check as module
+
+    nested = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert codes(check_bytes(craft(nested, 0))) == ["header_not_json"]
+    assert codes(check_bytes(craft(b'{"a": ' + b"9" * 5000 + b"}", 0))) == ["header_not_json"]
+    huge = {"t": {"dtype": "F32", "shape": [2**64] * 3, "data_offsets": [0, 4]}}
+    assert codes(check_bytes(craft(huge, 4))) == ["bad_tensor"]
+    gaps = {f"t{i}": {"dtype": "U8", "shape": [1], "data_offsets": [2 * i + 1, 2 * i + 2]} for i in range(5000)}
+    report = check_bytes(craft(gaps, 10_000))
+    assert len(report.findings) == module.MAX_FINDINGS_PER_FILE + 1
+    assert report.findings[-1].code == "more_findings" and "4975 more" in report.findings[-1].message
+
+
+def test_tensor_names_a_megabyte_long_are_shortened_in_findings():
+    name = "x" * 1_000_000
+    report = check_bytes(craft({name: {"dtype": "F32", "shape": [1], "data_offsets": [0, 8]}}, 8))
+    [finding] = report.findings
+    assert len(finding.message) <= 500 and len(finding.subject) <= 300 and finding.subject.endswith("…")
+
+
+def test_layer_indices_per_name_stem(tmp_path: Path):
+    model = write_tiny_llama(tmp_path / "m", TinyLlamaSpec(num_layers=3), shards=2)
+    shards = [check_safetensors_file(path) for path in sorted(model.path.glob("*.safetensors"))]
+    assert merge_layer_indices([shard.layers for shard in shards]) == {"model.layers": [0, 1, 2]}
+    assert layer_indices(["language_model.model.layers.0.q.weight", "language_model.model.layers.1.q.weight",
+                          "vision_tower.encoder.layers.0.fc.weight", "transformer.h.7.attn.weight",
+                          "model.layers.0.mlp.experts.5.w1", "embed_tokens.weight"]) == {
+        "language_model.model.layers": [0, 1], "model.layers": [0], "transformer.h": [7],
+        "vision_tower.encoder.layers": [0]}
+    assert layer_indices(["wte.weight", "decoder.fc1.weight"]) == {}
