@@ -1,9 +1,17 @@
 """The local backend: each replica is a process on this machine (`vllm serve` with a GPU, else the simulated runtime).
 
 Desired state lives on disk (STATE/replicas/<release>/spec.json) and so do the replicas (replica-<i>.json: pid,
-process start time, port), so a restarted worker finds its replicas again instead of starting duplicates, and a
-supervisor loop in every control worker restarts crashed replicas. A per-release file lock keeps two workers from
-reconciling the same release at once. Prometheus discovers replicas from STATE/prometheus/targets/<release>.json.
+identity token, port), so a restarted worker finds its replicas again instead of starting duplicates, and a
+supervisor loop in every control worker restarts crashed replicas. Every start is also appended to starts.jsonl, so
+stopping a release or the whole stack reaches every process ever started, replaced ones included. A per-release file
+lock keeps two workers from reconciling the same release at once. Prometheus discovers replicas from
+STATE/prometheus/targets/<release>.json.
+
+A replica is its pid *and* the random token it was started with (core/replica_identity.py): the token is read back
+from the process's environment, so a reused pid is never mistaken for (or killed as) a replica. Liveness never looks
+at a wall clock: a replica whose process is gone is replaced at once; one whose process runs but stops answering
+/health is replaced only after UNANSWERED_CHECKS failed checks spread over UNANSWERED_FOR_S (time.monotonic), and
+then its process is stopped before the replacement starts, so a slot never has two processes.
 """
 
 from __future__ import annotations
@@ -14,14 +22,15 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import httpx
@@ -32,10 +41,15 @@ from core.logging import get_logger
 from control.payloads.clusters import ClusterFacts, ClusterSpec
 from control.payloads.deployments import DeploymentSpec, DeploymentState, ReplicaState
 from core.processes import ManagedProcess, free_port, http_ok
+from core.replica_identity import ENV_TOKEN, ReplicaIdentity
 
 log = get_logger(__name__)
 MAX_RESTARTS = 3  # a replica that crashes more often than this while deploying fails the deployment
 STABLE_AFTER_S = 60  # a replica that ran this long before dying counts as healthy: its restart count resets
+HEALTH_TIMEOUT_S = 5.0  # a replica busy with a burst of streams still answers /health within this
+UNANSWERED_CHECKS = 3  # a replica that answered before counts as hung only after this many failed checks in a row...
+UNANSWERED_FOR_S = 30.0  # ...spread over at least this many seconds
+STARTS_FILE = "starts.jsonl"
 LOAD_FAILURE = re.compile(r"model load failed \[(?P<reason>[a-z_]+)\]: (?P<message>.*)")
 SEED_EXPLANATIONS = {  # the seed's Troubleshooting > Model Load Failure
     "path_not_accessible": "model path is not accessible",
@@ -49,6 +63,8 @@ _CHILDREN: dict[int, subprocess.Popen] = {}
 
 def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers bind (uvicorn sets it too): a stopped replica's lingering connections do not hold its port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
             return True
@@ -60,33 +76,93 @@ def has_real_gpu() -> bool:
     return shutil.which("nvidia-smi") is not None and shutil.which("vllm") is not None
 
 
-def _alive(record: dict) -> bool:
-    child = _CHILDREN.get(record["pid"])
+def _replica_process(record: dict) -> psutil.Process | None:
+    """The process of `record` if its pid is still that replica: it carries the record's token in its environment
+    (a pid the kernel gave to another program does not). Reaps our own children that exited."""
+    pid = record["pid"]
+    child = _CHILDREN.get(pid)
     if child is not None and child.poll() is not None:
-        _CHILDREN.pop(record["pid"], None)
+        _CHILDREN.pop(pid, None)
+        return None
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        if "token" not in record:  # recorded before replicas had tokens: the command line must still match
+            cmdline = process.cmdline()
+            return process if "serve" in cmdline and str(record["port"]) in cmdline else None
+        return process if process.environ().get(ENV_TOKEN) == record["token"] else None
+    except (psutil.NoSuchProcess, psutil.AccessDenied):  # gone, or another user's: not a replica we started
+        return None
+
+
+def _is_running(record: dict) -> bool:
+    return _replica_process(record) is not None
+
+
+def _stop_replica(record: dict, timeout_s: float = 10) -> bool:
+    """SIGTERM, then SIGKILL after timeout_s, the process of `record` if it still is that replica. True if it was."""
+    process = _replica_process(record)
+    if process is None:
         return False
     try:
-        process = psutil.Process(record["pid"])
-        return abs(process.create_time() - record["create_time"]) < 1 and process.status() != psutil.STATUS_ZOMBIE
+        process.terminate()
+        try:
+            process.wait(timeout_s)  # reaps it when it is our child
+        except psutil.TimeoutExpired:
+            process.kill()
+            process.wait(5)
     except psutil.NoSuchProcess:
-        return False
-
-
-def _stop_pid(record: dict, timeout_s: float = 10) -> None:
-    if not _alive(record):
-        return
-    try:
-        os.kill(record["pid"], signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and _alive(record):
-            time.sleep(0.05)
-        if _alive(record):
-            os.kill(record["pid"], signal.SIGKILL)
-    except ProcessLookupError:
         pass
-    child = _CHILDREN.pop(record["pid"], None)
-    if child is not None:
-        child.wait(timeout=5)
+    _CHILDREN.pop(record["pid"], None)
+    return True
+
+
+def _answer_is_from(response: httpx.Response, record: dict) -> bool:
+    """Whether an answer on the replica's port comes from that replica: the simulated runtime names its token;
+    vLLM's empty answer is taken as it is (the pid check has already proved the process)."""
+    if not response.headers.get("content-type", "").startswith("application/json"):
+        return True
+    try:
+        token = response.json().get("token")
+    except (ValueError, AttributeError):
+        return True
+    return token is None or token == record.get("token")
+
+
+def _answers_health(record: dict) -> bool:
+    """Whether the replica answers GET /health as itself, in any status (503 while loading still proves it is there)."""
+    try:
+        response = httpx.get(f"http://127.0.0.1:{record['port']}/health", timeout=HEALTH_TIMEOUT_S)
+    except httpx.HTTPError:
+        return False
+    return _answer_is_from(response, record)
+
+
+class Verdict(StrEnum):
+    ALIVE = "alive"
+    EXITED = "exited"  # its process is gone: replace it
+    HUNG = "hung"  # its process runs but stopped answering: stop it, then replace it
+
+
+def judge_replica(record: dict, running: bool, answered: bool, now: float) -> tuple[Verdict, dict]:
+    """One supervisor check of a replica: the verdict, and the record with the check counted.
+
+    `now` is time.monotonic(); nothing here reads a wall clock, so a clock jump cannot make a replica look dead.
+    A replica that never answered yet is loading (wait_ready's deadline judges that, not the supervisor)."""
+    if not running:
+        return Verdict.EXITED, record
+    if answered:
+        return Verdict.ALIVE, {**record, "answered": True, "unanswered_checks": 0, "unanswered_since": None}
+    if not record.get("answered"):
+        return Verdict.ALIVE, record
+    since = record.get("unanswered_since")
+    if since is None or since > now:  # first miss (or a monotonic reading from before a reboot)
+        since = now
+    checks = record.get("unanswered_checks", 0) + 1
+    counted = {**record, "unanswered_checks": checks, "unanswered_since": since}
+    hung = checks >= UNANSWERED_CHECKS and now - since >= UNANSWERED_FOR_S
+    return (Verdict.HUNG if hung else Verdict.ALIVE), counted
 
 
 @dataclass(frozen=True)
@@ -188,23 +264,95 @@ class LocalBackend:
         tmp.replace(path)
 
     # -------------------------------------------------------------------------------------------- reconcile
+    def _starts(self, directory: Path) -> list[dict]:
+        try:
+            lines = (directory / STARTS_FILE).read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        starts = []
+        for line in lines:
+            try:
+                starts.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash while appending
+        return starts
+
+    def _keep_starts(self, directory: Path, starts: list[dict]) -> None:
+        tmp = directory / f"{STARTS_FILE}.tmp"
+        tmp.write_text("".join(json.dumps(start) + "\n" for start in starts))
+        tmp.replace(directory / STARTS_FILE)
+
+    def _every_start(self, directory: Path) -> list[dict]:
+        """The current replica records and every start recorded before them, each process once."""
+        seen: dict[tuple[int, str | None], dict] = {}
+        records = [self._read(path) for path in sorted(directory.glob("replica-*.json"))]
+        for record in [*(r for r in records if r), *self._starts(directory)]:
+            seen.setdefault((record["pid"], record.get("token")), record)
+        return list(seen.values())
+
+    def _stop_every_start(self, directory: Path) -> int:
+        """Stop every process ever started for this release that still runs; forget the finished starts."""
+        stopped = sum(_stop_replica(start) for start in self._every_start(directory))
+        self._keep_starts(directory, [])
+        return stopped
+
     def _start_replica(self, directory: Path, spec: DeploymentSpec, index: int, restarts: int,
                        port: int | None = None) -> dict:
         # A restarted replica keeps its port, so the routes the gateway holds stay valid.
         port = port if port is not None and port_is_free(port) else free_port()
         log_path = directory / f"replica-{index}.log"
+        identity = ReplicaIdentity.new(spec.release, index)
         with open(log_path, "ab") as log_file:
             child = subprocess.Popen(self.replica_argv(spec, port), stdout=log_file, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     env={**os.environ, **identity.env()})
         _CHILDREN[child.pid] = child
-        record = {"pid": child.pid, "create_time": psutil.Process(child.pid).create_time(), "port": port,
-                  "index": index, "restarts": restarts, "log": str(log_path), "started_at": time.time()}
+        start = {"pid": child.pid, "token": identity.token, "index": index, "port": port}
+        with open(directory / STARTS_FILE, "a") as starts:
+            starts.write(json.dumps(start) + "\n")
+        # started_at is for people reading the file; every decision uses started_monotonic.
+        record = {**start, "restarts": restarts, "log": str(log_path), "started_at": time.time(),
+                  "started_monotonic": time.monotonic()}
         self._write(directory / f"replica-{index}.json", record)
         log.info("replica started", release=spec.release, replica=index, port=port, pid=child.pid)
         return record
 
+    def _settle_unrecorded(self, directory: Path, spec: DeploymentSpec, records: dict[int, dict | None]) -> None:
+        """Processes in starts.jsonl that no replica record points at (a worker died between starting one and
+        recording it, or an older supervisor replaced a live one): one whose slot has no running replica becomes that
+        slot's replica; any other is a duplicate and stops. Finished starts are forgotten."""
+        current = {(r["pid"], r.get("token")) for r in records.values() if r}
+        current |= {(r["pid"], r.get("token")) for r in map(self._read, directory.glob("replica-*.json")) if r}
+        starts = self._starts(directory)
+        kept = []
+        for start in starts:
+            key = (start["pid"], start.get("token"))
+            if key in current:
+                kept.append(start)
+                continue
+            if not _is_running(start):
+                continue
+            index = start["index"]
+            record = records.get(index)
+            if index < spec.replicas and (record is None or not _is_running(record)):
+                log.warning("adopting an unrecorded replica", release=spec.release, replica=index, pid=start["pid"])
+                adopted = {**start, "restarts": 0, "log": str(directory / f"replica-{index}.log"),
+                           "started_at": time.time(), "started_monotonic": time.monotonic()}
+                self._write(directory / f"replica-{index}.json", adopted)
+                records[index] = adopted
+                kept.append(start)
+            else:
+                log.warning("stopping a duplicate replica", release=spec.release, replica=index, pid=start["pid"])
+                _stop_replica(start)
+        if kept != starts:
+            self._keep_starts(directory, kept)
+
+    def _check(self, record: dict) -> tuple[bool, bool]:
+        running = _is_running(record)
+        return running, running and _answers_health(record)
+
     def reconcile(self, release: str) -> list[ReplicaMoved]:
-        """Make the processes match spec.json: start missing replicas, restart dead ones, stop extra ones.
+        """Make the processes match spec.json: start missing replicas, replace dead ones, stop extra ones.
         Returns the restarted replicas that had to take a new port."""
         moved: list[ReplicaMoved] = []
         with self._locked(release) as directory:
@@ -212,27 +360,51 @@ class LocalBackend:
             if desired is None:
                 return moved
             spec = DeploymentSpec.model_validate(desired)
+            records = {index: self._read(directory / f"replica-{index}.json") for index in range(spec.replicas)}
+            self._settle_unrecorded(directory, spec, records)
+            present = {index: record for index, record in records.items() if record is not None}
+            with ThreadPoolExecutor(max_workers=max(1, min(8, len(present)))) as pool:  # slow answers overlap
+                checks = dict(zip(present, pool.map(self._check, present.values())))
             for index in range(spec.replicas):
-                record = self._read(directory / f"replica-{index}.json")
+                record = records[index]
                 if record is None:
                     self._start_replica(directory, spec, index, restarts=0)
-                elif not _alive(record):
-                    ran_for = time.time() - record["started_at"]
-                    restarts = 0 if ran_for > STABLE_AFTER_S else record["restarts"] + 1
-                    if restarts > MAX_RESTARTS and ran_for < min(2 ** restarts, 300):
-                        continue  # crash loop: back off (wait_ready reports it; later passes retry slowly)
-                    log.warning("replica died; restarting", release=release, replica=index, pid=record["pid"])
-                    restarted = self._start_replica(directory, spec, index, restarts=restarts, port=record["port"])
-                    if restarted["port"] != record["port"]:
-                        moved.append(ReplicaMoved(release, str(spec.endpoint_id), f"http://127.0.0.1:{record['port']}",
-                                                  f"http://127.0.0.1:{restarted['port']}"))
+                    continue
+                running, answered = checks[index]
+                verdict, checked = judge_replica(record, running, answered, time.monotonic())
+                if verdict is Verdict.ALIVE:
+                    if checked != record:
+                        self._write(directory / f"replica-{index}.json", checked)
+                    continue
+                restarted = self._replace(directory, spec, checked, verdict)
+                if restarted is not None and restarted["port"] != record["port"]:
+                    moved.append(ReplicaMoved(release, str(spec.endpoint_id), f"http://127.0.0.1:{record['port']}",
+                                              f"http://127.0.0.1:{restarted['port']}"))
             for path in directory.glob("replica-*.json"):
                 record = self._read(path)
                 if record and record["index"] >= spec.replicas:
-                    _stop_pid(record)
+                    _stop_replica(record)
                     path.unlink(missing_ok=True)
             self._write_targets(release, directory)
         return moved
+
+    def _replace(self, directory: Path, spec: DeploymentSpec, record: dict, verdict: Verdict) -> dict | None:
+        """Start the successor of a dead or hung replica (stopping a hung one first); None while backing off."""
+        index = record["index"]
+        if verdict is Verdict.HUNG:
+            log.warning("replica stopped answering /health; replacing it", release=spec.release, replica=index,
+                        pid=record["pid"], checks=record["unanswered_checks"])
+            _stop_replica(record)
+        # How long it ran, on the monotonic clock (a reading from before a reboot counts as a long run).
+        ran_for = time.monotonic() - record.get("started_monotonic", 0.0)
+        if ran_for < 0 or record.get("stopped"):
+            ran_for = STABLE_AFTER_S + 1  # stopped on purpose (`bud dev down`), or before a reboot
+        restarts = 0 if ran_for > STABLE_AFTER_S else record["restarts"] + 1
+        if restarts > MAX_RESTARTS and ran_for < min(2 ** restarts, 300):
+            return None  # crash loop: back off (wait_ready reports it; later passes retry slowly)
+        if verdict is Verdict.EXITED and not record.get("stopped"):
+            log.warning("replica died; restarting", release=spec.release, replica=index, pid=record["pid"])
+        return self._start_replica(directory, spec, index, restarts=restarts, port=record["port"])
 
     def _write_targets(self, release: str, directory: Path) -> None:
         self.targets_dir.mkdir(parents=True, exist_ok=True)
@@ -254,8 +426,8 @@ class LocalBackend:
         return moved
 
     def stop_all_replicas(self) -> int:
-        """Stop every replica process but keep each release's desired state: the next supervisor pass (the next
-        `bud dev up`) starts them again. Returns how many were stopped."""
+        """Stop every replica process ever started here that still runs (replaced ones too) but keep each release's
+        desired state: the next supervisor pass (the next `bud dev up`) starts them again. Returns how many stopped."""
         stopped = 0
         if not self.replicas_dir.exists():
             return 0
@@ -263,11 +435,11 @@ class LocalBackend:
             if not directory.is_dir():
                 continue
             with self._locked(directory.name):
+                stopped += self._stop_every_start(directory)
                 for path in directory.glob("replica-*.json"):
                     record = self._read(path)
-                    if record and _alive(record):
-                        _stop_pid(record)  # the record stays: the restart reuses its port
-                        stopped += 1
+                    if record:  # the record stays: the restart reuses its port, and is no crash
+                        self._write(path, {**record, "stopped": True})
         return stopped
 
     async def supervise(
@@ -320,10 +492,8 @@ class LocalBackend:
             if current is not None and _process_facts(current) != _process_facts(desired):
                 # Anything but the replica count changed: replace the replicas (a rolling update is the
                 # blue-green path's job; here the release is new or being reconfigured in place).
+                self._stop_every_start(directory)
                 for path in directory.glob("replica-*.json"):
-                    record = self._read(path)
-                    if record:
-                        _stop_pid(record)
                     path.unlink(missing_ok=True)
             self._write(directory / "spec.json", desired)
 
@@ -340,9 +510,9 @@ class LocalBackend:
         processes = []
         for path in sorted(self._release_dir(release).glob("replica-*.json")):
             record = self._read(path)
-            if record and _alive(record):
+            process = _replica_process(record) if record else None
+            if process is not None:
                 try:
-                    process = psutil.Process(record["pid"])
                     process.cpu_percent(None)  # starts the measurement window
                     processes.append(process)
                 except psutil.NoSuchProcess:
@@ -367,12 +537,13 @@ class LocalBackend:
                     states.append(ReplicaState(name=name, ready=False, phase="Pending"))
                     continue
                 url = f"http://127.0.0.1:{record['port']}"
-                if not _alive(record):
+                if not _is_running(record):
                     states.append(ReplicaState(name=name, ready=False, url=url, phase="Exited",
                                                reason=self._exit_reason(Path(record["log"]))))
                     continue
                 try:
-                    ready = (await client.get(f"{url}/health")).status_code == 200
+                    response = await client.get(f"{url}/health")
+                    ready = response.status_code == 200 and _answer_is_from(response, record)
                 except httpx.HTTPError:
                     ready = False
                 states.append(ReplicaState(name=name, ready=ready, url=url, node="localhost",
@@ -425,12 +596,11 @@ class LocalBackend:
             return
         async with self._locked_async(spec.release):
             (directory / "spec.json").unlink(missing_ok=True)  # first: the supervisor must not restart anything
-            for path in directory.glob("replica-*.json"):
-                record = self._read(path)
-                if record:
-                    await asyncio.to_thread(_stop_pid, record)
-                path.unlink(missing_ok=True)
+            for start in self._every_start(directory):
+                await asyncio.to_thread(_stop_replica, start)
                 heartbeat()
+            for path in directory.glob("replica-*.json"):
+                path.unlink(missing_ok=True)
         (self.targets_dir / f"{spec.release}.json").unlink(missing_ok=True)
         shutil.rmtree(directory, ignore_errors=True)
         log.info("release deleted", release=spec.release)

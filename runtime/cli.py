@@ -12,6 +12,7 @@ import sys
 
 import uvicorn
 
+from core.replica_identity import ReplicaIdentity
 from runtime.loader import ModelLoadError
 from runtime.server import LOAD_FAILURE_EXIT_CODE, create_app
 from runtime.settings import RuntimeSettings, TimingSettings, faults_from_env
@@ -127,6 +128,7 @@ def settings_from_args(args: argparse.Namespace) -> RuntimeSettings:
         gpu_memory_gb=args.sim_gpu_memory_gb,
         faults=faults,
         load_error=load_error,
+        identity=ReplicaIdentity.from_env(),
     )
 
 

@@ -294,8 +294,13 @@ def create_app(settings: RuntimeSettings) -> Starlette:
         load_task.cancel()
 
     async def health(_: Request) -> Response:
-        ok = runtime.loaded and not runtime.faults.fail_health
-        return Response(status_code=200 if ok else 503)
+        if runtime.faults.health_delay_s:
+            await asyncio.sleep(runtime.faults.health_delay_s)
+        status = 200 if runtime.loaded and not runtime.faults.fail_health else 503
+        if settings.identity is None:
+            return Response(status_code=status)  # vLLM's empty answer
+        # Whatever the status, the answer proves which replica this is (a supervisor tells it from a reused port).
+        return JSONResponse(settings.identity.model_dump(), status_code=status)
 
     async def version(_: Request) -> Response:
         return JSONResponse({"version": "bud-sim-0.1.0"})

@@ -7,11 +7,14 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, Field, model_validator
 
+from core.replica_identity import ReplicaIdentity
+
 # Environment variables that switch faults on at start (the same switches POST /sim/faults flips at run time).
 ENV_FAIL_HEALTH = "BUD_SIM_FAIL_HEALTH"  # "1": /health answers 503 from the start
 ENV_SLOWDOWN = "BUD_SIM_SLOWDOWN"  # float >= 1 usually: every prefill and token takes this many times longer
 ENV_CRASH = "BUD_SIM_CRASH"  # "1": the process exits non-zero once the load delay has passed (a crash loop)
 ENV_LOAD_ERROR = "BUD_SIM_LOAD_ERROR"  # text: loading fails with this message after the load delay
+ENV_HEALTH_DELAY_S = "BUD_SIM_HEALTH_DELAY_S"  # float: /health answers only after this many seconds (an overloaded host)
 
 DEFAULT_MAX_MODEL_LEN = 4096
 
@@ -22,6 +25,7 @@ class FaultState(BaseModel):
     fail_health: bool = False
     slowdown: float = Field(1.0, gt=0, description="multiplies prefill and per-token times")
     crash: bool = False
+    health_delay_s: float = Field(0.0, ge=0, description="seconds /health waits before answering")
 
 
 class FaultUpdate(BaseModel):
@@ -30,6 +34,7 @@ class FaultUpdate(BaseModel):
     fail_health: bool | None = None
     slowdown: float | None = Field(None, gt=0)
     crash: bool | None = None
+    health_delay_s: float | None = Field(None, ge=0)
 
 
 class TimingSettings(BaseModel):
@@ -67,6 +72,7 @@ class RuntimeSettings(BaseModel):
     gpu_memory_gb: float | None = Field(None, gt=0, description="per-GPU memory; enables the weights-fit check")
     faults: FaultState = Field(default_factory=FaultState)
     load_error: str | None = None
+    identity: ReplicaIdentity | None = Field(None, description="who launched this replica as what; /health answers it")
 
     @model_validator(mode="after")
     def _default_names(self) -> RuntimeSettings:
@@ -88,5 +94,6 @@ def faults_from_env(env: Mapping[str, str] | None = None) -> tuple[FaultState, s
         fail_health=env.get(ENV_FAIL_HEALTH, "").strip().lower() in truthy,
         slowdown=float(env.get(ENV_SLOWDOWN, "1") or "1"),
         crash=env.get(ENV_CRASH, "").strip().lower() in truthy,
+        health_delay_s=float(env.get(ENV_HEALTH_DELAY_S, "0") or "0"),
     )
     return faults, (env.get(ENV_LOAD_ERROR) or None)

@@ -9,7 +9,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.replica_identity import ReplicaIdentity
 from runtime.server import CRASH_EXIT_CODE
+from runtime.settings import ENV_HEALTH_DELAY_S
 from runtime.sse import DONE, parse_sse
 
 VLLM_METRICS = (
@@ -276,7 +278,7 @@ def test_fault_switches_fail_health_slow_down_and_crash(start_runtime):
 
     normal = min(timed() for _ in range(2))
     state = httpx.post(f"{engine.url}/sim/faults", json={"fail_health": True, "slowdown": 4}).json()
-    assert state == {"fail_health": True, "slowdown": 4.0, "crash": False}
+    assert state == {"fail_health": True, "slowdown": 4.0, "crash": False, "health_delay_s": 0.0}
     assert httpx.get(f"{engine.url}/health").status_code == 503
     slowed = timed()  # requests are still served, only slower
     assert slowed >= 0.47 and slowed > 2 * normal  # (20 + 5 x 20 ms) x 4 = 480 ms
@@ -301,6 +303,19 @@ def test_faults_from_environment_at_start(start_runtime):
         time.sleep(0.1)
     assert httpx.get(f"{unhealthy.url}/health").status_code == 503  # ...yet reporting unhealthy
     assert crashing.popen is not None and crashing.popen.wait(timeout=30) == CRASH_EXIT_CODE
+
+
+def test_health_names_the_replica_it_was_launched_as_and_can_answer_slowly(start_runtime):
+    identity = ReplicaIdentity.new("ep-1234abcd", 2)
+    replica = start_runtime(env={**identity.env(), ENV_HEALTH_DELAY_S: "0.6"})
+    started = time.perf_counter()
+    answer = httpx.get(f"{replica.url}/health")
+    assert time.perf_counter() - started >= 0.6  # an overloaded host's slow answer
+    assert answer.status_code == 200 and answer.json() == identity.model_dump()
+    httpx.post(f"{replica.url}/sim/faults", json={"health_delay_s": 0, "fail_health": True}).raise_for_status()
+    unhealthy = httpx.get(f"{replica.url}/health", timeout=0.5)  # fast again; unhealthy, yet still itself
+    assert unhealthy.status_code == 503 and unhealthy.json()["token"] == identity.token
+    assert httpx.post(f"{replica.url}/sim/faults", json={"health_delay_s": -1}).status_code == 400
 
 
 def test_load_failures_exit_with_the_reason_in_the_log(start_runtime, log_text, tmp_path):
