@@ -5,12 +5,14 @@ Used by `bud dev up` (state under .bud/) and by the test session (state under a 
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from core.processes import ManagedProcess, http_ok, tcp_open
@@ -167,13 +169,27 @@ def prometheus_server(state_dir: Path, port: int, static_targets: dict[str, list
 
 
 # ---------------------------------------------------------------------------------------------- our own services
+def pid_in_ready_file(ready_file: Path, started_pid: Callable[[], int | None]) -> bool:
+    """Whether the process we started (its pid from `started_pid`) wrote its own pid into ready_file."""
+    try:
+        written = json.loads(ready_file.read_text()).get("pid")
+    except (FileNotFoundError, ValueError, AttributeError):
+        return False
+    return written is not None and written == started_pid()
+
+
 def python_service(name: str, module_args: list[str], state_dir: Path, env: dict[str, str], health_url: str | None,
-                   health_tcp: tuple[str, int] | None = None, url: str = "") -> ManagedProcess:
+                   ready_file: Path | None = None, started_pid: Callable[[], int | None] | None = None,
+                   url: str = "") -> ManagedProcess:
+    """`python -m <module_args>`, healthy when health_url answers or, for a process without an HTTP endpoint, when it
+    wrote its pid (which `started_pid` returns) into ready_file."""
+    prepare = None
     if health_url:
         healthy = lambda: http_ok(health_url)  # noqa: E731
-    elif health_tcp:
-        healthy = lambda: tcp_open(*health_tcp)  # noqa: E731
+    elif ready_file is not None and started_pid is not None:
+        healthy = lambda: pid_in_ready_file(ready_file, started_pid)  # noqa: E731
+        prepare = lambda: ready_file.unlink(missing_ok=True)  # noqa: E731  (a previous run's file proves nothing)
     else:
         healthy = lambda: True  # noqa: E731
     return ManagedProcess(name=name, argv=[sys.executable, "-m", *module_args], log_path=state_dir / "logs" / f"{name}.log",
-                          healthy=healthy, env=env, cwd=PROJECT_ROOT, url=url, startup_timeout_s=60)
+                          healthy=healthy, env=env, cwd=PROJECT_ROOT, url=url, startup_timeout_s=60, prepare=prepare)

@@ -53,19 +53,22 @@ class Stack:
     def worker_metrics_port(self, index: int) -> int:
         return self.settings.worker_metrics_base_port + index  # scraped by Prometheus
 
+    def _worker(self, queue: str, env: dict[str, str]) -> ManagedProcess:
+        """A worker is ready once it polls its task queue: it then writes its pid into a file that the check compares
+        with the pid we started (its metrics port answering would not prove it: any process may hold that port)."""
+        name = f"worker-{queue}"
+        ready_file = self.pid_dir / f"{name}.ready"
+        return services.python_service(
+            name, ["worker", "--queue", queue, "--ready-file", str(ready_file)], self.state, env, health_url=None,
+            ready_file=ready_file, started_pid=lambda: self.pids.running_pid(name), url=f"task queue {queue}")
+
     def definitions(self) -> list[ManagedProcess]:
         s, state = self.settings, self.state
         pg_port = _port(s.database_url, 55432)
         temporal_port = _port(s.temporal_address, 7233)
         env = self.child_env()
-        workers = [
-            services.python_service(
-                f"worker-{queue}", ["worker", "--queue", queue], state,
-                {**env, "BUD_WORKER_METRICS_PORT": str(self.worker_metrics_port(i))},
-                health_url=None, health_tcp=("127.0.0.1", self.worker_metrics_port(i)), url=f"task queue {queue}",
-            )
-            for i, queue in enumerate((s.control_queue, s.optimizer_queue))
-        ]
+        workers = [self._worker(queue, {**env, "BUD_WORKER_METRICS_PORT": str(self.worker_metrics_port(i))})
+                   for i, queue in enumerate((s.control_queue, s.optimizer_queue))]
         return [
             services.postgres_server(state, pg_port),
             services.temporal_dev_server(state, temporal_port, s.temporal_ui_port),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -13,7 +14,9 @@ import httpx
 import psutil
 import pytest
 
-from core.processes import free_port
+from core.processes import StartupError, free_port
+from core.settings import Settings
+from devstack.stack import Stack
 from tests.model_files import write_tiny_llama
 from tests.helpers import server_state_dir
 
@@ -149,3 +152,26 @@ def run_stack_scenario(state: Path) -> None:
         pids = recorded_pids(state) if (state / "pids").exists() else []
         bud(env, "dev", "down")
     assert alive(pids) == []
+
+
+class ControlWorkerOnly(Stack):
+    """The real stack's definitions, cut to the control worker (the rest is the scenario above)."""
+
+    def definitions(self):
+        return [proc for proc in super().definitions() if proc.name == f"worker-{self.settings.control_queue}"]
+
+
+@pytest.mark.timeout(120)
+def test_up_reports_a_crashed_worker_failed_though_its_metrics_port_answers(tmp_path: Path):
+    settings = Settings(state_dir=tmp_path, temporal_address=f"127.0.0.1:{free_port()}",  # nothing listens there
+                        worker_metrics_base_port=free_port())
+    stack = ControlWorkerOnly(settings)
+    with socket.socket() as squatter:  # another program holds the worker's metrics port
+        squatter.bind(("127.0.0.1", stack.worker_metrics_port(0)))
+        squatter.listen()
+        echoed: list[str] = []
+        with pytest.raises(StartupError):
+            stack.up(echoed.append)
+    assert len(echoed) == 1 and "worker-bud-control" in echoed[0] and "FAILED" in echoed[0], echoed
+    assert "exited" in echoed[0]
+    assert stack.running_pid("worker-bud-control") is None

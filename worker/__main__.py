@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import signal
 from datetime import timedelta
+from pathlib import Path
 
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
@@ -19,12 +22,21 @@ from worker.queues import setup_for
 log = get_logger("worker")
 
 
-async def run_worker(queue: str) -> None:
+def announce_ready(ready_file: Path, queue: str) -> None:
+    """Write this process's pid where the dev stack looks: only this worker can prove it is the one that started
+    (a metrics port answering may belong to anyone)."""
+    ready_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ready_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "queue": queue}))
+    tmp.replace(ready_file)
+
+
+async def run_worker(queue: str, ready_file: Path | None = None) -> None:
     settings = get_settings()
     configure_logging(settings.env)
     runtime = None
     if settings.worker_metrics_port:
-        # The SDK's own metrics (task latencies, slots, polls) for Prometheus; also the worker's liveness port.
+        # The SDK's own metrics (task latencies, slots, polls) for Prometheus.
         runtime = Runtime(telemetry=TelemetryConfig(
             metrics=PrometheusConfig(bind_address=f"127.0.0.1:{settings.worker_metrics_port}")))
     client = await connect_temporal(settings.temporal_address, settings.temporal_namespace, runtime=runtime)
@@ -46,9 +58,13 @@ async def run_worker(queue: str) -> None:
             graceful_shutdown_timeout=timedelta(seconds=10),
         )
         log.info("worker started", queue=queue, workflows=[w.__name__ for w in setup.workflows])
-        async with worker:
+        async with worker:  # polling its task queue from here on
+            if ready_file is not None:
+                announce_ready(ready_file, queue)
             await stop.wait()
             log.info("worker stopping", queue=queue)
+            if ready_file is not None:
+                ready_file.unlink(missing_ok=True)
         if supervisor:
             supervisor.cancel()
     log.info("worker stopped", queue=queue)
@@ -57,8 +73,10 @@ async def run_worker(queue: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m worker")
     parser.add_argument("--queue", default=get_settings().control_queue, help="task queue (bud-control or bud-optimizer)")
+    parser.add_argument("--ready-file", type=Path, default=None,
+                        help="write {\"pid\": ...} here once polling the task queue (the dev stack's readiness check)")
     args = parser.parse_args()
-    asyncio.run(run_worker(args.queue))
+    asyncio.run(run_worker(args.queue, args.ready_file))
 
 
 if __name__ == "__main__":
