@@ -22,6 +22,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from control.payloads.common import SmallJsonObject
+
 QUEUE_DEPTH_METRIC = "inference_queue_depth"
 DEFAULT_SCALE_DOWN_WINDOW_S = 300  # autoscaling/v2's default: scale down on the highest recommendation of 5 min
 
@@ -59,7 +61,7 @@ class ExternalMetricName(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Literal["inference_queue_depth"]
-    selector: dict[str, Any] | None = None
+    selector: SmallJsonObject | None = None
 
 
 class ExternalMetric(BaseModel):

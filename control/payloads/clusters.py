@@ -24,7 +24,8 @@ class ClusterStatus(StrEnum):
 class GpuInventory(BaseModel):
     """A pool of identical GPUs in a cluster."""
 
-    gpu_type: str = Field(description="GPU type (seed names such as nvidia-h100-80gb, or aliases such as h100_sxm)")
+    gpu_type: str = Field(max_length=64,
+                          description="GPU type (seed names such as nvidia-h100-80gb, or aliases such as h100_sxm)")
     count: int = Field(gt=0, le=100_000, description="number of GPUs of this type")
     gpus_per_node: int = Field(default=8, gt=0, le=16, description="GPUs per node (bounds tensor parallelism)")
     price_per_hour: float | None = Field(default=None, ge=0, description="override of the catalog $/GPU-hour")
@@ -38,8 +39,9 @@ class GpuInventory(BaseModel):
 class ClusterSpec(BaseModel):
     name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
     kind: Literal["local", "kubernetes"]
-    gpus: list[GpuInventory] = Field(min_length=1)
-    kubeconfig: str | None = Field(default=None, description="kubeconfig YAML (kind kubernetes only)")
+    gpus: list[GpuInventory] = Field(min_length=1, max_length=32)
+    kubeconfig: str | None = Field(default=None, max_length=256 * 1024,
+                                   description="kubeconfig YAML (kind kubernetes only)")
 
     @field_validator("gpus")
     @classmethod

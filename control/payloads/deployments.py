@@ -36,7 +36,7 @@ class RuntimeConfig(BaseModel):
 class Resources(BaseModel):
     """The seed's resource requests, per replica."""
 
-    gpu_type: str
+    gpu_type: str = Field(max_length=64)
     gpu_count: int = Field(ge=1, le=64)
     cpu_cores: float | None = Field(default=None, gt=0, le=1024)
     memory_gb: float | None = Field(default=None, gt=0, le=16_384)

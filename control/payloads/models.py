@@ -10,6 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field, field_validator
 
 from core.model_facts import ModelArchitecture
+from control.payloads.common import IDENTIFIER_PATTERN, SmallJsonObject
 from registry.findings import Finding
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -26,10 +27,10 @@ class ModelRegistration(BaseModel):
     """POST /api/models (the seed's body, plus license and version)."""
 
     name: str = Field(min_length=1, max_length=128, pattern=MODEL_NAME_PATTERN, examples=["my-custom-model"])
-    architecture: str = Field(min_length=1, max_length=64, examples=["llama"])
+    architecture: str = Field(min_length=1, max_length=64, pattern=IDENTIFIER_PATTERN, examples=["llama"])
     parameter_count: int = Field(gt=0, le=100_000_000_000_000, examples=[7_000_000_000])
     context_length: int = Field(gt=0, le=100_000_000, examples=[8192])
-    source_path: str = Field(examples=["s3://models/my-custom-model"])
+    source_path: str = Field(max_length=512, examples=["s3://models/my-custom-model"])
     license: str | None = Field(default=None, max_length=200, examples=["apache-2.0"])
     version: str = Field(default="1", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -61,11 +62,12 @@ class BenchmarkCreate(BaseModel):
     """POST /api/models/{id}/benchmarks: a quality score, or a measured serving figure."""
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$", examples=["mmlu"])
-    score: float = Field(examples=[68.4])
+    score: float = Field(allow_inf_nan=False, examples=[68.4])
     kind: str = Field(default="quality", pattern="^(quality|performance)$")
     unit: str | None = Field(default=None, max_length=32, examples=["%", "tokens/s", "ms"])
-    gpu_type: str | None = None
-    details: dict = Field(default_factory=dict, description="e.g. the serving config a performance figure was measured with")
+    gpu_type: str | None = Field(default=None, max_length=64)
+    details: SmallJsonObject = Field(default_factory=dict,
+                                     description="e.g. the serving config a performance figure was measured with")
     source: str | None = Field(default=None, max_length=200)
 
     @field_validator("gpu_type")

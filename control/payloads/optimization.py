@@ -19,7 +19,7 @@ class OptimizationCreate(BaseModel):
     runtime: Literal["vllm", "sglang", "tensorrt-llm"] = "vllm"
     optimization_method: Literal["REGRESSOR", "HEURISTIC", "MANUAL"] = "REGRESSOR"
     performance_targets: PerformanceTargets = Field(default_factory=PerformanceTargets)
-    gpu_type: str | None = Field(default=None, description="default: the cluster's first GPU type")
+    gpu_type: str | None = Field(default=None, max_length=64, description="default: the cluster's first GPU type")
     config: RuntimeConfig | None = Field(default=None, description="MANUAL: the config to predict and check")
     replicas: int | None = Field(default=None, ge=1, le=1000)
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
