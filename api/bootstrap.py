@@ -29,7 +29,7 @@ async def ensure_admin_token(pool: asyncpg.Pool, settings: Settings) -> str | No
         project = await projects.get_project_by_name(conn, DEFAULT_PROJECT) or await projects.create_project(
             conn, DEFAULT_PROJECT
         )
-        token = await projects.issue_token(conn, project.id, "admin", is_admin=True)
+        _, token = await projects.issue_token(conn, project.id, "admin", role=projects.TokenRole.ADMIN)
     path = settings.admin_token_path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -34,15 +34,20 @@ PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
 TemporalDep = Annotated[Client, Depends(_temporal)]
 
 
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def _principal(
-    pool: PoolDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request, pool: PoolDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'")
     async with pool.acquire() as conn:
         principal = await projects.resolve_token(conn, credentials.credentials)
     if principal is None:
-        raise ApiError(401, "invalid or revoked token")
+        raise ApiError(401, "invalid, revoked or expired token")
+    if principal.role == projects.TokenRole.READ_ONLY and request.method not in READ_METHODS:
+        raise ApiError(403, "this token is read-only: it may look, not change")
     return principal
 
 

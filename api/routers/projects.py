@@ -1,19 +1,21 @@
-"""Projects and their tokens. Any token sees its own project; admin tokens create projects and mint tokens."""
+"""Projects and their tokens. Any token sees its own project; admin tokens create projects and mint tokens for any
+project; a member token mints member or read-only tokens for its own project; tokens can expire and be revoked."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
-from fastapi import APIRouter, status
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Response, status
+from pydantic import AwareDatetime, BaseModel, Field
 
 from api.deps import AdminDep, PoolDep, PrincipalDep
 from api.errors import not_found
-from control.errors import Conflict
+from control.errors import Conflict, invalid_field
 from control.payloads.common import NAME_PATTERN
 from control.store import projects
+from control.store.projects import TokenRole
 
 router = APIRouter(prefix="/api/projects", tags=["projects"])
 
@@ -24,6 +26,8 @@ class ProjectCreate(BaseModel):
 
 class TokenCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
+    role: TokenRole = Field(default=TokenRole.MEMBER, description="admin (admins only), member or read-only")
+    expires_at: AwareDatetime | None = Field(default=None, description="after this instant the token is refused")
 
 
 class ProjectOut(BaseModel):
@@ -36,10 +40,19 @@ class ProjectWithToken(ProjectOut):
     token: str = Field(description="bearer token for the new project; shown once, stored only as a hash")
 
 
-class TokenOut(BaseModel):
+class TokenInfo(BaseModel):
+    id: UUID
     project_id: UUID
     name: str
-    token: str
+    role: TokenRole
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenOut(TokenInfo):
+    token: str = Field(description="the bearer token; shown once, stored only as a hash")
 
 
 @router.get("", response_model=list[ProjectOut])
@@ -56,17 +69,44 @@ async def create_project(body: ProjectCreate, pool: PoolDep, _: AdminDep) -> dic
             row = await projects.create_project(conn, body.name)
         except asyncpg.UniqueViolationError:
             raise Conflict(f"project {body.name!r} already exists", "name") from None
-        token = await projects.issue_token(conn, row.id, f"{body.name}-default")
+        _, token = await projects.issue_token(conn, row.id, f"{body.name}-default")
     return {**row.model_dump(), "token": token}
 
 
-@router.post("/{project_id}/tokens", response_model=TokenOut, status_code=status.HTTP_201_CREATED)
-async def create_token(project_id: UUID, body: TokenCreate, pool: PoolDep, principal: PrincipalDep) -> dict:
-    # A project's own token may mint more tokens for it; an admin may mint for any project.
+def _own_project(principal, project_id: UUID) -> None:
+    """A project's own token may manage its tokens; an admin may manage any project's. Others see nothing."""
     if principal.project_id != project_id and not principal.is_admin:
         raise not_found("project", project_id)
+
+
+@router.post("/{project_id}/tokens", response_model=TokenOut, status_code=status.HTTP_201_CREATED,
+             responses={404: {"description": "no such project for this token"}})
+async def create_token(project_id: UUID, body: TokenCreate, pool: PoolDep, principal: PrincipalDep) -> dict:
+    _own_project(principal, project_id)
+    if body.role == TokenRole.ADMIN and not principal.is_admin:
+        raise invalid_field("role", "only an admin token may mint admin tokens")
+    if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
+        raise invalid_field("expires_at", "must be in the future")
     async with pool.acquire() as conn:
         if not await projects.list_projects(conn, only=project_id):
             raise not_found("project", project_id)
-        token = await projects.issue_token(conn, project_id, body.name)
-    return {"project_id": project_id, "name": body.name, "token": token}
+        row, token = await projects.issue_token(conn, project_id, body.name, body.role, body.expires_at)
+    return {**row.model_dump(), "token": token}
+
+
+@router.get("/{project_id}/tokens", response_model=list[TokenInfo])
+async def list_tokens(project_id: UUID, pool: PoolDep, principal: PrincipalDep) -> list[dict]:
+    _own_project(principal, project_id)
+    async with pool.acquire() as conn:
+        return [row.model_dump() for row in await projects.list_tokens(conn, project_id)]
+
+
+@router.delete("/{project_id}/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses={404: {"description": "no such token in this project"}})
+async def revoke_token(project_id: UUID, token_id: UUID, pool: PoolDep, principal: PrincipalDep) -> Response:
+    """Revoke a token (idempotent); the next request with it gets 401."""
+    _own_project(principal, project_id)
+    async with pool.acquire() as conn:
+        if await projects.revoke_token(conn, project_id, token_id) is None:
+            raise not_found("token", token_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
