@@ -48,6 +48,27 @@ def object_errors(path: str) -> Iterator[None]:
                                type="ObjectChanged", non_retryable=True) from error
 
 
+# Infrastructure not answering (the store, clamd, the network): retried for as long as it takes.
+INFRASTRUCTURE_ERRORS = (ConnectionError, TimeoutError, ClientError)
+UNEXPECTED_ERROR_ATTEMPTS = 3
+
+
+@contextlib.contextmanager
+def fails_after_retries(what: str) -> Iterator[None]:
+    """An exception that is neither decided (an ApplicationError) nor infrastructure is a fault meeting this input:
+    it is retried twice (the worker may be at fault), then fails the registration with its reason instead of
+    retrying the same file forever."""
+    try:
+        yield
+    except (ApplicationError, *INFRASTRUCTURE_ERRORS):
+        raise
+    except Exception as error:
+        if activity.info().attempt < UNEXPECTED_ERROR_ATTEMPTS:
+            raise
+        raise ApplicationError(f"{what} failed {UNEXPECTED_ERROR_ATTEMPTS} times: {type(error).__name__}: "
+                               f"{str(error)[:300]}", type="ScanFailed", non_retryable=True) from error
+
+
 def _named(paths: list[str]) -> str:
     shown = ", ".join(repr(path) for path in paths[:MAX_NAMED_OFFENDERS])
     more = len(paths) - MAX_NAMED_OFFENDERS

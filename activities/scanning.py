@@ -15,7 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeats import heartbeating
-from activities.object_store import object_errors
+from activities.object_store import fails_after_retries, object_errors
 from core.model_facts import ConfigError, load_config_json
 from core.objectstore import ObjectStore
 from control.payloads.models import AnalyzeConfigInput, ConfigAnalysis, FileRef, FileScanResult, ModelObject
@@ -74,7 +74,8 @@ class ScanningActivities:
                     spool.write(chunk)
                 spool.flush()
                 progress["stage"] = "walking opcodes"
-                report = await asyncio.to_thread(scan_pickle_path, spool.name, ref.object.path)
+                with fails_after_retries(f"the pickle scan of {ref.object.path}"):
+                    report = await asyncio.to_thread(scan_pickle_path, spool.name, ref.object.path)
         summary = f"{report.format}: {report.pickles_scanned} pickle(s), imports {', '.join(report.globals) or 'none'}"
         return FileScanResult(path=ref.object.path, check="pickle", findings=report.findings, summary=summary[:500])
 
@@ -88,7 +89,8 @@ class ScanningActivities:
         async with heartbeating({"path": ref.object.path}):
             with object_errors(ref.object.path):
                 prefix = await read_header_bytes(read_range, ref.object.size)
-            report = await asyncio.to_thread(check_safetensors_header, prefix, ref.object.size, ref.object.path)
+            with fails_after_retries(f"the safetensors check of {ref.object.path}"):
+                report = await asyncio.to_thread(check_safetensors_header, prefix, ref.object.size, ref.object.path)
         summary = f"{report.tensor_count} tensors, {report.parameter_count} parameters"
         return FileScanResult(path=ref.object.path, check="safetensors", findings=report.findings, summary=summary,
                               parameter_count=report.parameter_count if report.ok else None, layers=report.layers)
@@ -115,6 +117,10 @@ class ScanningActivities:
         """config.json -> architecture facts; declared parameter count, context and layers checked; license
         resolved. A config.json that is too large, not JSON, nested too deep or not an object is a blocking
         finding (the model ends QUARANTINED with it)."""
+        with fails_after_retries("analyzing config.json"):
+            return await self._analyze(request)
+
+    async def _analyze(self, request: AnalyzeConfigInput) -> ConfigAnalysis:
         config_object = next((o for o in request.objects if o.path == "config.json"), None)
         try:
             if config_object is None:

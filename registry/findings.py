@@ -11,6 +11,7 @@ through Temporal.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field
@@ -27,8 +28,18 @@ def shortened(text: str | None, limit: int) -> str | None:
     return text[: limit - 1] + "…"
 
 
+def printable(text: str) -> str:
+    """Control characters spelled out (a NUL as '\\x00'): PostgreSQL cannot store a NUL, and a newline in a file's
+    tensor name must not start a forged line in a report."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _bounded(limit: int):
-    return BeforeValidator(lambda value: shortened(value, limit) if isinstance(value, str) else value)
+    return BeforeValidator(lambda value: shortened(printable(value[: limit * 4]), limit)
+                           if isinstance(value, str) else value)
 
 
 class Finding(BaseModel):

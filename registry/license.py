@@ -17,6 +17,7 @@ LICENSE file. When the LICENSE file says something else than the chosen source, 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ from registry.findings import Finding
 
 LicenseCategory = Literal["permissive", "copyleft", "noncommercial", "custom", "unknown"]
 LicenseSource = Literal["request", "config", "model_card", "license_file", "none"]
+MAX_LICENSE_ID_CHARS = 200  # as ModelRegistration.license
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,10 @@ class LicenseInfo(BaseModel):
 
 
 def normalize_license(value: str, source: LicenseSource = "request") -> LicenseInfo:
-    """A license id or name as people write it ('apache-2.0', 'Apache 2.0', 'llama3.1', 'cc-by-nc-4.0')."""
+    """A license id or name as people write it ('apache-2.0', 'Apache 2.0', 'llama3.1', 'cc-by-nc-4.0'). A value no
+    id looks like (over MAX_LICENSE_ID_CHARS, or holding control characters) is unknown: it is stored as the id."""
+    if len(value) > MAX_LICENSE_ID_CHARS or any(unicodedata.category(char) == "Cc" for char in value):
+        return LicenseInfo(id="unknown", name="unknown", category="unknown", source=source)
     key = " ".join(value.strip().lower().replace("_", "-").split())
     known = _BY_ALIAS.get(key)
     if known is None and key.startswith("llama") and "community" in key:

@@ -7,6 +7,7 @@ declares with the layers the safetensors tensor names hold.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 from core.model_facts import (
@@ -40,7 +41,11 @@ def registration_facts(
     facts = None
     try:
         facts = architecture_from_config(config, weights_parameter_count)
+        for key, text in [("model_type", facts.model_type), *(("architectures", a) for a in facts.architectures)]:
+            if any(unicodedata.category(char) == "Cc" for char in text):  # stored as text, shown in listings
+                raise ConfigError(key, f"config.json '{key}' {text[:60]!r} holds control characters")
     except ConfigError as error:
+        facts = None
         findings.append(Finding(check="config", code="config_incomplete", file="config.json", subject=error.key,
                                 message=str(error)))
     findings += check_declared_facts(

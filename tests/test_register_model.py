@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import shutil
+import struct
 import time
 from pathlib import Path
 
@@ -183,6 +185,24 @@ async def test_hostile_safetensors_headers_are_quarantined_within_seconds(api, c
     assert str(100 * 1024**3) in found["claims-100gb.safetensors"]["message"]
     assert found["nested.safetensors"]["code"] == "header_not_json"
     assert "too deep" in found["nested.safetensors"]["message"]
+
+
+async def test_nul_characters_in_tensor_names_and_config_values_end_in_a_stored_report(api, control_worker, settings,
+                                                                                       tiny, tmp_path):
+    """PostgreSQL cannot store a NUL in text: a report quoting one must still be stored, never retried forever."""
+    folder = copy_model(tiny, tmp_path)
+    craft_header = json.dumps({"evil\u0000name": {"dtype": "NOPE", "shape": [1], "data_offsets": [0, 1]}}).encode()
+    (folder / "nul.safetensors").write_bytes(struct.pack("<Q", len(craft_header)) + craft_header + b"\0")
+    config = {**tiny.spec.config(), "model_type": "llama\u0000", "license": "mit\u0000"}
+    (folder / "config.json").write_text(json.dumps(config))
+    response = await api.post("/api/models", json=registration(settings, await upload(settings, folder),
+                                                               parameter_count=tiny.parameter_count, license=None))
+    model = await wait_settled(api, response.json()["id"], timeout=60)
+    assert model["status"] == "QUARANTINED", model["error"]
+    found = {(f["file"], f["code"]): f for f in blocking(model)}
+    assert "evil\\x00name" in found[("nul.safetensors", "bad_tensor")]["subject"]
+    assert found[("config.json", "config_incomplete")]["subject"] == "model_type"
+    assert model["license_category"] in (None, "unknown")
 
 
 async def test_file_names_that_are_not_plain_paths_fail_with_the_name(api, control_worker, settings, tiny):

@@ -4,6 +4,7 @@ scan runs, prefixes over the limits, and steps slow enough to outlast a heartbea
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from contextlib import asynccontextmanager
 
 import pytest
@@ -14,7 +15,7 @@ from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
 from activities.heartbeats import heartbeating
-from activities.object_store import ObjectStoreActivities
+from activities.object_store import UNEXPECTED_ERROR_ATTEMPTS, ObjectStoreActivities, fails_after_retries
 from activities.model_records import ModelRecordActivities
 from activities.scanning import ScanningActivities
 from cli.upload import upload_folder
@@ -244,3 +245,28 @@ async def test_a_step_longer_than_the_heartbeat_timeout_keeps_heartbeating():
     await env.run(slow_step)
     assert len(beats) >= 5
     assert beats[0] == {"path": "model.safetensors", "bytes": 0} and beats[-1]["bytes"] == 10
+
+
+async def test_an_unexpected_error_is_retried_twice_then_fails_the_registration_with_its_reason():
+    def scan_that_breaks() -> None:
+        with fails_after_retries("the pickle scan of model.bin"):
+            raise KeyError("a scanner bug this file triggers")
+
+    env = ActivityEnvironment()
+    for attempt in range(1, UNEXPECTED_ERROR_ATTEMPTS):
+        env.info = dataclasses.replace(env.info, attempt=attempt)
+        with pytest.raises(KeyError):  # retryable: the worker may be at fault
+            await env.run(scan_that_breaks)
+    env.info = dataclasses.replace(env.info, attempt=UNEXPECTED_ERROR_ATTEMPTS)
+    with pytest.raises(ApplicationError) as failure:
+        await env.run(scan_that_breaks)
+    assert failure.value.non_retryable
+    assert failure.value.message == ("the pickle scan of model.bin failed 3 times: KeyError: "
+                                     "'a scanner bug this file triggers'")
+
+    def store_down() -> None:
+        with fails_after_retries("the checksum of model.bin"):
+            raise ConnectionError("object store unavailable")
+
+    with pytest.raises(ConnectionError):  # infrastructure retries however many attempts it took
+        await env.run(store_down)
