@@ -2,7 +2,8 @@
 
 Any blocking finding moves the objects under a quarantine prefix (nothing is deleted) and marks the model
 QUARANTINED with a report naming each file and finding. Infrastructure failures (clamd or S3 down) retry and never
-mark a model clean. A model whose objects cannot be listed (none, or no config.json) is FAILED with the reason.
+mark a model clean. A model that cannot be scanned is FAILED with the reason: no objects, no config.json, a prefix
+over registry.model_objects' limits (objects, size per file, names), or an object gone between listing and reading.
 """
 
 from __future__ import annotations
