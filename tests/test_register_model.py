@@ -256,3 +256,17 @@ async def test_ten_registrations_at_once(api, control_worker, settings, tiny):
     ))
     assert [m["status"] for m in models] == ["AVAILABLE"] * 10
     assert len({m["id"] for m in models}) == 10
+
+
+def test_a_report_lists_blocking_findings_first_and_counts_what_it_leaves_out():
+    from registry.findings import Finding
+    from workflows.register_model import MAX_REPORTED_FINDINGS, reported
+
+    notes_first = [Finding(check="license", code="note", message=f"note {i}", blocking=False) for i in range(150)]
+    blocks = [Finding(check="clamav", code="signature", message=f"virus {i}", file=f"f{i}") for i in range(100)]
+    listed = reported(notes_first + blocks)
+    assert len(listed) == MAX_REPORTED_FINDINGS + 1
+    assert [f.message for f in listed[:100]] == [f"virus {i}" for i in range(100)]
+    assert listed[-1].code == "more_findings" and listed[-1].message == "50 more findings not listed (0 blocking)"
+    assert not listed[-1].blocking
+    assert reported(blocks) == blocks
