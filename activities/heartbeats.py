@@ -18,7 +18,9 @@ async def heartbeating(progress: dict[str, Any], every_s: float = HEARTBEAT_EVER
 
     Beating per chunk read is not enough: one await may wait minutes (clamd judging a 64 MiB window, a server-side
     copy of a 50 GB object, a thread walking pickle opcodes), and a heartbeat timeout would retry the activity from
-    the start, again and again. A clock keeps reporting for as long as the work is alive.
+    the start, again and again. A clock keeps reporting for as long as the work is alive; a call that stalls ends
+    by its client's own timeout (the S3 client's read timeout, ClamdClient.reply_timeout_s), which retries, and a
+    dead worker stops beating altogether.
     """
     async def beat() -> None:
         while True:
