@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api.errors import install_error_handlers
+from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.limits import RequestLimits
 from api.metrics import install_metrics
 from api.routers import clusters, dashboard, endpoints, health, models, optimizations, projects, routes
@@ -49,5 +49,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        max_header_bytes=settings.api_max_header_bytes)
     for router in (health.router, projects.router, clusters.router, models.router, optimizations.router,
                    endpoints.router, routes.router, dashboard.router):
-        app.include_router(router)
+        app.include_router(router, responses=ERROR_RESPONSES)
     return app

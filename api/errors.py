@@ -12,6 +12,7 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -29,6 +30,37 @@ RETRY_AFTER_S = 5  # what a client is told to wait while the database or Tempora
 DATABASE_OUTAGES = (ConnectionError, TimeoutError, asyncpg.exceptions.PostgresConnectionError, asyncpg.exceptions.InterfaceError,
                     asyncpg.exceptions.CannotConnectNowError, asyncpg.exceptions.TooManyConnectionsError,
                     asyncpg.exceptions.AdminShutdownError)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """The shape of every error the API answers."""
+
+    error: ErrorDetail
+
+
+def _documented(description: str) -> dict:
+    return {"model": ErrorBody, "description": description}
+
+
+# What any operation may answer besides its success, documented on every route so a schema-driven client sees no
+# surprise: the request bounds (api/limits.py), authentication and roles (api/deps.py), domain errors, outages.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _documented("malformed request"),
+    401: _documented("missing, unknown, revoked or expired token"),
+    403: _documented("the token's role does not allow this"),
+    404: _documented("no such resource for this token's project"),
+    409: _documented("conflicts with the resource's current state"),
+    413: _documented("request body over the limit"),
+    422: _documented("invalid request: details name each field"),
+    431: _documented("request headers over the limit"),
+    503: _documented("the database or the workflow service is unreachable; retry after Retry-After seconds"),
+}
 
 
 class ApiError(Exception):

@@ -23,8 +23,12 @@ _LOOKUP = {name: name for name in CANONICAL_GPU_TYPES} | {
 }
 
 
+# Every spelling an API field accepts (as its schema's enum), canonical names first.
+GPU_TYPE_NAMES: tuple[str, ...] = tuple(_LOOKUP)
+
+
 def canonical_gpu_type(name: str) -> str:
-    """The seed name for a GPU type or alias; ValueError naming the known types otherwise."""
+    """The canonical name for a GPU type or alias (any case); ValueError naming the known types otherwise."""
     key = name.strip().lower()
     if key not in _LOOKUP:
         raise ValueError(f"unknown GPU type {name!r}; known types: {', '.join(CANONICAL_GPU_TYPES)}")

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field, field_validator
 
-from core.gpu_types import canonical_gpu_type
+from core.gpu_types import GPU_TYPE_NAMES, canonical_gpu_type
 from control.payloads.common import NAME_PATTERN
 
 
@@ -24,8 +24,8 @@ class ClusterStatus(StrEnum):
 class GpuInventory(BaseModel):
     """A pool of identical GPUs in a cluster."""
 
-    gpu_type: str = Field(max_length=64,
-                          description="GPU type (seed names such as nvidia-h100-80gb, or aliases such as h100_sxm)")
+    gpu_type: str = Field(max_length=64, json_schema_extra={"enum": list(GPU_TYPE_NAMES)},
+                          description="GPU type (canonical names such as nvidia-h100-80gb, or aliases such as h100_sxm)")
     count: int = Field(gt=0, le=100_000, description="number of GPUs of this type")
     gpus_per_node: int = Field(default=8, gt=0, le=16, description="GPUs per node (bounds tensor parallelism)")
     price_per_hour: float | None = Field(default=None, ge=0, description="override of the catalog $/GPU-hour")

@@ -24,13 +24,14 @@ class ModelStatus(StrEnum):
 
 
 class ModelRegistration(BaseModel):
-    """POST /api/models (the seed's body, plus license and version)."""
+    """POST /api/models: where the files are and what the user declares about them (checked by the scan)."""
 
     name: str = Field(min_length=1, max_length=128, pattern=MODEL_NAME_PATTERN, examples=["my-custom-model"])
     architecture: str = Field(min_length=1, max_length=64, pattern=IDENTIFIER_PATTERN, examples=["llama"])
     parameter_count: int = Field(gt=0, le=100_000_000_000_000, examples=[7_000_000_000])
     context_length: int = Field(gt=0, le=100_000_000, examples=[8192])
-    source_path: str = Field(max_length=512, examples=["s3://models/my-custom-model"])
+    source_path: str = Field(max_length=512, pattern=r"^s3://[a-z0-9][a-z0-9.-]*/[^/].*$",
+                             examples=["s3://models/my-custom-model"])
     license: str | None = Field(default=None, max_length=200, examples=["apache-2.0"])
     version: str = Field(default="1", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
