@@ -17,7 +17,7 @@ from control.payloads.autoscaling import AutoscalingRecord, LoadSample
 from control.payloads.deployments import EndpointRef, Resources
 from control.store import clusters, endpoints
 
-# vLLM's gauges whose sum over replicas is the seed's inference_queue_depth
+# vLLM's gauges whose sum over replicas is inference_queue_depth
 QUEUE_GAUGES = ("vllm:num_requests_waiting", "vllm:num_requests_running")
 CPU_SAMPLE_S = 1.0
 

@@ -53,7 +53,7 @@ class EndpointActivities:
 
     @activity.defn
     async def load_deployment_plan(self, request: DeployEndpointInput) -> DeploymentPlan:
-        """The seed's Validation step: resources, model/runtime compatibility, configuration parameters."""
+        """Validation: resources, model/runtime compatibility, configuration parameters."""
         async with self.pool.acquire() as conn:
             endpoint = await endpoints.get_endpoint(conn, request.endpoint_id)
             if endpoint is None:

@@ -1,4 +1,4 @@
-"""Activities of Stage 5: read an endpoint's live metrics from Prometheus, judge them against the seed's thresholds and
+"""Monitoring activities: read an endpoint's live metrics from Prometheus, judge them against the alert thresholds and
 the optimizer's prediction, and store what was found."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ log = get_logger(__name__)
 
 
 def queries(release: str, window: str) -> dict[str, str]:
-    """PromQL for the seed's metrics of one release (replicas carry `release` from the backend's service discovery)."""
+    """PromQL for the serving metrics of one release (replicas carry `release` from the backend's service discovery)."""
     selector = f'{{release="{release}"}}'
 
     def quantile(q: float, histogram: str) -> str:

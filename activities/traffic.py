@@ -73,7 +73,7 @@ class TrafficActivities:
 
     @activity.defn
     async def check_endpoint_serves(self, ref: EndpointRef) -> int:
-        """Every ready replica of the new endpoint answers /health now (the seed's 'validate new version')."""
+        """Every ready replica of the new endpoint answers /health now (validating the new version)."""
         async with self.pool.acquire() as conn:
             urls = await endpoints.ready_replica_urls(conn, ref.endpoint_id)
         if not urls:

@@ -86,7 +86,7 @@ class Targets(BaseModel):
 
 
 class ProductionCalibration(BaseModel):
-    """Measured / predicted ratios from a deployment in production (Stage 5): later predictions for the same model,
+    """Measured / predicted ratios from a deployment in production (monitoring): later predictions for the same model,
     GPU and runtime are scaled by them."""
 
     ttft_scale: float = Field(default=1.0, gt=0.01, lt=100)

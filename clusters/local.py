@@ -51,7 +51,7 @@ UNANSWERED_CHECKS = 3  # a replica that answered before counts as hung only afte
 UNANSWERED_FOR_S = 30.0  # ...spread over at least this many seconds
 STARTS_FILE = "starts.jsonl"
 LOAD_FAILURE = re.compile(r"model load failed \[(?P<reason>[a-z_]+)\]: (?P<message>.*)")
-SEED_EXPLANATIONS = {  # the seed's Troubleshooting > Model Load Failure
+LOAD_FAILURE_EXPLANATIONS = {  # what a user can do about each way a model fails to load
     "path_not_accessible": "model path is not accessible",
     "format_not_supported": "model format is not supported by the runtime",
     "insufficient_gpu_memory": "not enough GPU memory for the model",
@@ -559,7 +559,7 @@ class LocalBackend:
         for line in reversed(tail):
             match = LOAD_FAILURE.search(line)
             if match:
-                explanation = SEED_EXPLANATIONS.get(match["reason"], match["reason"])
+                explanation = LOAD_FAILURE_EXPLANATIONS.get(match["reason"], match["reason"])
                 return f"model failed to load: {explanation} ({match['message'].strip()})"
         return "exited: " + (tail[-1].strip() if tail else "no output")
 

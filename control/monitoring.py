@@ -1,11 +1,11 @@
-"""Stage 5's judgement, as pure functions: the seed's alert thresholds, measured vs predicted, and whether to look for
+"""Monitoring's judgement, as pure functions: the alert thresholds, measured vs predicted, and whether to look for
 a better configuration (the Reoptimize workflow runs them on what Prometheus measured)."""
 
 from __future__ import annotations
 
 from control.payloads.monitoring import Expectation, LiveMetrics
 
-# The seed's Metrics Collected table.
+# The serving metrics monitoring collects, with their alert thresholds.
 LATENCY_P99_ALERT_MS = 2000.0
 TTFT_P99_ALERT_MS = 500.0
 GPU_UTILIZATION_ALERT = 95.0
@@ -15,7 +15,7 @@ DRIFT_TOLERANCE = 0.25
 
 
 def alerts(metrics: LiveMetrics, expectation: Expectation) -> list[str]:
-    """The seed's alerts that fire on these metrics (and `throughput < target` against the user's target)."""
+    """The alerts that fire on these metrics (and `throughput < target` against the user's target)."""
     firing = []
     if metrics.inference_latency_p99_ms is not None and metrics.inference_latency_p99_ms > LATENCY_P99_ALERT_MS:
         firing.append(f"inference_latency_p99 {metrics.inference_latency_p99_ms:.0f} ms > {LATENCY_P99_ALERT_MS:.0f} ms")

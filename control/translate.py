@@ -1,4 +1,4 @@
-"""The one translation between the API's payloads (the seed's names, control/payloads/) and budsim's types.
+"""The one translation between the API's payloads (control/payloads/) and budsim's types.
 
 API -> budsim: RuntimeConfig + replicas -> ServingConfig, PerformanceTargets -> Targets, WorkloadSpec -> Workload.
 budsim -> API: a recommended ServingConfig -> RuntimeConfig, replicas and per-replica Resources.

@@ -291,7 +291,7 @@ async def test_a_replica_restarted_on_another_port_keeps_serving_through_the_gat
 
 async def test_model_load_failure_is_explained_and_kept_on_request(api, control_worker, optimizer_worker, model,
                                                                    cluster_id, db_pool):
-    """A replica that cannot load the model: FAILED with the seed's explanation; keep_on_failure leaves it in place."""
+    """A replica that cannot load the model: FAILED with an explanation a user can act on; keep_on_failure leaves it in place."""
     endpoint = await create_endpoint(api, model["id"], cluster_id)
     await configure_manual(api, endpoint["id"])
     os.environ["BUD_SIM_LOAD_ERROR"] = "unsupported weight layout"  # replicas inherit it: loading fails

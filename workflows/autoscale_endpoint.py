@@ -1,4 +1,4 @@
-"""AutoscaleEndpoint: the seed's Stage 4 autoscaler for one endpoint, one workflow per endpoint.
+"""AutoscaleEndpoint: the autoscaler of one endpoint, one workflow per endpoint.
 
 On Kubernetes the spec becomes a HorizontalPodAutoscaler (the release is re-applied with it) and the workflow ends:
 the HPA owns the replica count. On the local cluster this workflow is the HPA: every sync period it samples the

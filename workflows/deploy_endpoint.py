@@ -1,4 +1,4 @@
-"""DeployEndpoint: the seed's Deployment Process (Internal) as one durable workflow.
+"""DeployEndpoint: validate, reserve, transfer, apply, health-check and publish, as one durable workflow.
 
 [wait for the optimizer] -> validate -> reserve GPUs -> TransferModel (child) -> render + apply the release -> wait
 for replicas -> HealthCheck (child) -> publish the route -> RUNNING. A deploy accepted while the optimizer was still

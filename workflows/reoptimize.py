@@ -1,5 +1,5 @@
-"""Reoptimize (the seed's Stage 5): for each RUNNING endpoint, compare what Prometheus measured with what was
-predicted and promised, raise the seed's alerts, and when they fire or the prediction is off, search again under
+"""Reoptimize (continuous optimization): for each RUNNING endpoint, compare what Prometheus measured with what was
+predicted and promised, raise the alerts, and when they fire or the prediction is off, search again under
 the measured load with the predictor calibrated by the measurement. The advice is stored on the endpoint (and the
 search as an optimization); nothing is redeployed without the user (PUT /config, then deploy).
 

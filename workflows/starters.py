@@ -90,7 +90,7 @@ async def register_model_progress(client: Client, workflow_id: str) -> dict | No
 
 
 async def ensure_reoptimize_schedule(client: Client, settings: Settings) -> None:
-    """The Stage 5 schedule: Reoptimize over every RUNNING endpoint each `reoptimize_interval_s` (a run still going
+    """The continuous-optimization schedule: Reoptimize over every RUNNING endpoint each `reoptimize_interval_s` (a run still going
     when the next is due is not doubled). Created once; a changed interval updates it."""
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(

@@ -1,4 +1,4 @@
-"""TrafficShift: move a route's traffic to a new endpoint (the seed's blue-green and A/B rollout).
+"""TrafficShift: move a route's traffic to a new endpoint (blue-green, or an A/B rollout in steps).
 
 blue-green: validate the new endpoint, then swap all traffic in one transaction. gradual: raise the new endpoint's
 weight step by step (the old endpoints share the rest as before); after each step's interval its live p99 TTFT and

@@ -1,4 +1,4 @@
-"""The dashboard (DESIGN's budadmin): static files calling the same /api as everything else, with links into the
+"""The dashboard: static files calling the same /api as everything else, with links into the
 Temporal Web UI. No data of its own, so it needs no auth here: every call it makes carries the user's token."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Endpoints (the seed's Stages 3-4): create, configure (automatic or manual), deploy, status, scale, autoscale,
+"""Endpoints: create, configure (automatic or manual), deploy, status, scale, autoscale,
 delete. Each route parses, checks with control/ (domain errors become 409/422 in api/errors.py), writes through the
 stores and starts its workflow through workflows/starters.py."""
 
@@ -47,7 +47,7 @@ class Deployment(BaseModel):
 
 
 class EndpointOut(BaseModel):
-    """The seed's response shape plus the current step and, on failure, the step and reason."""
+    """The endpoint's status, deployment and inference URL, plus the current step and, on failure, the step and reason."""
 
     id: UUID
     project_id: UUID
@@ -167,7 +167,7 @@ async def scale_endpoint(endpoint_id: UUID, body: ScaleRequest, pool: PoolDep, t
 @router.put("/{endpoint_id}/autoscaling", response_model=EndpointOut, status_code=status.HTTP_202_ACCEPTED)
 async def configure_autoscaling(endpoint_id: UUID, body: AutoscalingSpec, pool: PoolDep, temporal: TemporalDep,
                                 settings: SettingsDep, principal: PrincipalDep) -> dict:
-    """The seed's Stage 4 block. Kubernetes gets a HorizontalPodAutoscaler; on the local cluster the
+    """The autoscaling block (an autoscaling/v2 HPA spec). Kubernetes gets a HorizontalPodAutoscaler; on the local cluster the
     AutoscaleEndpoint workflow scales by the same rules. A new body replaces the running autoscaler's spec."""
     async with pool.acquire() as conn:
         endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
@@ -180,7 +180,7 @@ async def configure_autoscaling(endpoint_id: UUID, body: AutoscalingSpec, pool: 
 
 
 class MetricsOut(BaseModel):
-    """The seed's Stage 5 for one endpoint: live metrics, alerts, measured vs predicted, re-optimization advice."""
+    """Monitoring for one endpoint: live metrics, alerts, measured vs predicted, re-optimization advice."""
 
     endpoint_id: UUID
     status: str

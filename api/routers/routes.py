@@ -1,4 +1,4 @@
-"""Routes (the seed's Versioning): the model name clients send, spread over endpoints by weight; blue-green swaps
+"""Routes (versioning): the model name clients send, spread over endpoints by weight; blue-green swaps
 and gradual A/B rollouts on it run as the TrafficShift workflow."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The seed's Stage 4 autoscaling block (an autoscaling/v2 HPA, in the seed's spelling) and the autoscaler's payloads.
+"""The autoscaling block (an autoscaling/v2 HPA, in its camelCase spelling) and the autoscaler's payloads.
 
     autoscaling:
       enabled: true
@@ -32,7 +32,7 @@ class MetricTarget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["Utilization", "Value", "AverageValue"]
-    averageUtilization: int | None = Field(default=None, ge=1, le=1000)  # noqa: N815 (the seed's spelling)
+    averageUtilization: int | None = Field(default=None, ge=1, le=1000)  # noqa: N815 (autoscaling/v2's spelling)
     value: float | None = Field(default=None, gt=0)
     averageValue: float | None = Field(default=None, gt=0)  # noqa: N815
 
@@ -120,7 +120,7 @@ class Behavior(BaseModel):
 
 
 def seed_metrics() -> list[MetricSpec]:
-    """The seed's example: 80 % CPU, or 100 requests in the endpoint's queues."""
+    """The default: 80 % CPU, or 100 requests in the endpoint's queues."""
     return [
         MetricSpec.model_validate(
             {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}

@@ -23,7 +23,7 @@ class EndpointStatus(StrEnum):
 
 
 class RuntimeConfig(BaseModel):
-    """The seed's runtime parameters (Configuration Reference)."""
+    """The runtime's engine parameters."""
 
     tensor_parallel_size: int = Field(default=1, ge=1, le=64)
     pipeline_parallel_size: int = Field(default=1, ge=1, le=64)
@@ -34,7 +34,7 @@ class RuntimeConfig(BaseModel):
 
 
 class Resources(BaseModel):
-    """The seed's resource requests, per replica."""
+    """Resource requests, per replica."""
 
     gpu_type: str = Field(max_length=64)
     gpu_count: int = Field(ge=1, le=64)
@@ -130,7 +130,7 @@ class EndpointCreate(BaseModel):
 
 
 class EndpointConfigRequest(BaseModel):
-    """PUT /api/endpoints/{id}/config (the seed's Configure Deployment + Manual Configuration)."""
+    """PUT /api/endpoints/{id}/config (automatic with targets, or a manual configuration)."""
 
     runtime: Runtime = "vllm"
     optimization_method: Literal["REGRESSOR", "HEURISTIC", "MANUAL"] = "REGRESSOR"

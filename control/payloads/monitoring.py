@@ -1,4 +1,4 @@
-"""Stage 5 (Monitoring, Continuous Optimization): what Reoptimize observes of a RUNNING endpoint and concludes."""
+"""Monitoring and continuous optimization: what Reoptimize observes of a RUNNING endpoint and concludes."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ class ObserveRequest(BaseModel):
 
 
 class LiveMetrics(BaseModel):
-    """The seed's metrics over the window, from Prometheus (None where nothing was measured)."""
+    """The serving metrics over the window, from Prometheus (None where nothing was measured)."""
 
     requests_per_s: float | None = None
     ttft_p50_ms: float | None = None

@@ -1,4 +1,4 @@
-"""Routes and traffic shifts (the seed's Versioning: blue-green and A/B).
+"""Routes and traffic shifts (versioning: blue-green and A/B).
 
 A route is the model name clients send; it spreads requests over endpoints by weight (the gateway reads it from
 PostgreSQL). A TrafficShift moves a route's traffic to a new endpoint: at once (blue-green, after validating the
@@ -38,7 +38,7 @@ class RouteUpdate(BaseModel):
 
 
 class Slo(BaseModel):
-    """What the new endpoint must hold at each step; the defaults are the seed's alert thresholds."""
+    """What the new endpoint must hold at each step; the defaults are the alert thresholds (TTFT p99 500 ms, latency p99 2 s)."""
 
     model_config = ConfigDict(extra="forbid")
 
