@@ -47,7 +47,7 @@ class Deployment(BaseModel):
 
 
 class EndpointOut(BaseModel):
-    """The endpoint's status, deployment and inference URL, plus the current step and, on failure, the step and reason."""
+    """The endpoint's status, deployment and inference URL, the current step and, on failure, the step and reason."""
 
     id: UUID
     project_id: UUID
@@ -167,8 +167,8 @@ async def scale_endpoint(endpoint_id: UUID, body: ScaleRequest, pool: PoolDep, t
 @router.put("/{endpoint_id}/autoscaling", response_model=EndpointOut, status_code=status.HTTP_202_ACCEPTED)
 async def configure_autoscaling(endpoint_id: UUID, body: AutoscalingSpec, pool: PoolDep, temporal: TemporalDep,
                                 settings: SettingsDep, principal: PrincipalDep) -> dict:
-    """The autoscaling block (an autoscaling/v2 HPA spec). Kubernetes gets a HorizontalPodAutoscaler; on the local cluster the
-    AutoscaleEndpoint workflow scales by the same rules. A new body replaces the running autoscaler's spec."""
+    """The autoscaling block (an autoscaling/v2 HPA spec). Kubernetes gets a HorizontalPodAutoscaler; on the local
+    cluster the AutoscaleEndpoint workflow scales by the same rules. A new body replaces the running autoscaler's spec."""
     async with pool.acquire() as conn:
         endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
         cluster = await clusters.get_cluster(conn, endpoint.cluster_id)
