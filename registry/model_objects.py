@@ -1,8 +1,9 @@
 """What a model's prefix may hold before the registry scans it: how many objects, how large each, which names.
 
-RegisterModel runs a few activities per object, and every object's result is kept in the workflow's history, so the
-number of objects is bounded: 1,000 objects stay far inside Temporal's history limits (51,200 events, 2 MB per
-payload: the listing of 1,000 objects with the longest allowed names is about 1.6 MB). Published checkpoints hold a
+RegisterModel runs a few activities per object (at most workflows.register_model.MAX_ACTIVITIES_IN_FLIGHT at once,
+below Temporal's 2,000 pending activities per workflow), and every object's result is kept in the workflow's
+history, so the number of objects is bounded: 1,000 objects stay far inside Temporal's history limits (51,200
+events, 2 MB per payload: the listing of 1,000 objects with the longest allowed names is about 1.6 MB). Published checkpoints hold a
 few dozen files (DeepSeek-V3, among the largest, 170); more than 1,000 is an upload of the wrong folder.
 
 One file may be at most 64 GiB: checkpoints shard their weights into files of a few GB, and at 20 MB/s a 64 GiB

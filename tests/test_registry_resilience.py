@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
 from contextlib import asynccontextmanager
 
 import pytest
@@ -36,10 +37,10 @@ from control.store.projects import get_project_by_name
 from devstack.clamd import clamd_process
 from core.processes import free_port
 from registry.clamd import ClamdClient
-from registry.model_objects import ModelObjectLimits
+from registry.model_objects import MAX_OBJECTS_PER_MODEL, ModelObjectLimits
 from tests.model_files import write_tiny_llama
 from tests.helpers import unique
-from tests.registry_helpers import registration, upload
+from tests.registry_helpers import register_and_wait, registration, upload, wait_settled
 from worker.clients import build_clients
 from worker.queues import control_queue, setup_for
 from workflows.starters import start_register_model
@@ -270,3 +271,26 @@ async def test_an_unexpected_error_is_retried_twice_then_fails_the_registration_
 
     with pytest.raises(ConnectionError):  # infrastructure retries however many attempts it took
         await env.run(store_down)
+
+
+async def test_a_model_of_1000_files_registers_and_one_more_file_fails(api, control_worker, settings, tiny, tmp_path):
+    """The default limit at its real size: 1,000 objects stay inside Temporal's limits (pending activities, history,
+    payload size) and register; the 1,001st makes the prefix FAILED before anything is read."""
+    folder = tmp_path / "many-files"
+    shutil.copytree(tiny.path, folder)
+    extra = MAX_OBJECTS_PER_MODEL - len(tiny.files)
+    for index in range(extra):
+        path = folder / "eval" / f"sample-{index:04d}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(f'{{"sample": {index}}}')
+    prefix = await upload(settings, folder)
+    response = await api.post("/api/models", json=registration(settings, prefix, parameter_count=tiny.parameter_count))
+    model = await wait_settled(api, response.json()["id"], timeout=600)
+    assert model["status"] == "AVAILABLE", model["error"] or model["scan_report"]["findings"][:3]
+    assert len(model["files"]) == MAX_OBJECTS_PER_MODEL
+
+    async with ObjectStore(settings) as store:
+        await store.put_bytes(settings.models_bucket, f"{prefix}/eval/one-too-many.json", b"{}")
+    crowded = await register_and_wait(api, settings, prefix, parameter_count=tiny.parameter_count)
+    assert crowded["status"] == "FAILED"
+    assert f"more than {MAX_OBJECTS_PER_MODEL:,} objects" in crowded["error"]

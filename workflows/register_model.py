@@ -51,6 +51,8 @@ SMALL_READ = dict(start_to_close_timeout=timedelta(minutes=2), retry_policy=INFR
 # Each file's findings are bounded by its scanner; a model of many bad files lists this many in its report (the
 # model's status counts them all), so the report stays small enough to store and to send through Temporal.
 MAX_REPORTED_FINDINGS = 200
+# Temporal refuses a workflow more than 2,000 pending activities; a model of 1,000 files needs 2-3 per file.
+MAX_ACTIVITIES_IN_FLIGHT = 256
 
 
 def quarantine_prefix(model_id) -> str:
@@ -63,6 +65,7 @@ class RegisterModel:
         self._step = "starting"
         self._files_done = 0
         self._files_total = 0
+        self._slots = asyncio.Semaphore(MAX_ACTIVITIES_IN_FLIGHT)
 
     @workflow.query
     def progress(self) -> dict:
@@ -70,7 +73,8 @@ class RegisterModel:
 
     async def _per_file(self, method, refs: list[FileRef]) -> list:
         async def one(ref: FileRef):
-            result = await workflow.execute_activity_method(method, ref, **STREAMING)
+            async with self._slots:
+                result = await workflow.execute_activity_method(method, ref, **STREAMING)
             self._files_done += 1
             return result
 
