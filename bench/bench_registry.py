@@ -31,7 +31,7 @@ async def sample_rss(pid: int, samples: list[float], stop: asyncio.Event) -> Non
 async def one_size(stack, size_gb: float, workdir: Path) -> dict:
     folder = workdir / f"model-{size_gb}gb"
     model = write_tiny_llama(folder, spec_for_total_bytes(int(size_gb * 1e9)))
-    prefix = f"bench-{size_gb}gb"
+    prefix = f"default/bench-{size_gb}gb"
     started = time.perf_counter()
     await asyncio.to_thread(upload_folder, stack.settings, folder, stack.settings.models_bucket, prefix)
     upload_s = time.perf_counter() - started
@@ -41,7 +41,7 @@ async def one_size(stack, size_gb: float, workdir: Path) -> dict:
     sampler = asyncio.create_task(sample_rss(worker_pid, samples, stop))
     started = time.perf_counter()
     response = await stack.api.post("/api/models", json={
-        "name": prefix, "architecture": "llama", "parameter_count": model.parameter_count,
+        "name": prefix.removeprefix("default/"), "architecture": "llama", "parameter_count": model.parameter_count,
         "context_length": model.spec.max_position_embeddings, "source_path": f"s3://models/{prefix}"})
     model_id = response.json()["id"]
     while (status := (await stack.api.get(f"/api/models/{model_id}")).json()["status"]) == "SCANNING":

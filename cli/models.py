@@ -84,7 +84,12 @@ def upload(
     """Upload FOLDER (multipart, parallel parts, unchanged files skipped), register it, and follow its scan."""
     settings = get_settings()
     architecture, parameters, context = declared_facts(folder)
-    prefix = f"{name}/{version}"
+    with api_client() as client:  # the token's project: its key space is where the files go
+        projects = client.get("/api/projects")
+    if projects.status_code != 200:
+        console.print(f"[red]cannot read this token's project:[/red] {error_message(projects)}")
+        raise typer.Exit(1)
+    prefix = f"{projects.json()[0]['name']}/{name}/{version}"
     total = sum(f.size for f in model_files(folder))
     with Progress(TextColumn("[bold]upload"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
                   console=console) as progress:

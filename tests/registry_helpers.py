@@ -10,8 +10,12 @@ from core.settings import Settings
 from tests.helpers import unique
 
 
-async def upload(settings: Settings, folder: Path, prefix: str | None = None) -> str:
-    prefix = prefix or unique("model")
+ADMIN_PROJECT = "default"  # the project of the admin token the `api` fixture sends
+
+
+async def upload(settings: Settings, folder: Path, prefix: str | None = None, project: str = ADMIN_PROJECT) -> str:
+    """Upload into the project's key space (s3://models/<project>/...); returns the prefix."""
+    prefix = prefix or f"{project}/{unique('model')}"
     await asyncio.to_thread(upload_folder, settings, folder, settings.models_bucket, prefix)
     return prefix
 

@@ -23,7 +23,8 @@ async def catalog(api, settings):
     ids = {}
     for name, architecture, parameters, license_id, mmlu in specs:
         body = {"name": name, "architecture": architecture, "parameter_count": parameters, "context_length": 8192,
-                "source_path": f"s3://{settings.models_bucket}/{unique('absent')}", "license": license_id}
+                "source_path": f"s3://{settings.models_bucket}/{project['name']}/{unique('absent')}",
+                "license": license_id}
         response = await api.post("/api/models", json=body, headers=headers)
         assert response.status_code == 202, response.text
         ids[name] = response.json()["id"]

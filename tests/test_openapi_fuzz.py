@@ -34,7 +34,7 @@ async def test_the_api_answers_what_its_schema_says(settings, db_pool, state_dir
             "--generation-allow-x00", "false",
             "--report", "junit", "--report-dir", str(tmp_path),
         ]
-        result = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True,
+        result = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, cwd=tmp_path,
                                          timeout=MAX_SECONDS + 120)
     finally:
         process.stop()

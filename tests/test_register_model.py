@@ -217,7 +217,7 @@ async def test_file_names_that_are_not_plain_paths_fail_with_the_name(api, contr
 
 
 async def test_missing_objects_and_missing_config_fail_with_the_reason(api, control_worker, settings, tiny, tmp_path):
-    empty = await register_and_wait(api, settings, unique("nothing-here"))
+    empty = await register_and_wait(api, settings, f"default/{unique('nothing-here')}")
     assert empty["status"] == "FAILED"
     assert "no objects" in empty["error"]
 
@@ -249,10 +249,10 @@ async def test_duplicate_registration_is_409(api, control_worker, settings, tiny
 
 
 async def test_ten_registrations_at_once(api, control_worker, settings, tiny):
-    prefix = await upload(settings, tiny.path)
+    prefixes = await asyncio.gather(*(upload(settings, tiny.path) for _ in range(10)))
     models = await asyncio.gather(*(
         register_and_wait(api, settings, prefix, parameter_count=tiny.parameter_count)
-        for _ in range(10)
+        for prefix in prefixes
     ))
     assert [m["status"] for m in models] == ["AVAILABLE"] * 10
     assert len({m["id"] for m in models}) == 10

@@ -112,7 +112,7 @@ async def test_quarantine_and_record_activities_are_idempotent(settings, db_pool
         assert sorted(o.key for o in moved) == sorted(first)
         assert await store.list_objects(settings.models_bucket, prefix + "/") == []
 
-    response = await api.post("/api/models", json=registration(settings, unique("never-scanned")))
+    response = await api.post("/api/models", json=registration(settings, f"default/{unique('never-scanned')}"))
     model_id = response.json()["id"]
     records = ModelRecordActivities(db_pool)
     outcome = RecordScanInput(model_id=model_id, status=ModelStatus.AVAILABLE, report=ScanReport(status=ModelStatus.AVAILABLE))
@@ -289,8 +289,11 @@ async def test_a_model_of_1000_files_registers_and_one_more_file_fails(api, cont
     assert model["status"] == "AVAILABLE", model["error"] or model["scan_report"]["findings"][:3]
     assert len(model["files"]) == MAX_OBJECTS_PER_MODEL
 
+    crowded_prefix = f"{prefix}-plus-one"  # the same files and one more, under a prefix of its own
     async with ObjectStore(settings) as store:
-        await store.put_bytes(settings.models_bucket, f"{prefix}/eval/one-too-many.json", b"{}")
-    crowded = await register_and_wait(api, settings, prefix, parameter_count=tiny.parameter_count)
+        for info in await store.list_objects(settings.models_bucket, prefix + "/"):
+            await store.copy(settings.models_bucket, info.key, crowded_prefix + info.key[len(prefix):], info.size)
+        await store.put_bytes(settings.models_bucket, f"{crowded_prefix}/eval/one-too-many.json", b"{}")
+    crowded = await register_and_wait(api, settings, crowded_prefix, parameter_count=tiny.parameter_count)
     assert crowded["status"] == "FAILED"
     assert f"more than {MAX_OBJECTS_PER_MODEL:,} objects" in crowded["error"]

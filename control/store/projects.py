@@ -74,6 +74,10 @@ async def create_project(conn: asyncpg.Connection, name: str) -> ProjectRow:
                                              name))
 
 
+async def get_project(conn: asyncpg.Connection, project_id: UUID) -> ProjectRow | None:
+    return ProjectRow.one(await conn.fetchrow(f"SELECT {_PROJECT_COLUMNS} FROM projects WHERE id = $1", project_id))
+
+
 async def get_project_by_name(conn: asyncpg.Connection, name: str) -> ProjectRow | None:
     return ProjectRow.one(await conn.fetchrow(f"SELECT {_PROJECT_COLUMNS} FROM projects WHERE name = $1", name))
 
