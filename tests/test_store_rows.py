@@ -11,7 +11,7 @@ import pytest
 
 from control.payloads.clusters import ClusterSpec, ClusterStatus, GpuInventory
 from control.payloads.deployments import EndpointCreate, EndpointStatus
-from control.payloads.models import ModelRegistration, ModelStatus
+from control.payloads.models import BenchmarkCreate, ModelRegistration, ModelStatus
 from control.store import clusters, endpoints, models, projects, routes
 
 
@@ -29,6 +29,8 @@ async def test_stores_return_frozen_typed_rows(db_pool):
                 name=f"rows-{suffix}", project_id=project.id, model_id=model.id, cluster_id=cluster.id))
             await endpoints.set_health(conn, endpoint.id, {"completion_latency_ms": 12.5})
             await endpoints.ensure_route(conn, endpoint.name, project.id, endpoint.id)
+            await models.add_benchmark(conn, model.id, BenchmarkCreate(name="mmlu", score=61.5, details={"shots": 5}))
+            scores = (await models.benchmarks(conn, [model.id]))[model.id]
             endpoint = await endpoints.get_endpoint(conn, endpoint.id)
             route = await routes.get_route(conn, endpoint.name, project.id)
         finally:
@@ -43,6 +45,7 @@ async def test_stores_return_frozen_typed_rows(db_pool):
     assert endpoint.status is EndpointStatus.PENDING and endpoint.config is None and endpoint.error is None
     assert endpoint.health == {"completion_latency_ms": 12.5}
     assert endpoint.performance_targets == {}
+    assert [(b.name, b.score, b.details, b.unit) for b in scores] == [("mmlu", 61.5, {"shots": 5}, None)]
     # the backends come from json_agg: their endpoint ids arrive as UUIDs, their statuses as the enum
     assert [(b.endpoint_id, b.weight, b.status) for b in route.backends] == [(endpoint.id, 100, EndpointStatus.PENDING)]
 

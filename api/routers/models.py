@@ -112,7 +112,8 @@ async def list_models(
         except (ValueError, TypeError):
             raise invalid_field("cursor", "is not a cursor this API returned") from None
         scores = await models.benchmarks(conn, [row.id for row in rows])
-    return {"items": [{**row.model_dump(), "benchmarks": scores[row.id]} for row in rows], "next_cursor": next_cursor}
+    return {"items": [{**row.model_dump(), "benchmarks": [b.model_dump() for b in scores[row.id]]} for row in rows],
+            "next_cursor": next_cursor}
 
 
 @router.get("/{model_id}", response_model=ModelDetail)
@@ -126,7 +127,8 @@ async def get_model(model_id: UUID, pool: PoolDep, temporal: TemporalDep, princi
     progress = None
     if row.status == ModelStatus.SCANNING and row.workflow_id:
         progress = await register_model_progress(temporal, row.workflow_id)
-    return {**row.model_dump(), "files": files, "benchmarks": scores[model_id], "progress": progress}
+    return {**row.model_dump(), "files": files, "benchmarks": [b.model_dump() for b in scores[model_id]],
+            "progress": progress}
 
 
 @router.post("/{model_id}/benchmarks", status_code=status.HTTP_201_CREATED)

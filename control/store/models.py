@@ -136,16 +136,16 @@ async def add_benchmark(conn: asyncpg.Connection, model_id: UUID, body: Benchmar
     ))
 
 
-async def benchmarks(conn: asyncpg.Connection, model_ids: list[UUID]) -> dict[UUID, list[dict]]:
+async def benchmarks(conn: asyncpg.Connection, model_ids: list[UUID]) -> dict[UUID, list[BenchmarkRow]]:
     """Each model's benchmarks, oldest first (an empty list for a model without any)."""
     rows = await conn.fetch(
         f"SELECT model_id, {_BENCHMARK_COLUMNS} FROM model_benchmarks WHERE model_id = ANY($1) ORDER BY created_at",
         model_ids,
     )
-    grouped: dict[UUID, list[dict]] = {model_id: [] for model_id in model_ids}
+    grouped: dict[UUID, list[BenchmarkRow]] = {model_id: [] for model_id in model_ids}
     for row in rows:
         item = dict(row)
-        grouped[item.pop("model_id")].append(item)
+        grouped[item.pop("model_id")].append(BenchmarkRow.model_validate(item))
     return grouped
 
 

@@ -4,7 +4,7 @@ datetimes, enums, JSONB as dicts) and cannot be changed by a caller believing it
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Self
+from typing import Self
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict
@@ -27,7 +27,3 @@ class Row(BaseModel):
     @classmethod
     def many(cls, records: Iterable[asyncpg.Record]) -> list[Self]:
         return [cls.of(record) for record in records]
-
-    def __getitem__(self, key: str) -> Any:
-        # Temporary: lets `row["column"]` reads keep working while consumers move to attribute access.
-        return getattr(self, key)
