@@ -29,6 +29,9 @@ def die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+PRIVATE_UMASK = 0o077  # files our servers create are readable by their owner alone
+
+
 class StartupError(RuntimeError):
     """A managed process exited or did not become healthy in time; the message carries its log tail."""
 
@@ -95,7 +98,8 @@ class ManagedProcess:
         if self.prepare is not None:
             self.prepare()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
+        # Logs and whatever the child writes (Temporal's database, objects, Prometheus' data) are the owner's only.
+        log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         full_env = {**os.environ, **(self.env or {})}
         self.popen = subprocess.Popen(
             list(self.argv),
@@ -107,6 +111,7 @@ class ManagedProcess:
             user=self.user,
             start_new_session=True,  # Ctrl-C in the parent's terminal reaches us, not the children directly
             preexec_fn=die_with_parent if self.die_with_parent else None,
+            umask=PRIVATE_UMASK,
         )
         log.close()
         return self

@@ -106,7 +106,8 @@ def postgres_server(state_dir: Path, port: int, fast_unsafe: bool = False) -> Ma
         init_postgres(data_dir)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         if system_user:
-            log_path.touch()
+            log_path.touch(mode=0o600)
+            log_path.chmod(0o600)
             entry = pwd.getpwnam(system_user)
             os.chown(log_path, entry.pw_uid, entry.pw_gid)
 

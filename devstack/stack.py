@@ -108,6 +108,8 @@ class Stack:
     # -- commands ----------------------------------------------------------------------------------------------
     def up(self, echo: Printer) -> list[ManagedProcess]:
         """Start every part not already running, in dependency order, each waited healthy."""
+        self.state.mkdir(parents=True, exist_ok=True)
+        self._private_state()
         started: list[ManagedProcess] = []
         for proc in self.definitions():
             if (pid := self.running_pid(proc.name)) is not None:
@@ -127,10 +129,16 @@ class Stack:
             started.append(proc)
             if proc.name == "postgres":
                 services.ensure_database(_port(self.settings.database_url, 55432))
+                self._private_state()  # PostgreSQL's set-up opens the folders above its data folder for reading
             echo(f"  {proc.name:<22} ready in {time.monotonic() - t0:4.1f}s  {proc.url}")
         if self.with_kube:
             self._up_kube(echo, started)
         return started
+
+    def _private_state(self) -> None:
+        """Others may pass through the state folder (PostgreSQL runs as its own system user and needs its data
+        folder inside) but not list it; each file inside is private (core.processes.PRIVATE_UMASK)."""
+        self.state.chmod(0o711)
 
     def _up_kube(self, echo: Printer, started: list[ManagedProcess]) -> None:
         """Start the Kubernetes cluster once the API is up, and register it through the API as kube-local."""

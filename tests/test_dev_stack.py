@@ -90,6 +90,13 @@ def run_stack_scenario(state: Path) -> None:
 
         token_file = state / "admin-token"
         assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        # The state folder is private: others may pass through it (PostgreSQL's own user) but read nothing.
+        assert stat.S_IMODE(state.stat().st_mode) == 0o711
+        private = [state / "temporal.db", state / "secret-key", *sorted((state / "logs").glob("*.log"))]
+        assert len(private) > 5
+        assert {path.name: stat.S_IMODE(path.stat().st_mode) & 0o077 for path in private if path.exists()} == {
+            path.name: 0 for path in private if path.exists()}
+        assert (state / "temporal.db").exists()
         token = token_file.read_text().strip()
         assert token in started.stdout  # printed once, on the first start
         headers = {"Authorization": f"Bearer {token}"}
