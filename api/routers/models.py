@@ -11,9 +11,10 @@ from pydantic import BaseModel
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.errors import not_found
+from control import storage
 from control.errors import Conflict, invalid_field
 from control.payloads.models import BenchmarkCreate, ModelRegistration, ModelStatus, RegisterModelInput
-from control.store import models
+from control.store import models, projects
 from workflows.ids import register_model_workflow_id
 from workflows.starters import register_model_progress, start_register_model
 
@@ -64,9 +65,10 @@ class ModelPage(BaseModel):
 async def register_model(
     body: ModelRegistration, pool: PoolDep, temporal: TemporalDep, settings: SettingsDep, principal: PrincipalDep
 ) -> dict:
-    if body.bucket != settings.models_bucket:
-        raise invalid_field("source_path", f"must be inside the models bucket: s3://{settings.models_bucket}/...")
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction():
+        project = await projects.get_project(conn, principal.project_id)
+        storage.require_own_key_space(body, project.name, settings.models_bucket)
+        await storage.require_free_prefix(conn, body)
         row = await models.insert_model(conn, principal.project_id, body)
         if row is None:
             raise Conflict(f"model {body.name!r} version {body.version!r} is already registered",

@@ -232,3 +232,27 @@ async def search_models(
                       "parameters": last.effective_parameter_count, "score": last.best_score}[key]
         next_cursor = encode_cursor(last_value, last.id)
     return rows, next_cursor
+
+
+class PrefixOwnerRow(Row):
+    """The live registration that owns a prefix of the models bucket."""
+
+    id: UUID
+    name: str
+    version: str
+    bucket: str
+    prefix: str
+
+
+async def overlapping_registration(conn: asyncpg.Connection, bucket: str, prefix: str) -> PrefixOwnerRow | None:
+    """A SCANNING or AVAILABLE model whose prefix equals `prefix`, contains it or lies inside it (quarantined and
+    failed registrations own nothing any more: their objects were moved away, or never scanned)."""
+    return PrefixOwnerRow.one(await conn.fetchrow(
+        """
+        SELECT id, name, version, bucket, prefix FROM models
+        WHERE bucket = $1 AND status IN ('SCANNING', 'AVAILABLE')
+          AND (prefix = $2 OR starts_with(prefix, $2 || '/') OR starts_with($2, prefix || '/'))
+        ORDER BY created_at LIMIT 1
+        """,
+        bucket, prefix,
+    ))
