@@ -11,6 +11,8 @@ from pydantic import BaseModel, Field
 from control.payloads.autoscaling import AutoscalingSpec
 
 Runtime = Literal["vllm", "sglang", "tensorrt-llm"]
+# REGRESSOR and HEURISTIC search automatically (the predictor-driven NSGA-II, or rules); MANUAL takes the given config.
+OptimizationMethod = Literal["REGRESSOR", "HEURISTIC", "MANUAL"]
 
 
 class EndpointStatus(StrEnum):
@@ -133,7 +135,7 @@ class EndpointConfigRequest(BaseModel):
     """PUT /api/endpoints/{id}/config (automatic with targets, or a manual configuration)."""
 
     runtime: Runtime = "vllm"
-    optimization_method: Literal["REGRESSOR", "HEURISTIC", "MANUAL"] = "REGRESSOR"
+    optimization_method: OptimizationMethod = "REGRESSOR"
     performance_targets: PerformanceTargets = Field(default_factory=PerformanceTargets)
     config: RuntimeConfig | None = None
     replicas: int | None = Field(default=None, ge=1, le=1000)

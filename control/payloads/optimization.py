@@ -8,7 +8,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from budsim.schemas import OptimizationRequest, OptimizationResult, SearchState
-from control.payloads.deployments import PerformanceTargets, RuntimeConfig, WorkloadSpec
+from control.payloads.deployments import OptimizationMethod, PerformanceTargets, Runtime, RuntimeConfig, WorkloadSpec
 
 
 class OptimizationCreate(BaseModel):
@@ -16,8 +16,8 @@ class OptimizationCreate(BaseModel):
 
     model_id: UUID
     cluster_id: UUID
-    runtime: Literal["vllm", "sglang", "tensorrt-llm"] = "vllm"
-    optimization_method: Literal["REGRESSOR", "HEURISTIC", "MANUAL"] = "REGRESSOR"
+    runtime: Runtime = "vllm"
+    optimization_method: OptimizationMethod = "REGRESSOR"
     performance_targets: PerformanceTargets = Field(default_factory=PerformanceTargets)
     gpu_type: str | None = Field(default=None, max_length=64, description="default: the cluster's first GPU type")
     config: RuntimeConfig | None = Field(default=None, description="MANUAL: the config to predict and check")

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from control.payloads.deployments import EndpointCreate, EndpointProgress, EndpointStatus, ReplicaState, Runtime
+from control.payloads.deployments import (
+    EndpointCreate,
+    EndpointProgress,
+    EndpointStatus,
+    OptimizationMethod,
+    ReplicaState,
+    Runtime,
+)
 from control.store.optimizations import OptimizationStatus
 from control.store.rows import Row
 
@@ -29,7 +36,7 @@ class EndpointRow(Row):
     status: EndpointStatus
     step: str | None
     runtime: Runtime
-    optimization_method: Literal["REGRESSOR", "HEURISTIC", "MANUAL"] | None
+    optimization_method: OptimizationMethod | None
     performance_targets: dict[str, Any]
     config: dict[str, Any] | None  # RuntimeConfig
     replicas: int
