@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from core.settings import Settings
 from core.paths import PROJECT_ROOT
 from devstack import services
-from core.processes import ManagedProcess
+from core.processes import ManagedProcess, free_port
 
 
 @contextmanager
@@ -45,3 +46,19 @@ def start_worker_process(settings: Settings, state_dir: Path, queue: str | None 
         env={**os.environ, **settings.as_environment(), **(extra_env or {})},
         cwd=PROJECT_ROOT,
     ).start()
+
+
+@asynccontextmanager
+async def api_process(settings: Settings, state_dir: Path, name: str) -> AsyncIterator[tuple[str, ManagedProcess]]:
+    """The API as `python -m api` serves it (uvicorn, its logging), on a free port against the test stack; yields
+    its base URL and the process (whose log_path holds what it logged). Stopped on the way out."""
+    port = free_port()
+    process = services.python_service(
+        name, ["api"], state_dir, {**settings.as_environment(), "BUD_API_PORT": str(port)},
+        health_url=f"http://127.0.0.1:{port}/healthz",
+    ).start()
+    try:
+        await asyncio.to_thread(process.wait_healthy)
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        await asyncio.to_thread(process.stop)

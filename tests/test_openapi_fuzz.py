@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 
-from core.processes import free_port
 from devstack import services
+from tests.helpers import api_process
 
 MAX_EXAMPLES = 8
 MAX_SECONDS = 75
@@ -18,17 +18,12 @@ MAX_SECONDS = 75
 
 async def test_the_api_answers_what_its_schema_says(settings, db_pool, state_dir, admin_token, control_worker,
                                                      tmp_path):
-    port = free_port()
-    process = services.python_service(
-        "api-fuzz", ["api"], state_dir, {**settings.as_environment(), "BUD_API_PORT": str(port)},
-        health_url=f"http://127.0.0.1:{port}/healthz",
-    ).start()
-    try:
-        await asyncio.to_thread(process.wait_healthy)
+    async with api_process(settings, state_dir, "api-fuzz") as (url, _):
         command = [
-            str(services.VENV_BIN / "schemathesis"), "run",
-            f"http://127.0.0.1:{port}/openapi.json", "-H", f"Authorization: Bearer {admin_token}",
-            "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance", "--max-examples", str(MAX_EXAMPLES), "--max-time", str(MAX_SECONDS), "--seed", "7",
+            str(services.VENV_BIN / "schemathesis"), "run", f"{url}/openapi.json",
+            "-H", f"Authorization: Bearer {admin_token}",
+            "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+            "--max-examples", str(MAX_EXAMPLES), "--max-time", str(MAX_SECONDS), "--seed", "7",
             "--phases", "examples,coverage,fuzzing", "--workers", "2",
             # NUL is refused on purpose (PostgreSQL cannot store it): tests/test_request_limits.py covers that.
             "--generation-allow-x00", "false",
@@ -36,6 +31,4 @@ async def test_the_api_answers_what_its_schema_says(settings, db_pool, state_dir
         ]
         result = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, cwd=tmp_path,
                                          timeout=MAX_SECONDS + 120)
-    finally:
-        process.stop()
     assert result.returncode == 0, result.stdout[-12000:] + result.stderr[-2000:]

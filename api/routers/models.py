@@ -19,6 +19,7 @@ from workflows.ids import register_model_workflow_id
 from workflows.starters import register_model_progress, start_register_model
 
 router = APIRouter(prefix="/api/models", tags=["models"])
+MAX_PARAMETER_COUNT = 2**63 - 1  # PostgreSQL's bigint: a larger bound is a 422, not an overflow in the query
 
 
 class ModelAccepted(BaseModel):
@@ -87,12 +88,12 @@ async def list_models(
     pool: PoolDep,
     principal: PrincipalDep,
     architecture: str | None = None,
-    min_parameters: Annotated[int | None, Query(ge=0)] = None,
-    max_parameters: Annotated[int | None, Query(ge=0)] = None,
+    min_parameters: Annotated[int | None, Query(ge=0, le=MAX_PARAMETER_COUNT)] = None,
+    max_parameters: Annotated[int | None, Query(ge=0, le=MAX_PARAMETER_COUNT)] = None,
     license: Annotated[str | None, Query(description="license id (apache-2.0) or category (permissive)")] = None,
     status_filter: Annotated[ModelStatus | None, Query(alias="status")] = None,
     benchmark: Annotated[str | None, Query(description="only models with this benchmark, e.g. mmlu")] = None,
-    min_score: float | None = None,
+    min_score: Annotated[float | None, Query(allow_inf_nan=False)] = None,
     sort: Annotated[str, Query(pattern=r"^-?(created_at|name|parameters|score)$",
                                description="created_at, name, parameters or score (needs benchmark); '-' for descending")] = "created_at",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
