@@ -76,6 +76,12 @@ class Method(str, Enum):
     MANUAL = "MANUAL"  # predict and check the caller's config
 
 
+# Every target lies in this range: past it a shortfall in percent would overflow a float (1e-300 ms), and nothing
+# served is measured below a microsecond or above 1e12 of anything.
+TARGET_MIN = 1e-3
+TARGET_MAX = 1e12
+
+
 class Targets(BaseModel):
     """Performance targets; every one optional. Validated by the optimizer (a negative value is InvalidRequest)."""
 

@@ -37,6 +37,8 @@ from budsim.errors import InvalidRequest
 from budsim.predictor import predict_many
 from budsim.schemas import (
     RUNTIMES,
+    TARGET_MAX,
+    TARGET_MIN,
     Candidate,
     Method,
     OptimizationRequest,
@@ -73,8 +75,8 @@ def validate_request(request: OptimizationRequest) -> GpuSpec:
     if not runtime_supports(request.runtime, request.model.model_type):
         raise InvalidRequest("runtime", f"{request.runtime} does not implement model_type {request.model.model_type!r}")
     for name, value in request.targets.model_dump().items():
-        if value is not None and not (value > 0 and math.isfinite(value)):
-            raise InvalidRequest(f"targets.{name}", f"must be a positive number, got {value}")
+        if value is not None and not (TARGET_MIN <= value <= TARGET_MAX):
+            raise InvalidRequest(f"targets.{name}", f"must be between {TARGET_MIN:g} and {TARGET_MAX:g}, got {value}")
     if request.price_per_hour is not None and not request.price_per_hour >= 0:
         raise InvalidRequest("price_per_hour", "must not be negative")
     context = request.workload.input_tokens + request.workload.output_tokens

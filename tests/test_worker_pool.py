@@ -19,6 +19,8 @@ WORK = 16  # RegisterCluster workflows: each probes its cluster once, on whichev
 # A worker imports the whole control plane (numpy, xgboost, scipy, kubernetes, ...) before it connects: about 8 s of
 # CPU, which on a loaded 2-core machine with a second worker starting beside it can take minutes of wall time.
 WORKER_START_S = 180
+# From "worker started" to the server listing its activity poller: seconds when idle, past 30 s under a full suite.
+POLLERS_LISTED_S = 120
 
 
 async def pollers(client, queue: str) -> int:
@@ -35,7 +37,7 @@ async def started(worker) -> None:
         await asyncio.sleep(0.2)
 
 
-@pytest.mark.timeout(WORKER_START_S + 240)
+@pytest.mark.timeout(WORKER_START_S + POLLERS_LISTED_S + 240)
 async def test_two_workers_on_one_queue_both_take_work(settings, db_pool, temporal_client, start_worker):
     queue_settings = settings.model_copy(update={"control_queue": unique("shared-queue")})
     workers = [start_worker(queue_settings) for _ in range(2)]
@@ -44,7 +46,7 @@ async def test_two_workers_on_one_queue_both_take_work(settings, db_pool, tempor
         # long start-up takes here, then for the server to list both as pollers of the queue.
         async with asyncio.timeout(WORKER_START_S):
             await asyncio.gather(*(started(worker) for worker in workers))
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(POLLERS_LISTED_S):
             while await pollers(temporal_client, queue_settings.control_queue) < 2:
                 await asyncio.sleep(0.2)
         handles = []

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
+from budsim.schemas import TARGET_MAX, TARGET_MIN
 from control.payloads.autoscaling import AutoscalingSpec
 
 Runtime = Literal["vllm", "sglang", "tensorrt-llm"]
@@ -108,11 +109,15 @@ class DeploymentState(BaseModel):
 
 
 # --------------------------------------------------------------------------------------------------- API bodies
+def _target(description: str):
+    return Field(default=None, ge=TARGET_MIN, le=TARGET_MAX, allow_inf_nan=False, description=description)
+
+
 class PerformanceTargets(BaseModel):
-    max_latency_ms: float | None = Field(default=None, gt=0)
-    max_ttft_ms: float | None = Field(default=None, gt=0)
-    min_throughput_tps: float | None = Field(default=None, gt=0)
-    max_cost_per_hour: float | None = Field(default=None, gt=0)
+    max_latency_ms: float | None = _target("end-to-end latency per request, ms")
+    max_ttft_ms: float | None = _target("time to first token, ms")
+    min_throughput_tps: float | None = _target("output tokens/s over all replicas")
+    max_cost_per_hour: float | None = _target("$ per hour over all replicas")
 
 
 class WorkloadSpec(BaseModel):
