@@ -24,7 +24,9 @@ async def test_the_api_answers_what_its_schema_says(settings, db_pool, state_dir
             "-H", f"Authorization: Bearer {admin_token}",
             "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
             "--max-examples", str(MAX_EXAMPLES), "--max-time", str(MAX_SECONDS), "--seed", "7",
-            "--phases", "examples,coverage,fuzzing", "--workers", "2",
+            # The coverage phase is left out: on Python 3.11 its code generation can fail inside the interpreter
+            # ("AST constructor recursion depth mismatch"), an error of the tool, not of the API.
+            "--phases", "examples,fuzzing", "--workers", "2",
             # NUL is refused on purpose (PostgreSQL cannot store it): tests/test_request_limits.py covers that.
             "--generation-allow-x00", "false",
             "--report", "junit", "--report-dir", str(tmp_path),
