@@ -92,3 +92,8 @@ async def test_values_at_the_bounds_are_accepted(api):
                               json={"name": "m" * 64, "score": 1, "unit": "u" * 32, "source": "s" * 200,
                                     "details": details})
     assert response.status_code == 404, response.text
+
+
+async def test_an_abort_reason_is_bounded(api):
+    response = await api.post("/api/routes/anything/shift/abort", json={"reason": "r" * 501})
+    assert response.status_code == 422 and response.json()["error"]["details"][0]["field"] == "reason"

@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.errors import not_found
@@ -38,7 +38,7 @@ class RouteOut(BaseModel):
 
 
 class ShiftAbort(BaseModel):
-    reason: str = "aborted by request"
+    reason: str = Field(default="aborted by request", min_length=1, max_length=500)
 
 
 async def owned_route(conn, name: str, project_id: UUID):
