@@ -22,14 +22,11 @@ COPY_ATTEMPTS = 2
 
 
 def contained_path(root: Path, relative: str) -> Path:
-    """`root / relative`, refusing any path that could land outside `root`: absolute paths, `..` parts, NUL
-    bytes (real S3 accepts such object keys even where the dev store does not)."""
-    parts = Path(relative).parts
-    if not relative or "\x00" in relative or Path(relative).is_absolute() or ".." in parts or relative.startswith("~"):
-        raise ApplicationError(f"{relative!r}: object path escapes the model folder; not copied", type="UnsafePath",
-                               non_retryable=True)
-    target = (root / relative).resolve()
-    if not target.is_relative_to(root.resolve()):
+    """`root / relative`, refusing any path that could land outside `root`: absolute paths, `..` parts, `~`, NUL
+    bytes, or a link out (real S3 accepts such object keys even where the dev store does not)."""
+    target = (root / relative).resolve() if relative and "\x00" not in relative else None
+    if target is None or Path(relative).is_absolute() or ".." in Path(relative).parts or relative.startswith("~") \
+            or not target.is_relative_to(root.resolve()):
         raise ApplicationError(f"{relative!r}: object path escapes the model folder; not copied", type="UnsafePath",
                                non_retryable=True)
     return target

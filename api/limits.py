@@ -17,7 +17,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.errors import error_body
 
 MAX_JSON_DEPTH = 64
-_CODES = {413: "payload_too_large", 431: "headers_too_large", 422: "validation_error"}
 
 
 class RequestLimits:
@@ -128,7 +127,7 @@ def _walk(value: Any, path: list[str], depth: int) -> str | None:
 
 
 async def _reply(send: Send, status: int, message: str, details: Any = None) -> None:
-    payload = json.dumps(error_body(status, message, details, _CODES.get(status))).encode()
+    payload = json.dumps(error_body(status, message, details)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
                             (b"connection", b"close")]})

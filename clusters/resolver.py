@@ -50,7 +50,9 @@ class BackendResolver:
         memory = {gpu_type: get_gpu(gpu_type).memory_gib for gpu_type in CANONICAL_GPU_TYPES}
         self.local = LocalBackend(settings.state_dir, gpu_memory_gb=memory)
         self._kubernetes = KubernetesBackend(settings=settings)  # no cluster: the settings every cluster shares
-        self._by_cluster: dict[UUID, KubernetesBackend] = {}
+        # cluster id -> (its kubeconfig as stored, the backend built from it): an unchanged stored value is not
+        # decrypted and checked again on every activity call
+        self._by_cluster: dict[UUID, tuple[str, KubernetesBackend]] = {}
         self._secrets = settings.secret_box()
         self._policy = settings.kubeconfig_policy
 
@@ -71,9 +73,10 @@ class BackendResolver:
         if kind == "kubernetes":
             if not sealed_kubeconfig:
                 raise MissingKubeconfig(f"kubernetes cluster {cluster_id} has no kubeconfig")
-            kubeconfig = self.open_kubeconfig(cluster_id, sealed_kubeconfig)
-            backend = self._by_cluster.get(cluster_id)
-            if backend is None or backend.kubeconfig != kubeconfig:
-                backend = self._by_cluster[cluster_id] = self._kubernetes.with_kubeconfig(kubeconfig)
+            cached = self._by_cluster.get(cluster_id)
+            if cached is not None and cached[0] == sealed_kubeconfig:
+                return cached[1]
+            backend = self._kubernetes.with_kubeconfig(self.open_kubeconfig(cluster_id, sealed_kubeconfig))
+            self._by_cluster[cluster_id] = (sealed_kubeconfig, backend)
             return backend
         raise UnknownClusterKind(f"cluster {cluster_id} has kind {kind!r}; backends exist for {', '.join(KINDS)}")
