@@ -58,6 +58,7 @@ async def test_register_local_cluster_through_the_api(api, control_worker, tempo
 
     # The run is in Temporal's history (what the Web UI shows) and its progress query answers.
     handle = temporal_client.get_workflow_handle(body["workflow_id"])
+    await asyncio.wait_for(handle.result(), timeout=30)  # READY is recorded one step before the workflow returns
     description = await handle.describe()
     assert description.status == WorkflowExecutionStatus.COMPLETED
     assert description.workflow_type == "RegisterCluster"
