@@ -57,13 +57,23 @@ class Balancer:
         self._down_until = {url: t for url, t in self._down_until.items() if url in replicas}
         self._current_weight = {k: w for k, w in self._current_weight.items() if k[0] in route_names}
 
-    def choose(self, route: str, backends: Sequence[Backend], exclude: Collection[str] = ()) -> Choice | None:
-        """An endpoint with a usable replica, by weight, and its replica with the fewest requests in flight."""
+    def choose(
+        self,
+        route: str,
+        backends: Sequence[Backend],
+        exclude: Collection[str] = (),
+        max_outstanding: int | None = None,
+    ) -> Choice | None:
+        """An endpoint with a usable replica, by weight, and its replica with the fewest requests in flight.
+
+        With `max_outstanding`, a replica that already has more requests in flight than that is not usable."""
         candidates: list[tuple[Backend, list[str]]] = []
         for backend in backends:
             if backend.weight <= 0:
                 continue
             usable = [url for url in backend.replicas if url not in exclude and self.is_up(url)]
+            if max_outstanding is not None:
+                usable = [url for url in usable if self._outstanding.get(url, 0) <= max_outstanding]
             if usable:
                 candidates.append((backend, usable))
         if not candidates:

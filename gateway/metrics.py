@@ -62,6 +62,43 @@ class GatewayMetrics:
             ["endpoint", "kind"],
             registry=reg,
         )
+        # Metering by who used what: project id, route and backend (endpoint id or provider/model). Only routes of
+        # the table and projects of loaded keys become label values (client-chosen strings never do).
+        self.project_requests = Counter(
+            "bud_gateway_project_requests",
+            "Requests by project, route, backend and HTTP status (401s under project _none).",
+            ["project", "route", "backend", "status"],
+            registry=reg,
+        )
+        self.prompt_tokens = Counter(
+            "bud_gateway_prompt_tokens", "Prompt tokens of completed answers.", ["project", "route", "backend"],
+            registry=reg,
+        )
+        self.completion_tokens = Counter(
+            "bud_gateway_completion_tokens", "Completion tokens of completed answers.", ["project", "route", "backend"],
+            registry=reg,
+        )
+        self.limit_store_errors = Counter(
+            "bud_gateway_limit_store_errors",
+            "Redis calls of the limiter that failed (requests were admitted without limits: fail open).",
+            registry=reg,
+        )
+        self.rate_limited = Counter(
+            "bud_gateway_rate_limited", "Requests refused with 429, by limit (rpm, tpm, quota).", ["limit"],
+            registry=reg,
+        )
+        self.usage_rows_written = Counter(
+            "bud_gateway_usage_rows_written", "Usage rows written to PostgreSQL.", registry=reg
+        )
+        self.usage_rows_dropped = Counter(
+            "bud_gateway_usage_rows_dropped",
+            "Usage rows dropped because the buffer was full while PostgreSQL was unreachable.",
+            registry=reg,
+        )
+        self.auth_failures = Counter(
+            "bud_gateway_auth_failures", "Requests refused with 401 (missing, unknown, revoked or expired key).",
+            registry=reg,
+        )
         reg.register(_StateGauges(route_count, outstanding))
 
     def exposition(self) -> bytes:

@@ -63,9 +63,9 @@ class Gateway:
 
 @pytest.fixture
 async def gateway() -> AsyncIterator[Gateway]:
-    """A gateway served in this test's event loop, routing from an in-memory table the test sets."""
+    """A gateway served in this test's event loop, routing from an in-memory table the test sets, without keys."""
     source = InMemoryRouteSource()
-    app = GatewayApp(source, poll_interval_s=0.1, down_for_s=2.0)
+    app = GatewayApp(source, poll_interval_s=0.1, down_for_s=2.0, cold_start_wait_s=0.3)
     async with serve_in_background(app) as server:
         port = server.servers[0].sockets[0].getsockname()[1]
         url = f"http://127.0.0.1:{port}"

@@ -219,7 +219,7 @@ async def test_gateway_process_reloads_its_routes_file(runtimes, tmp_path):
     process = ManagedProcess(
         "gateway",
         [sys.executable, "-m", "gateway", "--port", str(port), "--routes-file", str(routes_file),
-         "--poll-interval-s", "0.2"],
+         "--poll-interval-s", "0.2", "--auth", "none"],
         tmp_path / "gateway.log",
         healthy=lambda: http_ok(f"http://127.0.0.1:{port}/healthz"),
     )  # fmt: skip
