@@ -19,6 +19,7 @@ from control.store import clusters, endpoints
 
 # vLLM's gauges whose sum over replicas is inference_queue_depth
 QUEUE_GAUGES = ("vllm:num_requests_waiting", "vllm:num_requests_running")
+FINISHED_COUNTER = "vllm:request_success"  # requests a replica finished (by finish reason)
 CPU_SAMPLE_S = 1.0
 
 
@@ -28,6 +29,15 @@ def queue_depth(metrics_text: str) -> float:
     for family in text_string_to_metric_families(metrics_text):
         if family.name in QUEUE_GAUGES:
             total += sum(sample.value for sample in family.samples)
+    return total
+
+
+def requests_finished(metrics_text: str) -> float:
+    """Requests one replica finished since it started (its vLLM success counter, over every finish reason)."""
+    total = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name == FINISHED_COUNTER:
+            total += sum(sample.value for sample in family.samples if sample.name.endswith("_total"))
     return total
 
 
@@ -55,18 +65,24 @@ class AutoscalingActivities:
 
     @activity.defn
     async def sample_load(self, ref: EndpointRef) -> LoadSample:
-        """Queue depth from every ready replica's /metrics and CPU use of the local replica processes."""
+        """Queue depth and finished requests from every ready replica's /metrics, CPU use of the local replica
+        processes, and when the gateway last saw a request for the endpoint."""
         async with self.pool.acquire() as conn:
             endpoint = await endpoints.get_endpoint(conn, ref.endpoint_id)
+            last_request = await endpoints.last_request_at(conn, ref.endpoint_id) if endpoint else None
         if endpoint is None:
             return LoadSample(endpoint_status="DELETED", replicas=0)
         sample = LoadSample(endpoint_status=endpoint.status, replicas=endpoint.replicas,
-                            ready_replicas=endpoint.ready_replicas)
+                            ready_replicas=endpoint.ready_replicas,
+                            last_request_at=last_request.timestamp() if last_request else None)
         if endpoint.status != "RUNNING":
             return sample
         texts = await scrape_ready_replicas(self.pool, self.http, ref.endpoint_id)
         if texts:
             sample.queue_depth = sum(queue_depth(text) for text in texts)
+            sample.requests_finished = sum(requests_finished(text) for text in texts)
+        if endpoint.replicas == 0:
+            return sample
         cores = Resources.model_validate(endpoint.resources).cpu_cores or 1.0
         # Only local endpoints are sampled (Kubernetes has its HPA): their replicas are processes of this host.
         usage = await asyncio.to_thread(self.backends.local.replica_cpu_percent, release_name(ref.endpoint_id),

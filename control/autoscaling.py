@@ -5,6 +5,10 @@ ceil(value / target) (AverageValue); ratios within 10 % of 1 leave the count alo
 clamped to [min_replicas, max_replicas]. Stabilization: a scale-down takes the highest recommendation of the
 scale-down window (default 5 min) so a brief lull does not drop capacity; a scale-up takes the lowest of the
 scale-up window (default 0: at once). Same rules as Kubernetes, so an endpoint behaves alike on both backends.
+
+Scale to zero (`min_replicas: 0`, local cluster): the metrics never ask for fewer than one replica; `idle_override`
+decides instead, before the windows: 0 once the endpoint has had no request for `scale_to_zero_after_s`, and 1 at once
+(no window) when a request arrived for an endpoint at zero replicas.
 """
 
 from __future__ import annotations
@@ -70,3 +74,36 @@ def stabilize(
     # The bounds win over the window (a lowered max_replicas applies at once, as in Kubernetes).
     decision = min(max(decision, spec.min_replicas), spec.max_replicas)
     return decision, [r for r in history if r.at >= now - keep]
+
+
+def last_active(previous: float | None, sample: LoadSample, previous_finished: float | None, now: float) -> float:
+    """The last time the endpoint had a request: the gateway's last demand note, or now when requests are in its
+    replicas or they finished more since the previous sample (a replica leaving lowers the sum: not a request).
+    `previous` None: the autoscaler just started, so the idle clock starts now."""
+    active = now if previous is None else previous
+    if sample.last_request_at is not None:
+        active = max(active, min(sample.last_request_at, now))
+    busy = bool(sample.queue_depth)
+    finished = (sample.requests_finished is not None and previous_finished is not None
+                and sample.requests_finished > previous_finished)
+    if busy or finished:
+        active = now
+    return active
+
+
+def idle_override(spec: AutoscalingSpec, sample: LoadSample, now: float, active_at: float) -> tuple[int | None, str]:
+    """For an endpoint that may scale to zero: at zero replicas, 1 when the gateway noted a request within the idle
+    period and 0 otherwise; with replicas, 0 once idle for the period. None (and no reason) leaves the count to the
+    metrics and windows."""
+    if spec.min_replicas > 0:
+        return None, ""
+    period = spec.scale_to_zero_after_s
+    if sample.replicas == 0:
+        noted = sample.last_request_at
+        if noted is not None and now - noted < period:
+            return 1, f"a request arrived {max(0.0, now - noted):.0f} s ago at zero replicas -> 1"
+        return 0, "at zero replicas, no request since -> 0"
+    idle_s = max(0.0, now - active_at)
+    if idle_s >= period:
+        return 0, f"no request for {idle_s:.0f} s (scale to zero after {period} s) -> 0"
+    return None, ""

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     autoscale_sync_s: float = Field(
         default=15.0, gt=0, le=3600, description="how often the local autoscaler samples load (the HPA's sync period)"
     )
+    scale_to_zero_min_s: float = Field(
+        default=60, ge=1, le=86_400, description="the shortest idle period an endpoint may scale to zero after"
+    )
     worker_metrics_port: int = Field(default=0, description="Prometheus port for the worker's SDK metrics; 0 = off")
     secret_key: str = Field(default="", repr=False, description=(
         "Fernet key sealing kubeconfigs and provider keys at rest; the dev stack generates one into "

@@ -131,6 +131,7 @@ def settings(state_dir: Path, postgres_url: str, s3_endpoint: str, temporal_addr
         local_cluster_gpu_count=8,
         deploy_ready_timeout_s=60,
         autoscale_sync_s=1.0,
+        scale_to_zero_min_s=1,  # scale-to-zero tests idle for seconds, not minutes
         prometheus_url=f"http://127.0.0.1:{prometheus_port}",
         reoptimize_interval_s=3600,  # tests observe on demand (POST .../metrics/refresh)
     )

@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from control.autoscaling import recommend, stabilize
+from control.autoscaling import idle_override, last_active, recommend, stabilize
 from control.payloads.autoscaling import AutoscalingSpec, LoadSample, Recommendation
 
 
@@ -79,7 +79,10 @@ def test_scale_up_window_takes_the_lowest_recent_recommendation():
     ("body", "field"),
     [
         ({"min_replicas": 5, "max_replicas": 2}, "max_replicas must be at least min_replicas"),
-        ({"min_replicas": 0}, "min_replicas"),
+        ({"min_replicas": -1}, "min_replicas"),
+        ({"min_replicas": 0, "scale_to_zero_after_s": 0}, "scale_to_zero_after_s"),
+        ({"min_replicas": 0, "scale_to_zero_after_s": 86_401}, "scale_to_zero_after_s"),
+        ({"min_replicas": 0, "scale_to_zero_after_s": "later"}, "scale_to_zero_after_s"),
         ({"metrics": [{"type": "External", "external": {"metric": {"name": "gpu_temperature"},
                                                         "target": {"type": "Value", "value": 1}}}]}, "name"),
         ({"metrics": [{"type": "Resource", "resource": {"name": "cpu",
@@ -105,3 +108,42 @@ def test_a_lowered_maximum_applies_at_once_despite_the_window():
     spec = queue_spec(10, max_replicas=3)  # was higher when the 8 was recommended
     decision, _ = stabilize(spec, history, now=10, current=8, recommended=3)
     assert decision == 3
+
+
+def test_an_endpoint_allowed_zero_sleeps_only_after_its_idle_period():
+    spec = queue_spec(10, min_replicas=0, scale_to_zero_after_s=120)
+    assert spec.scale_to_zero_after_s == 120 and queue_spec(10, min_replicas=0).scale_to_zero_after_s == 300
+    idle = load(1, queue=0)
+    assert idle_override(spec, idle, now=1000, active_at=900) == (None, "")  # idle 100 s of 120: metrics decide
+    replicas, reason = idle_override(spec, idle, now=1020, active_at=900)
+    assert replicas == 0 and "no request for 120 s" in reason
+    # The metrics alone never ask for zero: an idle queue recommends one replica.
+    assert recommend(spec, idle)[0] == 1
+    # A floor of one never sleeps, however long the silence.
+    assert idle_override(queue_spec(10, min_replicas=1), idle, now=10**6, active_at=0) == (None, "")
+
+
+def test_a_request_at_zero_replicas_wakes_one_at_once():
+    spec = queue_spec(10, min_replicas=0, scale_to_zero_after_s=60)
+    asleep = LoadSample(endpoint_status="RUNNING", replicas=0, ready_replicas=0, last_request_at=None)
+    active = last_active(500.0, asleep, None, now=1000)
+    assert idle_override(spec, asleep, now=1000, active_at=active)[0] == 0  # no demand: stays at zero
+    stale = asleep.model_copy(update={"last_request_at": 900.0})  # the request that preceded the idle period
+    assert idle_override(spec, stale, now=1000, active_at=last_active(900.0, stale, None, now=1000))[0] == 0
+    noted = asleep.model_copy(update={"last_request_at": 999.5})
+    active = last_active(500.0, noted, None, now=1000)
+    assert active == 999.5
+    replicas, reason = idle_override(spec, noted, now=1000, active_at=active)
+    assert replicas == 1 and "zero replicas" in reason
+
+
+def test_requests_in_the_replicas_keep_the_endpoint_awake():
+    assert last_active(100.0, load(1, queue=3), None, now=500) == 500  # requests running now
+    finished = load(1, queue=0).model_copy(update={"requests_finished": 12})
+    assert last_active(100.0, finished, 10, now=500) == 500  # two finished since the previous sample
+    assert last_active(100.0, finished, 12, now=500) == 100  # none since
+    fewer = load(1, queue=0).model_copy(update={"requests_finished": 4})
+    assert last_active(100.0, fewer, 12, now=500) == 100  # a replica left: not a request
+    assert last_active(None, load(1, queue=0), None, now=500) == 500  # just started: the idle clock starts now
+    future = load(1, queue=0).model_copy(update={"last_request_at": 900.0})
+    assert last_active(100.0, future, None, now=500) == 500  # a clock ahead of ours counts as now, no later

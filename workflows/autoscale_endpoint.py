@@ -5,12 +5,16 @@ the HPA owns the replica count. On the local cluster this workflow is the HPA: e
 replicas' load, runs the same algorithm (`control.autoscaling`) and scales through a ScaleEndpoint child, until the
 spec is disabled or the endpoint stops running. A new spec arrives as the `update` signal (the API signals-with-
 start), and the loop continues-as-new to keep its history short.
+
+With `min_replicas: 0` it also scales the endpoint to zero once no request arrived for `scale_to_zero_after_s`
+(through the same ScaleEndpoint: drained, stopped, GPUs released; the endpoint stays RUNNING with 0 replicas and its
+state shows `idle_since`), and back to one replica at the first sync after the gateway noted a request for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
@@ -20,8 +24,14 @@ with workflow.unsafe.imports_passed_through():
     from activities.autoscaling import AutoscalingActivities
     from activities.endpoints import EndpointActivities
     from activities.releases import ReleaseActivities
-    from control.autoscaling import recommend, stabilize
-    from control.payloads.autoscaling import AutoscaleInput, AutoscalingRecord, AutoscalingSpec, LoadSample
+    from control.autoscaling import idle_override, last_active, recommend, stabilize
+    from control.payloads.autoscaling import (
+        AutoscaleInput,
+        AutoscalingRecord,
+        AutoscalingSpec,
+        LoadSample,
+        Recommendation,
+    )
     from control.payloads.deployments import (
         DeployEndpointInput,
         EndpointRef,
@@ -42,6 +52,8 @@ class AutoscaleEndpoint:
     def __init__(self) -> None:
         self._pending: AutoscalingSpec | None = None
         self._state: dict = {}
+        self._active_at: float | None = None  # the last time the endpoint had a request (seconds since the epoch)
+        self._finished: float | None = None  # the replicas' finished-request count at the previous sample
 
     @workflow.signal
     def update(self, spec: AutoscalingSpec) -> None:
@@ -75,6 +87,7 @@ class AutoscaleEndpoint:
         spec = self._pending or request.spec
         self._pending = None
         history = list(request.history)
+        self._active_at = request.last_active_at
         if spec is None:
             return "no autoscaling spec"
         kind = await self._record(request.endpoint_id, spec, {"message": "applying"})
@@ -115,23 +128,43 @@ class AutoscaleEndpoint:
             except asyncio.TimeoutError:
                 continue  # the next sync period
         workflow.continue_as_new(AutoscaleInput(endpoint_id=request.endpoint_id, spec=self._pending or spec,
-                                                sync_period_s=request.sync_period_s, history=history))
+                                                sync_period_s=request.sync_period_s, history=history,
+                                                last_active_at=self._active_at))
 
     def _newer_spec_or(self, request: AutoscaleInput, history: list, outcome: str) -> str:
         """A spec that arrived while this run was finishing must not be lost: continue with it."""
         if self._pending is not None:
             workflow.continue_as_new(AutoscaleInput(endpoint_id=request.endpoint_id, spec=self._pending,
-                                                    sync_period_s=request.sync_period_s, history=history))
+                                                    sync_period_s=request.sync_period_s, history=history,
+                                                    last_active_at=self._active_at))
         return outcome
 
     async def _sync(self, request: AutoscaleInput, spec: AutoscalingSpec, sample: LoadSample, history: list) -> dict:
-        """One HPA sync: recommend, stabilize (updating `history` in place), scale when the count changes."""
+        """One HPA sync: recommend, stabilize (updating `history` in place), scale when the count changes. An
+        endpoint that may scale to zero goes to 0 when idle and back to 1 on demand, without the windows."""
+        now = workflow.now().timestamp()
+        self._active_at = last_active(self._active_at, sample, self._finished, now)
+        if sample.requests_finished is not None:
+            self._finished = sample.requests_finished
         recommended, reasons = recommend(spec, sample)
-        decision, kept = stabilize(spec, history, workflow.now().timestamp(), sample.replicas, recommended)
+        override, why = idle_override(spec, sample, now, self._active_at)
+        if override is None:
+            decision, kept = stabilize(spec, history, now, sample.replicas, recommended)
+        else:
+            recommended, decision = override, override
+            reasons.append(why)
+            kept = [r for r in history if r.at >= now - max(spec.stabilization_window_s("scaleDown"),
+                                                            spec.stabilization_window_s("scaleUp"))]
+            kept.append(Recommendation(at=now, replicas=override))
         history[:] = kept
         state = {"at": workflow.now().isoformat(), "current_replicas": sample.replicas,
                  "recommended_replicas": recommended, "desired_replicas": decision,
                  "queue_depth": sample.queue_depth, "cpu_utilization": sample.cpu_utilization, "reasons": reasons}
+        if spec.min_replicas == 0:
+            state["idle_since"] = datetime.fromtimestamp(self._active_at, UTC).isoformat()
+            state["scale_to_zero_after_s"] = spec.scale_to_zero_after_s
+            if sample.last_request_at is not None:
+                state["last_request_at"] = datetime.fromtimestamp(sample.last_request_at, UTC).isoformat()
         if decision != sample.replicas:
             await self._save_state(request, spec, {**state, "outcome": f"scaling {sample.replicas} -> {decision}"})
             state["outcome"] = await self._scale(request, sample.replicas, decision)

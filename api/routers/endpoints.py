@@ -16,7 +16,7 @@ from api.errors import not_found
 from api.optimizing import start_optimization
 from control import capacity
 from control.errors import Conflict, invalid_field
-from control.payloads.autoscaling import AutoscalingSpec
+from control.payloads.autoscaling import MAX_SCALE_TO_ZERO_AFTER_S, AutoscalingSpec
 from control.payloads.deployments import (
     DeployEndpointInput,
     DeployRequest,
@@ -168,10 +168,23 @@ async def scale_endpoint(endpoint_id: UUID, body: ScaleRequest, pool: PoolDep, t
 async def configure_autoscaling(endpoint_id: UUID, body: AutoscalingSpec, pool: PoolDep, temporal: TemporalDep,
                                 settings: SettingsDep, principal: PrincipalDep) -> dict:
     """The autoscaling block (an autoscaling/v2 HPA spec). Kubernetes gets a HorizontalPodAutoscaler; on the local
-    cluster the AutoscaleEndpoint workflow scales by the same rules. A new body replaces the running autoscaler's spec."""
+    cluster the AutoscaleEndpoint workflow scales by the same rules. A new body replaces the running autoscaler's spec.
+
+    Scale to zero (local cluster): with `min_replicas: 0` the last replica stops once the endpoint had no request for
+    `scale_to_zero_after_s` seconds (60 to 86400, default 300). The endpoint stays RUNNING with
+    `deployment.replicas: 0`; `autoscaling_state.idle_since` says since when it had no request. The first request the
+    gateway sees for it brings one replica back at the autoscaler's next sync (BUD_AUTOSCALE_SYNC_S) and the gateway
+    answers it once the replica is ready or its cold-start wait runs out."""
     async with pool.acquire() as conn:
         endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
         cluster = await clusters.get_cluster(conn, endpoint.cluster_id)
+        if body.enabled and body.min_replicas == 0:
+            if cluster.kind != "local":
+                raise Conflict("scale to zero runs on the local cluster's autoscaler; a HorizontalPodAutoscaler "
+                               "keeps at least one replica", "min_replicas")
+            if body.scale_to_zero_after_s < settings.scale_to_zero_min_s:
+                raise invalid_field("scale_to_zero_after_s", f"must be at least {settings.scale_to_zero_min_s:g} "
+                                    f"seconds (at most {MAX_SCALE_TO_ZERO_AFTER_S})")
         await capacity.check_autoscaling(conn, endpoint, cluster, body)
         # Stored before the workflow starts, so its own first record is never overwritten by this one.
         await endpoints.set_autoscaling(conn, endpoint_id, body.model_dump(mode="json"), {"message": "applying"})

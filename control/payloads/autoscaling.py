@@ -13,6 +13,11 @@
 On Kubernetes the block becomes a HorizontalPodAutoscaler; on the local cluster the AutoscaleEndpoint workflow runs
 the same algorithm itself. `inference_queue_depth` is the number of requests in the endpoint's replicas (waiting
 plus running, vLLM's `num_requests_waiting + num_requests_running`), summed over replicas.
+
+Scale to zero (local cluster): with `min_replicas: 0` the endpoint stops its last replica once no request arrived
+for `scale_to_zero_after_s` (default 300) and none is in its replicas; it stays RUNNING with 0 replicas, and the
+first request the gateway sees for it brings one replica back at the autoscaler's next sync. Requests are known from
+the gateway's demand record (`endpoint_demand.last_request_at`); the replicas' own queues keep it awake too.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from control.payloads.common import SmallJsonObject
 
 QUEUE_DEPTH_METRIC = "inference_queue_depth"
 DEFAULT_SCALE_DOWN_WINDOW_S = 300  # autoscaling/v2's default: scale down on the highest recommendation of 5 min
+DEFAULT_SCALE_TO_ZERO_AFTER_S = 300
+MAX_SCALE_TO_ZERO_AFTER_S = 86_400
 
 
 class MetricTarget(BaseModel):
@@ -140,10 +147,15 @@ class AutoscalingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    min_replicas: int = Field(default=1, ge=1, le=1000)
+    min_replicas: int = Field(default=1, ge=0, le=1000, description=(
+        "0 lets the endpoint scale to zero when idle (local cluster only; a HorizontalPodAutoscaler keeps one)"))
     max_replicas: int = Field(default=4, ge=1, le=1000)
     metrics: list[MetricSpec] = Field(default_factory=seed_metrics, max_length=8)
     behavior: Behavior | None = None
+    scale_to_zero_after_s: int = Field(
+        default=DEFAULT_SCALE_TO_ZERO_AFTER_S, ge=1, le=MAX_SCALE_TO_ZERO_AFTER_S, description=(
+            "with min_replicas 0: seconds without a request before the last replica stops (at least 60, the "
+            "server's BUD_SCALE_TO_ZERO_MIN_S)"))
 
     @model_validator(mode="after")
     def _sane(self) -> "AutoscalingSpec":
@@ -166,6 +178,10 @@ class LoadSample(BaseModel):
     endpoint_status: str
     replicas: int = Field(description="the endpoint's desired replica count")
     ready_replicas: int = 0
+    last_request_at: float | None = Field(
+        default=None, description="when the gateway last saw a request for the endpoint, seconds since the epoch")
+    requests_finished: float | None = Field(
+        default=None, description="requests the ready replicas finished since they started, summed (a counter)")
     queue_depth: float | None = Field(default=None, description="requests waiting + running, summed over replicas")
     cpu_utilization: float | None = Field(
         default=None, description="average CPU use of the ready replicas, percent of their requested cores"
@@ -186,6 +202,8 @@ class AutoscaleInput(BaseModel):
     )
     sync_period_s: float = Field(default=15.0, gt=0, le=3600)
     history: list[Recommendation] = Field(default_factory=list)
+    last_active_at: float | None = Field(
+        default=None, description="the last time a request arrived or was in the replicas (None: when it started)")
 
 
 class AutoscalingRecord(BaseModel):

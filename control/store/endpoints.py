@@ -165,6 +165,11 @@ async def set_replicas_count(conn: asyncpg.Connection, endpoint_id: UUID, replic
                        endpoint_id, replicas, ready)
 
 
+async def last_request_at(conn: asyncpg.Connection, endpoint_id: UUID) -> datetime | None:
+    """When the gateway last saw a request for the endpoint (endpoint_demand, written at most once a second)."""
+    return await conn.fetchval("SELECT last_request_at FROM endpoint_demand WHERE endpoint_id = $1", endpoint_id)
+
+
 # ------------------------------------------------------------------------------------------------ GPUs
 async def reserve_gpus(conn: asyncpg.Connection, cluster_id: UUID, endpoint_id: UUID, gpu_type: str, count: int) -> None:
     """Hold `count` GPUs of a type for the endpoint (replacing what it held). Raises InsufficientGpus with the numbers."""
