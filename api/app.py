@@ -9,8 +9,9 @@ from fastapi import FastAPI
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.limits import RequestLimits
 from api.metrics import install_metrics
-from api.routers import clusters, dashboard, endpoints, health, models, optimizations, projects, routes
-from api.bootstrap import ensure_admin_token, ensure_local_cluster, seal_stored_secrets
+from api.routers import (api_keys, clusters, dashboard, endpoints, health, models, optimizations, projects, providers,
+                         routes, uploads, usage)
+from api.bootstrap import ensure_admin_token, ensure_inference_key, ensure_local_cluster, seal_stored_secrets
 from core.db import apply_migrations, create_pool
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
         app.state.settings, app.state.pool, app.state.temporal = settings, pool, temporal
         await ensure_admin_token(pool, settings)
+        await ensure_inference_key(pool, settings)
         await seal_stored_secrets(pool, settings)
         await ensure_local_cluster(pool, temporal, settings)
         await ensure_reoptimize_schedule(temporal, settings)
@@ -46,8 +48,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_metrics(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.api_max_body_bytes,
-                       max_header_bytes=settings.api_max_header_bytes)
+                       max_header_bytes=settings.api_max_header_bytes,
+                       streamed=(("PUT", uploads.UPLOAD_PATH_PREFIX, settings.upload_max_file_bytes),))
     for router in (health.router, projects.router, clusters.router, models.router, optimizations.router,
-                   endpoints.router, routes.router, dashboard.router):
+                   endpoints.router, routes.router, dashboard.router, api_keys.router, providers.router, usage.router,
+                   uploads.router):
         app.include_router(router, responses=ERROR_RESPONSES)
     return app

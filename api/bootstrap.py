@@ -1,4 +1,5 @@
-"""First-start set-up: the default project with the first admin token, and the local cluster's registration."""
+"""First-start set-up: the default project with the first admin token and a first inference key, and the local
+cluster's registration."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import asyncpg
 from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from core import inference_keys as key_format
 from core.logging import get_logger
 from core.secrets import PREFIX as SEALED_PREFIX
 from control.payloads.clusters import ClusterSpec, GpuInventory
 from core.settings import Settings
-from control.store import clusters, projects
+from control.store import clusters, inference_keys, projects
 from workflows.ids import register_cluster_workflow_id
 from workflows.starters import start_register_cluster
 
@@ -37,6 +39,39 @@ async def ensure_admin_token(pool: asyncpg.Pool, settings: Settings) -> str | No
         handle.write(token + "\n")
     log.info("created the first admin token", path=str(path))
     return token
+
+
+def _write_private(path, text: str) -> None:
+    """Write `text` to `path` (mode 600), whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    aside = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(aside, path)
+
+
+async def ensure_inference_key(pool: asyncpg.Pool, settings: Settings) -> str | None:
+    """A first inference key for the default project in <state_dir>/inference-key (mode 600), beside the admin
+    token. A file holding a key the gateway still accepts is kept; otherwise a new key replaces it. Returns the
+    new key (else None)."""
+    path = settings.state_dir / "inference-key"
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _INFERENCE_KEY_LOCK)
+        if path.exists():
+            current = path.read_text().strip()
+            if current and await inference_keys.live_key_by_digest(conn, key_format.digest(current)) is not None:
+                return None
+        project = await projects.get_project_by_name(conn, DEFAULT_PROJECT)
+        if project is None:
+            return None
+        _, key = await inference_keys.create_key(conn, project.id, "default")
+        _write_private(path, key + "\n")
+    log.info("created a first inference key", path=str(path))
+    return key
+
+
+_INFERENCE_KEY_LOCK = 0x6275640002  # serializes API processes starting together
 
 
 def local_cluster_spec(settings: Settings) -> ClusterSpec:

@@ -14,9 +14,9 @@ from control.errors import Conflict, invalid_field
 from control.payloads.autoscaling import AutoscalingSpec
 from control.payloads.deployments import EndpointConfigRequest, EndpointStatus, Resources, RuntimeConfig
 from control.payloads.models import ModelStatus
-from control.payloads.traffic import RouteBackendIn
+from control.payloads.traffic import BackendTarget, RouteBackendIn, RouteFallbackIn
 from control.planning import check_request, optimization_request
-from control.store import endpoints, routes
+from control.store import endpoints, providers, routes
 from control.store.clusters import ClusterRow
 from control.store.endpoints import EndpointRow
 from control.store.models import ModelRow
@@ -123,15 +123,36 @@ async def check_autoscaling(conn: asyncpg.Connection, endpoint: EndpointRow, clu
                        f"{available} {where}", "max_replicas")
 
 
-async def check_route_backends(conn: asyncpg.Connection, backends: list[RouteBackendIn], project_id: UUID) -> None:
-    """A route's endpoints exist in the project, and those given traffic are RUNNING."""
+async def _check_provider(conn: asyncpg.Connection, backend: BackendTarget, project_id: UUID, where: str) -> None:
+    provider = await providers.get_provider(conn, backend.provider_id, project_id)
+    if provider is None:
+        raise invalid_field(f"{where}.provider_id", f"provider {backend.provider_id} does not exist")
+    if backend.model not in provider.models:
+        raise invalid_field(f"{where}.model", f"provider {provider.name} has no model {backend.model!r} "
+                                              f"(it lists {', '.join(provider.models)})")
+
+
+async def check_route_backends(conn: asyncpg.Connection, backends: list[RouteBackendIn], project_id: UUID,
+                               fallbacks: list[RouteFallbackIn] | None = None) -> None:
+    """A route's endpoints and providers exist in the project (a provider lists the model), and endpoints given
+    traffic are RUNNING; fallback endpoints exist in the project."""
     for index, backend in enumerate(backends):
+        if backend.provider_id is not None:
+            await _check_provider(conn, backend, project_id, f"backends.{index}")
+            continue
         endpoint = await endpoints.get_endpoint(conn, backend.endpoint_id, project_id)
         if endpoint is None or endpoint.status == EndpointStatus.DELETED:
             raise invalid_field(f"backends.{index}.endpoint_id", f"endpoint {backend.endpoint_id} does not exist")
         if backend.weight > 0 and endpoint.status != EndpointStatus.RUNNING:
             raise Conflict(f"endpoint {endpoint.name} is {endpoint.status}: only RUNNING endpoints take traffic",
                            f"backends.{index}.weight")
+    for index, fallback in enumerate(fallbacks or []):
+        if fallback.provider_id is not None:
+            await _check_provider(conn, fallback, project_id, f"fallbacks.{index}")
+            continue
+        endpoint = await endpoints.get_endpoint(conn, fallback.endpoint_id, project_id)
+        if endpoint is None or endpoint.status in (EndpointStatus.DELETED, EndpointStatus.DELETING):
+            raise invalid_field(f"fallbacks.{index}.endpoint_id", f"endpoint {fallback.endpoint_id} does not exist")
 
 
 async def check_shift_target(conn: asyncpg.Connection, endpoint_id: UUID, project_id: UUID) -> None:

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
         "administrator's choice: accept kubeconfigs whose users run exec/auth-provider credential plugins"))
     kubeconfig_allow_local_files: bool = Field(default=False, description=(
         "administrator's choice: accept kubeconfigs naming local files (client-certificate, tokenFile, ...)"))
+    provider_allow_private_urls: bool = Field(default=False, description=(
+        "administrator's choice: accept provider base URLs that are plain http or point at loopback or private "
+        "addresses (core/provider_urls.py)"))
     worker_metrics_base_port: int = Field(default=8100, description="dev stack: worker i exposes metrics on base + i")
 
     @model_validator(mode="after")

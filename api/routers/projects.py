@@ -8,13 +8,13 @@ from uuid import UUID
 
 import asyncpg
 from fastapi import APIRouter, Response, status
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.deps import AdminDep, PoolDep, PrincipalDep
 from api.errors import not_found
 from control.errors import Conflict, invalid_field
 from control.payloads.common import NAME_PATTERN
-from control.store import projects
+from control.store import inference_keys, projects
 from control.store.projects import TokenRole
 
 router = APIRouter(prefix="/api/projects", tags=["projects"])
@@ -28,6 +28,23 @@ class TokenCreate(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     role: TokenRole = Field(default=TokenRole.MEMBER, description="admin (admins only), member or read-only")
     expires_at: AwareDatetime | None = Field(default=None, description="after this instant the token is refused")
+
+
+class ProjectUpdate(BaseModel):
+    """Body of `PATCH /api/projects/{id}` (admins only): the project's monthly token quota."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    monthly_token_quota: int | None = Field(ge=1, le=10**15, description=(
+        "prompt + completion tokens the project's inference keys may use per calendar month (UTC) at the gateway; "
+        "null: no quota"))
+
+
+class ProjectQuotaOut(BaseModel):
+    id: UUID
+    name: str
+    monthly_token_quota: int | None
+    updated_at: datetime
 
 
 class ProjectOut(BaseModel):
@@ -71,6 +88,26 @@ async def create_project(body: ProjectCreate, pool: PoolDep, _: AdminDep) -> dic
             raise Conflict(f"project {body.name!r} already exists", "name") from None
         _, token = await projects.issue_token(conn, row.id, f"{body.name}-default")
     return {**row.model_dump(), "token": token}
+
+
+@router.patch("/{project_id}", response_model=ProjectQuotaOut, responses={404: {"description": "no such project"}})
+async def update_project(project_id: UUID, body: ProjectUpdate, pool: PoolDep, _: AdminDep) -> dict:
+    """Set or clear the project's monthly token quota; the gateway applies it within a second."""
+    async with pool.acquire() as conn:
+        row = await inference_keys.set_monthly_quota(conn, project_id, body.monthly_token_quota)
+    if row is None:
+        raise not_found("project", project_id)
+    return row.model_dump()
+
+
+@router.get("/{project_id}/quota", response_model=ProjectQuotaOut, responses={404: {"description": "no such project"}})
+async def get_project_quota(project_id: UUID, pool: PoolDep, principal: PrincipalDep) -> dict:
+    _own_project(principal, project_id)
+    async with pool.acquire() as conn:
+        row = await inference_keys.get_quota(conn, project_id)
+    if row is None:
+        raise not_found("project", project_id)
+    return row.model_dump()
 
 
 def _own_project(principal, project_id: UUID) -> None:

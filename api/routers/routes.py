@@ -4,7 +4,7 @@ and gradual A/B rollouts on it run as the TrafficShift workflow."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, status
@@ -23,18 +23,44 @@ router = APIRouter(prefix="/api/routes", tags=["routes"])
 
 
 class Backend(BaseModel):
-    endpoint_id: UUID
-    endpoint_name: str
+    """A backend of the route: an endpoint (endpoint_id, endpoint_name, status) or a provider's model
+    (provider_id, provider_name, model). Fallbacks carry weight 0."""
+
+    kind: Literal["endpoint", "provider"]
     weight: int
-    status: str
+    endpoint_id: UUID | None = None
+    endpoint_name: str | None = None
+    status: str | None = None
+    provider_id: UUID | None = None
+    provider_name: str | None = None
+    model: str | None = None
 
 
 class RouteOut(BaseModel):
     name: str
     project_id: UUID
-    backends: list[Backend]
+    backends: list[Backend] = Field(description="the primaries; their weights add up to 100")
+    fallbacks: list[Backend] = Field(description="take traffic when the primaries cannot (spillover)")
+    spill_queue_depth: int | None
     shift: dict[str, Any] | None
     updated_at: datetime
+
+
+def route_out(route: routes.RouteRow) -> dict:
+    def endpoint(backend: routes.RouteBackend) -> dict:
+        return {"kind": "endpoint", **backend.model_dump()}
+
+    def provider(backend: routes.ProviderBackend) -> dict:
+        return {"kind": "provider", **backend.model_dump(exclude={"fallback"})}
+
+    return {
+        "name": route.name, "project_id": route.project_id, "shift": route.shift, "updated_at": route.updated_at,
+        "spill_queue_depth": route.spill_queue_depth,
+        "backends": [endpoint(b) for b in route.backends]
+                    + [provider(b) for b in route.provider_backends if not b.fallback],
+        "fallbacks": [endpoint(b) for b in route.endpoint_fallbacks]
+                     + [provider(b) for b in route.provider_backends if b.fallback],
+    }
 
 
 class ShiftAbort(BaseModel):
@@ -51,29 +77,35 @@ async def owned_route(conn, name: str, project_id: UUID):
 @router.get("", response_model=list[RouteOut])
 async def list_routes(pool: PoolDep, principal: PrincipalDep):
     async with pool.acquire() as conn:
-        return await routes.list_routes(conn, principal.project_id)
+        return [route_out(route) for route in await routes.list_routes(conn, principal.project_id)]
 
 
 @router.get("/{name}", response_model=RouteOut)
 async def get_route(name: str, pool: PoolDep, principal: PrincipalDep):
     async with pool.acquire() as conn:
-        return await owned_route(conn, name, principal.project_id)
+        return route_out(await owned_route(conn, name, principal.project_id))
 
 
 @router.put("/{name}", response_model=RouteOut)
 async def put_route(name: str, body: RouteUpdate, pool: PoolDep, temporal: TemporalDep, principal: PrincipalDep):
-    """Set the endpoints behind `name` and their weights (creates the route). Endpoints with traffic must be
-    RUNNING; the change is one transaction, so the gateway never serves a half-applied split."""
+    """Set the backends behind `name` and their weights (creates the route): endpoints of the project, which must
+    be RUNNING to take traffic, and models of its external providers; optionally the fallbacks and the queue depth
+    that spills to them. The change is one transaction, so the gateway never serves a half-applied split."""
     async with pool.acquire() as conn:
         await capacity.require_name_of_project(conn, name, principal.project_id)
         if await traffic_shift_running(temporal, name):
             raise Conflict(f"a traffic shift is moving route {name}: abort it first")
-        await capacity.check_route_backends(conn, body.backends, principal.project_id)
+        await capacity.check_route_backends(conn, body.backends, principal.project_id, body.fallbacks)
+        endpoint_weights = {b.endpoint_id: b.weight for b in body.backends if b.endpoint_id is not None}
+        provider_weights = {(b.provider_id, b.model): b.weight for b in body.backends if b.provider_id is not None}
+        fallbacks = None if body.fallbacks is None else [f.target for f in body.fallbacks]
+        extra = {"spill_queue_depth": body.spill_queue_depth} if "spill_queue_depth" in body.model_fields_set else {}
         try:
-            await routes.set_weights(conn, name, principal.project_id, {b.endpoint_id: b.weight for b in body.backends})
+            await routes.set_backends(conn, name, principal.project_id, endpoint_weights, provider_weights,
+                                      fallbacks, **extra)
         except routes.RouteTaken:
             raise Conflict(f"the model name {name!r} belongs to another project", "name") from None
-        return await routes.get_route(conn, name)
+        return route_out(await routes.get_route(conn, name))
 
 
 @router.post("/{name}/shift", response_model=RouteOut, status_code=status.HTTP_202_ACCEPTED)
@@ -81,7 +113,10 @@ async def start_shift(name: str, body: ShiftRequest, pool: PoolDep, temporal: Te
                       principal: PrincipalDep):
     """Move the route's traffic to `to_endpoint_id`: blue-green (validate, swap) or gradual (SLO-gated steps)."""
     async with pool.acquire() as conn:
-        await owned_route(conn, name, principal.project_id)
+        route = await owned_route(conn, name, principal.project_id)
+        if any(b.weight > 0 for b in route.provider_backends if not b.fallback):
+            raise Conflict(f"route {name} sends traffic to a provider: a shift moves traffic between endpoints; "
+                           "PUT the route's backends instead", "to_endpoint_id")
         await capacity.check_shift_target(conn, body.to_endpoint_id, principal.project_id)
         if await traffic_shift_running(temporal, name):
             raise Conflict(f"a traffic shift is already moving route {name}")
@@ -90,7 +125,7 @@ async def start_shift(name: str, body: ShiftRequest, pool: PoolDep, temporal: Te
                                             "workflow_id": traffic_shift_workflow_id(name)})
         await start_traffic_shift(temporal, settings, TrafficShiftInput(route_name=name,
                                                                         project_id=principal.project_id, request=body))
-        return await routes.get_route(conn, name)
+        return route_out(await routes.get_route(conn, name))
 
 
 @router.post("/{name}/shift/abort", response_model=RouteOut, status_code=status.HTTP_202_ACCEPTED)
@@ -100,4 +135,4 @@ async def abort_shift(name: str, pool: PoolDep, temporal: TemporalDep, principal
     async with pool.acquire() as conn:
         await owned_route(conn, name, principal.project_id)
         await abort_traffic_shift(temporal, name, (body or ShiftAbort()).reason)
-        return await routes.get_route(conn, name)
+        return route_out(await routes.get_route(conn, name))

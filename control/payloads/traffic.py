@@ -8,32 +8,76 @@ new one) or in steps gated on the new endpoint's live SLOs, rolling back when th
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 
-class RouteBackendIn(BaseModel):
+# A provider's model name as its API spells it (org/model:tag and the like): printable, no spaces.
+ProviderModelName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[!-~]+$")]
+
+
+class BackendTarget(BaseModel):
+    """One backend: an endpoint of the project (`endpoint_id`), or a model of one of its external providers
+    (`provider_id` and `model`, a model the provider lists)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    endpoint_id: UUID
+    endpoint_id: UUID | None = None
+    provider_id: UUID | None = None
+    model: ProviderModelName | None = Field(default=None, description="with provider_id: the provider's model name")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Self:
+        if (self.endpoint_id is None) == (self.provider_id is None):
+            raise ValueError("give either endpoint_id, or provider_id and model")
+        if self.provider_id is not None and self.model is None:
+            raise ValueError("a provider backend names its model")
+        if self.endpoint_id is not None and self.model is not None:
+            raise ValueError("model goes with provider_id, not endpoint_id")
+        return self
+
+    @property
+    def target(self) -> UUID | tuple[UUID, str]:
+        """What the backend is, for telling duplicates apart: the endpoint id, or (provider id, model)."""
+        return self.endpoint_id if self.endpoint_id is not None else (self.provider_id, self.model)
+
+
+class RouteBackendIn(BackendTarget):
     weight: int = Field(ge=0, le=100)
 
 
+class RouteFallbackIn(BackendTarget):
+    """A backend that takes the route's requests only when the primaries cannot: none ready, one failed before
+    its first byte, or their queues deeper than spill_queue_depth. Tried in the order given."""
+
+
 class RouteUpdate(BaseModel):
-    """Body of `PUT /api/routes/{name}`: the whole set of endpoints behind the name; weights add up to 100."""
+    """Body of `PUT /api/routes/{name}`: the whole set of primary backends behind the name (endpoints and provider
+    models; weights add up to 100), and optionally the fallbacks and when to spill to them. Fallbacks or
+    spill_queue_depth left out keep their current value."""
 
     model_config = ConfigDict(extra="forbid")
 
     backends: list[RouteBackendIn] = Field(min_length=1, max_length=16)
+    fallbacks: list[RouteFallbackIn] | None = Field(default=None, max_length=16)
+    spill_queue_depth: int | None = Field(default=None, ge=0, le=1_000_000, description=(
+        "spill to the fallbacks while the primaries' replicas report more queued requests than this; "
+        "null: not on queue depth"))
 
     @model_validator(mode="after")
     def _weights(self) -> "RouteUpdate":
-        if len({b.endpoint_id for b in self.backends}) != len(self.backends):
-            raise ValueError("each endpoint appears once")
+        primaries = [b.target for b in self.backends]
+        if len(set(primaries)) != len(primaries):
+            raise ValueError("each backend appears once")
         if sum(b.weight for b in self.backends) != 100:
             raise ValueError("weights must add up to 100")
+        fallbacks = [f.target for f in self.fallbacks or []]
+        if len(set(fallbacks)) != len(fallbacks):
+            raise ValueError("each fallback appears once")
+        if set(fallbacks) & set(primaries):
+            raise ValueError("a backend is either primary or fallback, not both")
         return self
 
 

@@ -222,6 +222,30 @@ async def replace_replicas(conn: asyncpg.Connection, endpoint_id: UUID, replicas
             "INSERT INTO endpoint_replicas (endpoint_id, name, url, ready) VALUES ($1, $2, $3, $4)",
             [(endpoint_id, r.name, r.url, r.ready) for r in replicas if r.url],
         )
+        await track_replica_lifetimes(conn, endpoint_id, [r.name for r in replicas if r.url])
+
+
+async def track_replica_lifetimes(conn: asyncpg.Connection, endpoint_id: UUID, names: list[str]) -> None:
+    """GPU time for the realized cost of serving: every recorded replica has an open lifetime holding the
+    endpoint's per-replica GPUs (resources.gpu_count of resources.gpu_type); one no longer recorded, or whose GPUs
+    changed, is closed now."""
+    await conn.execute(
+        """UPDATE replica_lifetimes l SET stopped_at = now()
+           FROM endpoints e
+           WHERE l.endpoint_id = $1 AND e.id = l.endpoint_id AND l.stopped_at IS NULL
+             AND (NOT (l.replica = ANY($2::text[])) OR e.resources IS NULL
+                  OR l.gpus IS DISTINCT FROM (e.resources->>'gpu_count')::integer
+                  OR l.gpu_type IS DISTINCT FROM e.resources->>'gpu_type')""",
+        endpoint_id, names)
+    await conn.execute(
+        """INSERT INTO replica_lifetimes (endpoint_id, replica, gpus, gpu_type, started_at)
+           SELECT e.id, n.name, (e.resources->>'gpu_count')::integer, e.resources->>'gpu_type', now()
+           FROM endpoints e, unnest($2::text[]) AS n(name)
+           WHERE e.id = $1 AND e.resources->>'gpu_count' IS NOT NULL AND e.resources->>'gpu_type' IS NOT NULL
+             AND NOT EXISTS (SELECT 1 FROM replica_lifetimes l WHERE l.endpoint_id = e.id AND l.replica = n.name
+                             AND l.stopped_at IS NULL)
+           ON CONFLICT DO NOTHING""",
+        endpoint_id, names)
 
 
 async def move_replica(conn: asyncpg.Connection, endpoint_id: UUID, old_url: str, new_url: str) -> int:
@@ -248,6 +272,8 @@ async def remove_from_routing(conn: asyncpg.Connection, endpoint_id: UUID) -> No
     """No replica of the endpoint is routed to (or counted ready), and routes left without backends go."""
     async with conn.transaction():
         await conn.execute("DELETE FROM endpoint_replicas WHERE endpoint_id = $1", endpoint_id)
+        await track_replica_lifetimes(conn, endpoint_id, [])
         await conn.execute("UPDATE endpoints SET ready_replicas = 0 WHERE id = $1", endpoint_id)
         await conn.execute("DELETE FROM route_backends WHERE endpoint_id = $1", endpoint_id)
-        await conn.execute("DELETE FROM routes r WHERE NOT EXISTS (SELECT 1 FROM route_backends b WHERE b.route_name = r.name)")
+        await conn.execute("DELETE FROM routes r WHERE NOT EXISTS (SELECT 1 FROM route_backends b WHERE b.route_name = r.name) "
+                           "AND NOT EXISTS (SELECT 1 FROM route_provider_backends p WHERE p.route_name = r.name)")

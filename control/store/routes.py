@@ -12,13 +12,21 @@ from control.payloads.deployments import EndpointStatus
 from control.store.rows import Row
 
 ROUTE_QUERY = """
-SELECT r.name, r.project_id, r.shift, r.updated_at,
-       COALESCE(json_agg(json_build_object('endpoint_id', b.endpoint_id, 'endpoint_name', e.name, 'weight', b.weight,
-                                           'status', e.status) ORDER BY e.name)
-                FILTER (WHERE b.endpoint_id IS NOT NULL), '[]') AS backends
+SELECT r.name, r.project_id, r.shift, r.updated_at, r.spill_queue_depth,
+       COALESCE((SELECT json_agg(json_build_object('endpoint_id', b.endpoint_id, 'endpoint_name', e.name,
+                                                   'weight', b.weight, 'status', e.status) ORDER BY e.name)
+                 FROM route_backends b JOIN endpoints e ON e.id = b.endpoint_id
+                 WHERE b.route_name = r.name AND NOT b.fallback), '[]') AS backends,
+       COALESCE((SELECT json_agg(json_build_object('provider_id', p.provider_id, 'provider_name', v.name,
+                                                   'model', p.model, 'weight', p.weight, 'fallback', p.fallback)
+                                 ORDER BY v.name, p.model)
+                 FROM route_provider_backends p JOIN providers v ON v.id = p.provider_id
+                 WHERE p.route_name = r.name), '[]') AS provider_backends,
+       COALESCE((SELECT json_agg(json_build_object('endpoint_id', b.endpoint_id, 'endpoint_name', e.name,
+                                                   'weight', b.weight, 'status', e.status) ORDER BY e.name)
+                 FROM route_backends b JOIN endpoints e ON e.id = b.endpoint_id
+                 WHERE b.route_name = r.name AND b.fallback), '[]') AS endpoint_fallbacks
 FROM routes r
-LEFT JOIN route_backends b ON b.route_name = r.name
-LEFT JOIN endpoints e ON e.id = b.endpoint_id
 """
 
 
@@ -29,12 +37,23 @@ class RouteBackend(Row):
     status: EndpointStatus
 
 
+class ProviderBackend(Row):
+    provider_id: UUID
+    provider_name: str
+    model: str
+    weight: int
+    fallback: bool
+
+
 class RouteRow(Row):
     name: str
     project_id: UUID
     shift: dict[str, Any] | None  # the last traffic shift's state (ShiftRecord.state)
     updated_at: datetime
-    backends: list[RouteBackend]  # ordered by endpoint name
+    spill_queue_depth: int | None
+    backends: list[RouteBackend]  # the primary endpoints, ordered by endpoint name
+    provider_backends: list[ProviderBackend]  # primaries and fallbacks, by provider name and model
+    endpoint_fallbacks: list[RouteBackend]
 
 
 class RouteTaken(Exception):
@@ -50,32 +69,74 @@ async def name_owner(conn: asyncpg.Connection, name: str) -> UUID | None:
 
 async def get_route(conn: asyncpg.Connection, name: str, project_id: UUID | None = None) -> RouteRow | None:
     if project_id is None:
-        return RouteRow.one(await conn.fetchrow(ROUTE_QUERY + " WHERE r.name = $1 GROUP BY r.name", name))
-    return RouteRow.one(await conn.fetchrow(ROUTE_QUERY + " WHERE r.name = $1 AND r.project_id = $2 GROUP BY r.name",
+        return RouteRow.one(await conn.fetchrow(ROUTE_QUERY + " WHERE r.name = $1", name))
+    return RouteRow.one(await conn.fetchrow(ROUTE_QUERY + " WHERE r.name = $1 AND r.project_id = $2",
                                             name, project_id))
 
 
 async def list_routes(conn: asyncpg.Connection, project_id: UUID) -> list[RouteRow]:
     return RouteRow.many(
-        await conn.fetch(ROUTE_QUERY + " WHERE r.project_id = $1 GROUP BY r.name ORDER BY r.name", project_id))
+        await conn.fetch(ROUTE_QUERY + " WHERE r.project_id = $1 ORDER BY r.name", project_id))
+
+
+async def _claim(conn: asyncpg.Connection, name: str, project_id: UUID) -> None:
+    owner = await conn.fetchval(
+        """INSERT INTO routes (name, project_id) VALUES ($1, $2)
+           ON CONFLICT (name) DO UPDATE SET updated_at = now() WHERE routes.project_id = EXCLUDED.project_id
+           RETURNING project_id""",
+        name, project_id)
+    if owner is None:
+        raise RouteTaken(name)
 
 
 async def set_weights(conn: asyncpg.Connection, name: str, project_id: UUID, weights: dict[UUID, int]) -> None:
-    """Make the route's backends exactly `weights` in one transaction (the gateway never sees a half-done swap)."""
+    """Make the route's primary endpoints exactly `weights` in one transaction (the gateway never sees a half-done
+    swap). Fallbacks and provider backends stay; an endpoint named here that was a fallback becomes a primary."""
     async with conn.transaction():
-        owner = await conn.fetchval(
-            """INSERT INTO routes (name, project_id) VALUES ($1, $2)
-               ON CONFLICT (name) DO UPDATE SET updated_at = now() WHERE routes.project_id = EXCLUDED.project_id
-               RETURNING project_id""",
-            name, project_id)
-        if owner is None:
-            raise RouteTaken(name)
-        await conn.execute("DELETE FROM route_backends WHERE route_name = $1 AND NOT (endpoint_id = ANY($2::uuid[]))",
-                           name, list(weights))
+        await _claim(conn, name, project_id)
+        await conn.execute("DELETE FROM route_backends WHERE route_name = $1 AND NOT fallback "
+                           "AND NOT (endpoint_id = ANY($2::uuid[]))", name, list(weights))
         await conn.executemany(
             """INSERT INTO route_backends (route_name, endpoint_id, weight) VALUES ($1, $2, $3)
-               ON CONFLICT (route_name, endpoint_id) DO UPDATE SET weight = EXCLUDED.weight""",
+               ON CONFLICT (route_name, endpoint_id) DO UPDATE SET weight = EXCLUDED.weight, fallback = false""",
             [(name, endpoint_id, weight) for endpoint_id, weight in weights.items()])
+
+
+_UNSET: Any = object()
+
+
+async def set_backends(conn: asyncpg.Connection, name: str, project_id: UUID, endpoints: dict[UUID, int],
+                       providers: dict[tuple[UUID, str], int],
+                       fallbacks: list[UUID | tuple[UUID, str]] | None = None,
+                       spill_queue_depth: int | None = _UNSET) -> None:
+    """Make the route's primaries exactly `endpoints` and `providers` (with their weights) and, when given, its
+    fallbacks exactly `fallbacks` and its spill depth, in one transaction. Fallbacks not given stay (less any
+    that became primaries)."""
+    async with conn.transaction():
+        await _claim(conn, name, project_id)
+        if fallbacks is None:
+            kept = await conn.fetch("SELECT endpoint_id FROM route_backends WHERE route_name = $1 AND fallback", name)
+            fallback_endpoints = [row["endpoint_id"] for row in kept if row["endpoint_id"] not in endpoints]
+            kept = await conn.fetch("SELECT provider_id, model FROM route_provider_backends "
+                                    "WHERE route_name = $1 AND fallback", name)
+            fallback_providers = [(row["provider_id"], row["model"]) for row in kept
+                                  if (row["provider_id"], row["model"]) not in providers]
+        else:
+            fallback_endpoints = [t for t in fallbacks if not isinstance(t, tuple)]
+            fallback_providers = [t for t in fallbacks if isinstance(t, tuple)]
+        await conn.execute("DELETE FROM route_backends WHERE route_name = $1", name)
+        await conn.execute("DELETE FROM route_provider_backends WHERE route_name = $1", name)
+        await conn.executemany(
+            "INSERT INTO route_backends (route_name, endpoint_id, weight, fallback) VALUES ($1, $2, $3, $4)",
+            [(name, endpoint_id, weight, False) for endpoint_id, weight in endpoints.items()]
+            + [(name, endpoint_id, 0, True) for endpoint_id in fallback_endpoints])
+        await conn.executemany(
+            "INSERT INTO route_provider_backends (route_name, provider_id, model, weight, fallback) "
+            "VALUES ($1, $2, $3, $4, $5)",
+            [(name, provider_id, model, weight, False) for (provider_id, model), weight in providers.items()]
+            + [(name, provider_id, model, 0, True) for provider_id, model in fallback_providers])
+        if spill_queue_depth is not _UNSET:
+            await conn.execute("UPDATE routes SET spill_queue_depth = $2 WHERE name = $1", name, spill_queue_depth)
 
 
 async def set_shift(conn: asyncpg.Connection, name: str, state: dict) -> None:
