@@ -1,9 +1,11 @@
-"""A throwaway stack for benchmarks: PostgreSQL, Temporal, S3, clamd, the API (in process) and worker processes,
-all on free ports with state in a temporary folder; stopped and removed on exit."""
+"""A throwaway stack for benchmarks: PostgreSQL, Redis, Temporal, S3, clamd, the API (in process) and worker
+processes, all on free ports with state in a temporary folder, PostgreSQL and Redis with random passwords; stopped
+and removed on exit."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -43,12 +45,15 @@ async def bench_stack(local_gpus: int = 8, queues: tuple[str, ...] = ("bud-contr
     processes: list[ManagedProcess] = []
     try:
         pg_port, temporal_port, s3_port, clamd_port = free_port(), free_port(), free_port(), free_port()
-        processes.append(services.postgres_server(state, pg_port, fast_unsafe=True).start().wait_healthy())
-        services.ensure_database(pg_port)
+        redis_port, pg_password, redis_password = free_port(), secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        processes.append(services.postgres_server(state, pg_port, pg_password, fast_unsafe=True).start().wait_healthy())
+        services.ensure_database(pg_port, pg_password)
+        processes.append(services.redis_server(state, redis_port, redis_password).start().wait_healthy())
         processes.append(services.temporal_dev_server(state, temporal_port, free_port(), headless=True).start().wait_healthy())
         processes.append(services.s3_server(state, s3_port, "benchkey", "benchsecret").start().wait_healthy())
         processes.append(clamd_process(state / "clamd", clamd_port).start().wait_healthy())
-        settings = Settings(state_dir=state, database_url=f"postgresql://bud@127.0.0.1:{pg_port}/bud",
+        settings = Settings(state_dir=state, database_url=f"postgresql://bud:{pg_password}@127.0.0.1:{pg_port}/bud",
+                            redis_url=f"redis://:{redis_password}@127.0.0.1:{redis_port}/0",
                             temporal_address=f"127.0.0.1:{temporal_port}", s3_endpoint=f"http://127.0.0.1:{s3_port}",
                             s3_access_key="benchkey", s3_secret_key="benchsecret", clamd_port=clamd_port,
                             gateway_port=free_port(), local_cluster_gpu_count=local_gpus)

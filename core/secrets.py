@@ -9,6 +9,8 @@ without one (core.settings).
 from __future__ import annotations
 
 import os
+import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -42,21 +44,32 @@ class SecretBox:
 
 
 def ensure_key_file(path: Path) -> str:
-    """The key stored at `path`, created (mode 600, owner only) on first use: the dev stack's and tests' key.
+    """The key stored at `path`, created (mode 600, owner only) on first use: the dev stack's and tests' key."""
+    return ensure_secret_file(path, lambda: Fernet.generate_key().decode("ascii"))
 
-    The file appears whole or not at all (written aside, then hard-linked into place), so the API and a worker
-    starting together both read the same complete key.
+
+def ensure_password_file(path: Path) -> str:
+    """A random password stored at `path`, created (mode 600) on first use: the dev stack's PostgreSQL and Redis
+    passwords. URL-safe characters only, so it goes into a connection URL as it is."""
+    return ensure_secret_file(path, lambda: secrets.token_urlsafe(24))
+
+
+def ensure_secret_file(path: Path, generate: Callable[[], str]) -> str:
+    """The secret stored at `path`, created from `generate()` (mode 600, owner only) on first use.
+
+    The file appears whole or not at all (written aside, then hard-linked into place), so processes starting
+    together (the API and a worker) all read the same complete secret.
     """
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         draft = path.with_name(f".{path.name}.{os.getpid()}")
         fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(Fernet.generate_key().decode("ascii") + "\n")
+            handle.write(generate() + "\n")
         try:
             os.link(draft, path)
         except FileExistsError:
-            pass  # another process put its key there first: use theirs
+            pass  # another process put its secret there first: use theirs
         finally:
             draft.unlink()
     return path.read_text().strip()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Self
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +17,34 @@ from core.secrets import SecretBox, ensure_key_file
 
 # Settings whose defaults are secrets everyone knows (the dev stack's database and S3 credentials).
 DEV_SECRET_SETTINGS = ("database_url", "s3_access_key", "s3_secret_key")
+
+# The dev stack generates a password for each of its servers into the state folder (mode 600, devstack/stack.py);
+# in dev, a URL to 127.0.0.1 without a password takes it from there, so a process started by hand reaches them too.
+DEV_PASSWORD_FILES = {"database_url": "postgres-password", "redis_url": "redis-password"}
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def url_password(url: str) -> str | None:
+    """The password a URL carries (decoded), or None."""
+    password = urlsplit(url).password
+    return unquote(password) if password else None
+
+
+def url_with_password(url: str, password: str) -> str:
+    """`url` with `password` for its user (postgresql://bud@host/db -> postgresql://bud:PASSWORD@host/db)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    user = quote(unquote(parts.username), safe="") if parts.username else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
+
+
+def redacted(url: str) -> str:
+    """`url` without its password, for what the stack prints."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}" if parts.username else host))
 
 
 class DevSecretsInProduction(RuntimeError):
@@ -43,7 +72,8 @@ class Settings(BaseSettings):
     control_queue: str = "bud-control"
     optimizer_queue: str = "bud-optimizer"
 
-    database_url: str = "postgresql://bud@127.0.0.1:55432/bud"
+    database_url: str = Field(default="postgresql://bud@127.0.0.1:55432/bud", description=(
+        "in dev, without a password, the dev stack's generated one from <state_dir>/postgres-password"))
     db_pool_min: int = 1
     db_pool_max: int = 10
 
@@ -52,11 +82,19 @@ class Settings(BaseSettings):
     s3_secret_key: str = "budadmin-secret"
     s3_region: str = "us-east-1"
     models_bucket: str = "models"
+    upload_max_file_bytes: int = Field(default=64 * 1024**3, ge=1, le=10_000 * 16 * 1024**2, description=(
+        "largest file PUT /api/models/uploads/... accepts (413 above); at most S3's 10,000 parts of 16 MB"))
+    upload_max_bytes: int = Field(default=1024**4, ge=1, description=(
+        "most bytes one model version's uploaded files may hold together (413 above)"))
 
     clamd_host: str = "127.0.0.1"
     clamd_port: int = 3310
 
     prometheus_url: str = "http://127.0.0.1:9090"
+
+    redis_url: str = Field(default="redis://127.0.0.1:56379/0", description=(
+        "the gateway's shared limit counters; in dev, without a password, the dev stack's generated one from "
+        "<state_dir>/redis-password; production refuses a URL without a password"))
 
     local_cluster_name: str = "local"
     local_cluster_gpu_type: str = "nvidia-h100-80gb"
@@ -87,17 +125,35 @@ class Settings(BaseSettings):
     worker_metrics_base_port: int = Field(default=8100, description="dev stack: worker i exposes metrics on base + i")
 
     @model_validator(mode="after")
+    def _dev_stack_passwords(self) -> Self:
+        """In dev, a URL to this machine without a password takes the dev stack's generated one, if there is one."""
+        if self.env == "production":
+            return self
+        for name, file_name in DEV_PASSWORD_FILES.items():
+            url = getattr(self, name)
+            if url_password(url) is None and urlsplit(url).hostname in LOOPBACK_HOSTS:
+                try:
+                    password = (self.state_dir / file_name).read_text().strip()
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                if password:
+                    setattr(self, name, url_with_password(url, password))
+        return self
+
+    @model_validator(mode="after")
     def _production_needs_its_own_secrets(self) -> Self:
         if self.env != "production":
             return self
         defaults = [f"BUD_{name.upper()}" for name in DEV_SECRET_SETTINGS
                     if getattr(self, name) == type(self).model_fields[name].default]
+        if url_password(self.redis_url) is None:
+            defaults.append("BUD_REDIS_URL")
         if not self.secret_key:
             defaults.append("BUD_SECRET_KEY")
         if defaults:
             raise DevSecretsInProduction(
                 f"BUD_ENV=production refuses the dev stack's default secrets: set {', '.join(defaults)} "
-                "(this deployment's own database URL and S3 credentials)"
+                "(this deployment's own database URL, S3 credentials and a Redis URL with its password)"
             )
         return self
 

@@ -70,8 +70,25 @@ def _postgres_user() -> str | None:
     return POSTGRES_SYSTEM_USER
 
 
-def init_postgres(data_dir: Path, user: str = "bud") -> str | None:
-    """initdb once (idempotent); returns the system user the server must run as."""
+def _pg_env(password: str) -> dict[str, str]:
+    """The environment of a psql/pg_isready child: the password travels there, never on a command line."""
+    return {**os.environ, "PGPASSWORD": password, "PGPASSFILE": os.devnull}
+
+
+def _write_private(path: Path, text: str, owner: str | None) -> None:
+    """A file only its owner reads (mode 600): ourselves, or the server's system user when we are root."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    if owner:
+        entry = pwd.getpwnam(owner)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def init_postgres(data_dir: Path, password: str, user: str = "bud") -> str | None:
+    """initdb once (idempotent) with scram-sha-256 for every connection, the socket's too, and `password` for `user`;
+    returns the system user the server must run as. A data folder from an earlier version that trusted every local
+    connection is upgraded in place (see _upgrade_trust_cluster)."""
     system_user = _postgres_user()
     data_dir.mkdir(parents=True, exist_ok=True)
     if system_user:
@@ -82,16 +99,47 @@ def init_postgres(data_dir: Path, user: str = "bud") -> str | None:
         os.chown(data_dir, entry.pw_uid, entry.pw_gid)
         data_dir.chmod(0o700)
     if not (data_dir / "PG_VERSION").exists():
-        subprocess.run(
-            [str(_postgres_bin() / "initdb"), "-D", str(data_dir), "-U", user, "--auth=trust", "--encoding=UTF8",
-             "--no-instructions"],
-            check=True, capture_output=True, user=system_user,
-        )
+        # initdb wants an empty folder: the password file lies beside it, readable by initdb's user alone, and is
+        # gone once initdb has read it.
+        pwfile = data_dir.parent / f".{data_dir.name}-pwfile"
+        _write_private(pwfile, password + "\n", system_user)
+        try:
+            subprocess.run(
+                [str(_postgres_bin() / "initdb"), "-D", str(data_dir), "-U", user, "--auth=scram-sha-256",
+                 f"--pwfile={pwfile}", "--encoding=UTF8", "--no-instructions"],
+                check=True, capture_output=True, user=system_user,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+    else:
+        _upgrade_trust_cluster(data_dir, password, user, system_user)
     return system_user
 
 
-def postgres_server(state_dir: Path, port: int, fast_unsafe: bool = False) -> ManagedProcess:
-    """PostgreSQL on 127.0.0.1:port with data in state_dir/postgres (fast_unsafe drops fsync: tests only)."""
+def _upgrade_trust_cluster(data_dir: Path, password: str, user: str, system_user: str | None) -> None:
+    """Earlier versions ran initdb --auth=trust. Such a data folder is upgraded on the next start, while the server
+    is stopped: PostgreSQL's single-user mode (no server, no connection) gives `user` the password, read from stdin,
+    then pg_hba.conf asks scram-sha-256 where it trusted. A folder already asking for passwords is left alone."""
+    hba = data_dir / "pg_hba.conf"
+    lines = hba.read_text().splitlines(keepends=True)
+    trusting = [i for i, line in enumerate(lines) if not line.lstrip().startswith("#") and line.split()[-1:] == ["trust"]]
+    if not trusting:
+        return
+    literal = password.replace("'", "''")
+    result = subprocess.run(
+        [str(_postgres_bin() / "postgres"), "--single", "-D", str(data_dir), "postgres"],
+        input=f"ALTER ROLE \"{user}\" PASSWORD '{literal}'\n", capture_output=True, text=True, user=system_user,
+    )
+    if result.returncode != 0 or "ERROR" in result.stdout + result.stderr:
+        raise RuntimeError(f"could not set the password of {user} in {data_dir}: {result.stderr.strip()[-500:]}")
+    for i in trusting:
+        lines[i] = lines[i].rstrip()[: -len("trust")] + "scram-sha-256\n"
+    hba.write_text("".join(lines))
+
+
+def postgres_server(state_dir: Path, port: int, password: str, fast_unsafe: bool = False) -> ManagedProcess:
+    """PostgreSQL on 127.0.0.1:port with data in state_dir/postgres, user bud with `password` (fast_unsafe drops
+    fsync: tests only)."""
     data_dir = state_dir / "postgres"
     system_user = POSTGRES_SYSTEM_USER if os.geteuid() == 0 else None
     socket_dir = data_dir  # owned by the server's user, short enough for a unix socket path
@@ -103,7 +151,7 @@ def postgres_server(state_dir: Path, port: int, fast_unsafe: bool = False) -> Ma
 
     def prepare() -> None:
         """initdb and permissions: only when starting, not each time `bud dev status` builds the definitions."""
-        init_postgres(data_dir)
+        init_postgres(data_dir, password)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         if system_user:
             log_path.touch(mode=0o600)
@@ -112,6 +160,7 @@ def postgres_server(state_dir: Path, port: int, fast_unsafe: bool = False) -> Ma
             os.chown(log_path, entry.pw_uid, entry.pw_gid)
 
     def ready() -> bool:
+        # pg_isready asks whether the server accepts connections; it needs no password (it never logs in).
         result = subprocess.run([str(_postgres_bin() / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-q"],
                                 capture_output=True)
         return result.returncode == 0
@@ -121,24 +170,73 @@ def postgres_server(state_dir: Path, port: int, fast_unsafe: bool = False) -> Ma
                           stop_signal=signal.SIGINT)  # SIGINT = fast shutdown; SIGTERM waits for clients
 
 
-def ensure_database(port: int, name: str = "bud", user: str = "bud") -> None:
-    """CREATE DATABASE once (idempotent)."""
-    psql = [str(_postgres_bin() / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", "postgres", "-tA"]
+def ensure_database(port: int, password: str, name: str = "bud", user: str = "bud") -> None:
+    """CREATE DATABASE once (idempotent), logged in as `user` with `password` (in psql's environment)."""
+    psql = [str(_postgres_bin() / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", "postgres", "-tA",
+            "-w"]  # -w: never prompt; a wrong password fails at once
+    env = _pg_env(password)
     exists = subprocess.run([*psql, "-c", f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
-                            check=True, capture_output=True, text=True).stdout.strip()
+                            check=True, capture_output=True, text=True, env=env).stdout.strip()
     if exists != "1":
-        subprocess.run([*psql, "-c", f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
+        subprocess.run([*psql, "-c", f'CREATE DATABASE "{name}"'], check=True, capture_output=True, env=env)
+
+
+# ---------------------------------------------------------------------------------------------- Redis
+def redis_server(state_dir: Path, port: int, password: str) -> ManagedProcess:
+    """Redis on 127.0.0.1:port for the gateway's shared limit counters. Counters are short-lived and rebuilt as
+    requests arrive, so nothing is persisted (no RDB snapshots, no append-only file). The password is in a config
+    file (mode 600) that redis-server reads, never on its command line."""
+    redis_dir = state_dir / "redis"
+    config_path = redis_dir / "redis.conf"
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    argv = [binary, str(config_path), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(redis_dir)]
+
+    def prepare() -> None:
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        quoted = password.replace("\\", "\\\\").replace('"', '\\"')
+        _write_private(config_path, f'requirepass "{quoted}"\n', None)
+
+    def answers_ping() -> bool:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=1,
+                             socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    return ManagedProcess(name="redis", argv=argv, log_path=state_dir / "logs" / "redis.log", healthy=answers_ping,
+                          prepare=prepare, url=f"redis://127.0.0.1:{port}/0")
 
 
 # ---------------------------------------------------------------------------------------------- S3
+def rclone_auth_key_env(access_key: str, secret_key: str) -> dict[str, str]:
+    """The S3 key pair as rclone's RCLONE_AUTH_KEY: the repeatable --auth-key flag read from the environment, one CSV
+    field per pair (quoted, since the pair holds a comma; a quote inside is doubled). The environment, unlike argv,
+    is not shown by `ps` and /proc/<pid>/environ is readable only by the server's own user.
+
+    rclone splits a pair at its comma, so neither half may hold one (nor a control character, which no S3 key has)."""
+    for name, value in (("access key", access_key), ("secret key", secret_key)):
+        if not value or "," in value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError(f"S3 {name}: must be non-empty, without commas or control characters (rclone's rule)")
+    pair = f"{access_key},{secret_key}".replace('"', '""')
+    return {"RCLONE_AUTH_KEY": f'"{pair}"'}
+
+
 def s3_server(state_dir: Path, port: int, access_key: str, secret_key: str, buckets: tuple[str, ...] = ("models",)) -> ManagedProcess:
-    """rclone's S3 server over a local folder: each top-level folder is a bucket."""
+    """rclone's S3 server over a local folder: each top-level folder is a bucket. The key pair reaches rclone through
+    its environment, never its command line; requests signed with any other secret are refused."""
     root = state_dir / "s3"
     for bucket in buckets:
         (root / bucket).mkdir(parents=True, exist_ok=True)
-    argv = [venv_tool("rclone"), "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key", f"{access_key},{secret_key}",
-            "--config", "/dev/null", "--vfs-cache-mode", "off", str(root)]
+    argv = [venv_tool("rclone"), "serve", "s3", "--addr", f"127.0.0.1:{port}", "--config", "/dev/null",
+            "--vfs-cache-mode", "off", str(root)]
     return ManagedProcess(name="s3", argv=argv, log_path=state_dir / "logs" / "s3.log",
+                          env=rclone_auth_key_env(access_key, secret_key),
                           healthy=lambda: http_ok(f"http://127.0.0.1:{port}/"), url=f"http://127.0.0.1:{port}")
 
 

@@ -1,4 +1,9 @@
-"""The embedded stack behind `make up` / `bud dev up|status|down`: every part on 127.0.0.1, state under .bud/."""
+"""The embedded stack behind `make up` / `bud dev up|status|down`: every part on 127.0.0.1, state under .bud/.
+
+PostgreSQL and Redis ask for passwords the stack generates once into .bud/postgres-password and .bud/redis-password
+(mode 600, like .bud/secret-key); its children get them inside BUD_DATABASE_URL and BUD_REDIS_URL. A URL given
+with a password of its own (BUD_DATABASE_URL=postgresql://bud:...@...) keeps it.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ from collections.abc import Callable
 from urllib.parse import urlparse
 
 from clusters.local import LocalBackend
-from core.settings import Settings
+from core.secrets import ensure_password_file
+from core.settings import Settings, redacted, url_password, url_with_password
 from devstack import services
 from devstack.clamd import clamd_process
 from core.paths import TOOLS_BIN
@@ -33,12 +39,43 @@ class Stack:
         self.pids = PidFiles(self.pid_dir)
         self.kube = DevKube(self.state, self.pid_dir)
 
+    # -- passwords ---------------------------------------------------------------------------------------------
+    def _password(self, url: str, file_name: str, create: bool) -> str:
+        """The password in `url`, else the generated one in the state folder (created by `up` only: `status` and
+        `down` never write into a stack that was never started)."""
+        if given := url_password(url):
+            return given
+        path = self.state / file_name
+        if create:
+            return ensure_password_file(path)
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            return ""
+
+    def database_url(self) -> str:
+        """BUD_DATABASE_URL for the children: the settings' URL with the password."""
+        password = self.postgres_password()
+        return url_with_password(self.settings.database_url, password) if password else self.settings.database_url
+
+    def redis_url(self) -> str:
+        """BUD_REDIS_URL for the children: the settings' URL with the password."""
+        password = self.redis_password()
+        return url_with_password(self.settings.redis_url, password) if password else self.settings.redis_url
+
+    def postgres_password(self, create: bool = False) -> str:
+        return self._password(self.settings.database_url, "postgres-password", create)
+
+    def redis_password(self, create: bool = False) -> str:
+        return self._password(self.settings.redis_url, "redis-password", create)
+
     # -- definitions -------------------------------------------------------------------------------------------
     def child_env(self) -> dict[str, str]:
         s = self.settings
         return {
             "BUD_STATE_DIR": str(self.state),
-            "BUD_DATABASE_URL": s.database_url,
+            "BUD_DATABASE_URL": self.database_url(),
+            "BUD_REDIS_URL": self.redis_url(),
             "BUD_TEMPORAL_ADDRESS": s.temporal_address,
             "BUD_S3_ENDPOINT": s.s3_endpoint,
             "BUD_S3_ACCESS_KEY": s.s3_access_key,
@@ -70,7 +107,8 @@ class Stack:
         workers = [self._worker(queue, {**env, "BUD_WORKER_METRICS_PORT": str(self.worker_metrics_port(i))})
                    for i, queue in enumerate((s.control_queue, s.optimizer_queue))]
         return [
-            services.postgres_server(state, pg_port),
+            services.postgres_server(state, pg_port, self.postgres_password()),
+            services.redis_server(state, _port(s.redis_url, 56379), self.redis_password()),
             services.temporal_dev_server(state, temporal_port, s.temporal_ui_port),
             services.s3_server(state, _port(s.s3_endpoint, 9000), s.s3_access_key, s.s3_secret_key, (s.models_bucket,)),
             clamd_process(state, s.clamd_port),
@@ -100,7 +138,15 @@ class Stack:
             f"Gateway    {s.gateway_url}  (OpenAI-compatible)",
             f"Prometheus {s.prometheus_url}",
             f"S3         {s.s3_endpoint}  (bucket {s.models_bucket})",
+            f"PostgreSQL {redacted(s.database_url)}{self._password_note(s.database_url, 'postgres-password')}",
+            f"Redis      {redacted(s.redis_url)}{self._password_note(s.redis_url, 'redis-password')}",
         ]
+
+    def _password_note(self, url: str, file_name: str) -> str:
+        """Where the password is kept, when it is the generated one (a URL given with its own says nothing)."""
+        path = self.state / file_name
+        generated = path.read_text().strip() if path.exists() else None
+        return f"  (password in {path})" if url_password(url) in (None, generated) else ""
 
     def running_pid(self, name: str) -> int | None:
         return self.pids.running_pid(name)
@@ -110,6 +156,8 @@ class Stack:
         """Start every part not already running, in dependency order, each waited healthy."""
         self.state.mkdir(parents=True, exist_ok=True)
         self._private_state()
+        self.postgres_password(create=True)
+        self.redis_password(create=True)
         started: list[ManagedProcess] = []
         for proc in self.definitions():
             if (pid := self.running_pid(proc.name)) is not None:
@@ -128,7 +176,7 @@ class Stack:
                 raise
             started.append(proc)
             if proc.name == "postgres":
-                services.ensure_database(_port(self.settings.database_url, 55432))
+                services.ensure_database(_port(self.settings.database_url, 55432), self.postgres_password())
                 self._private_state()  # PostgreSQL's set-up opens the folders above its data folder for reading
             echo(f"  {proc.name:<22} ready in {time.monotonic() - t0:4.1f}s  {proc.url}")
         if self.with_kube:

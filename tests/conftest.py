@@ -1,4 +1,4 @@
-"""Session fixtures: real Temporal (dev server and time-skipping server), PostgreSQL, the S3 server, the API.
+"""Session fixtures: real Temporal (dev server and time-skipping server), PostgreSQL, Redis, the S3 server, the API.
 
 Every server runs from the binaries the project installs (.venv/bin), on free ports, with state in a temporary
 folder; nothing touches .bud/.
@@ -7,6 +7,7 @@ folder; nothing touches .bud/.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -59,10 +60,20 @@ def state_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def postgres_url(state_dir: Path) -> Iterator[str]:
-    port = free_port()
-    server = services.postgres_server(state_dir, port, fast_unsafe=True).start().wait_healthy()
-    services.ensure_database(port)
-    yield f"postgresql://bud@127.0.0.1:{port}/bud"
+    """PostgreSQL asking every connection for the password, a fresh random one each session."""
+    port, password = free_port(), secrets.token_urlsafe(24)
+    server = services.postgres_server(state_dir, port, password, fast_unsafe=True).start().wait_healthy()
+    services.ensure_database(port, password)
+    yield f"postgresql://bud:{password}@127.0.0.1:{port}/bud"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(state_dir: Path) -> Iterator[str]:
+    """Redis requiring a fresh random password each session (the gateway's limit counters)."""
+    port, password = free_port(), secrets.token_urlsafe(24)
+    server = services.redis_server(state_dir, port, password).start().wait_healthy()
+    yield f"redis://:{password}@127.0.0.1:{port}/0"
     server.stop()
 
 
@@ -117,11 +128,12 @@ def prometheus_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def settings(state_dir: Path, postgres_url: str, s3_endpoint: str, temporal_address: str, clamd_port: int,
-             gateway_port: int, prometheus_port: int) -> Settings:
+def settings(state_dir: Path, postgres_url: str, redis_url: str, s3_endpoint: str, temporal_address: str,
+             clamd_port: int, gateway_port: int, prometheus_port: int) -> Settings:
     return Settings(
         state_dir=state_dir,
         database_url=postgres_url,
+        redis_url=redis_url,
         temporal_address=temporal_address,
         s3_endpoint=s3_endpoint,
         s3_access_key=S3_KEY,
@@ -216,7 +228,8 @@ def gateway(settings: Settings, db_pool, state_dir: Path) -> Iterator[str]:
     process = services.python_service(
         "gateway", ["gateway", "--port", str(port), "--route-source", "gateway.postgres_source:from_environment",
                     "--poll-interval-s", "0.2"],
-        state_dir, {"BUD_DATABASE_URL": settings.database_url}, health_url=f"http://127.0.0.1:{port}/healthz",
+        state_dir, {"BUD_DATABASE_URL": settings.database_url, "BUD_REDIS_URL": settings.redis_url},
+        health_url=f"http://127.0.0.1:{port}/healthz",
     ).start().wait_healthy()
     yield f"http://127.0.0.1:{port}/v1"
     process.stop()

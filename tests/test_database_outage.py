@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 import httpx
 
@@ -14,11 +15,11 @@ from tests.helpers import server_state_dir
 
 async def test_requests_during_an_outage_get_503_json_and_the_api_recovers(settings):
     with server_state_dir("bud-outage-") as state:
-        port = free_port()
-        database = services.postgres_server(state, port, fast_unsafe=True)
+        port, password = free_port(), secrets.token_urlsafe(24)
+        database = services.postgres_server(state, port, password, fast_unsafe=True)
         await asyncio.to_thread(lambda: database.start().wait_healthy())
-        await asyncio.to_thread(services.ensure_database, port)
-        own = settings.model_copy(update={"database_url": f"postgresql://bud@127.0.0.1:{port}/bud",
+        await asyncio.to_thread(services.ensure_database, port, password)
+        own = settings.model_copy(update={"database_url": f"postgresql://bud:{password}@127.0.0.1:{port}/bud",
                                           "state_dir": state})
         app = create_app(own)
         try:
