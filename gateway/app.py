@@ -384,6 +384,7 @@ class GatewayApp:
         dropped: set[str] = set()  # replicas that broke a connection once: a second time excludes them
         retried = False
         waited_until: float | None = None
+        unreachable: Backend | None = None  # the last backend that refused the connection
         try:
             while True:
                 choice = self._choose(route, tried)
@@ -405,8 +406,11 @@ class GatewayApp:
                     if attempt.error is not None:
                         await self._relay_error(send, key, route, attempt, arrived)
                         return
-                    await self._reject(send, key, model, model, 503, f"no ready replica for model `{model}`",
-                                       "ServiceUnavailableError", arrived=arrived)  # fmt: skip
+                    message = f"no ready replica for model `{model}`"
+                    if unreachable is not None and unreachable.provider is not None:
+                        message = f"provider `{unreachable.provider.name}` could not be reached"
+                    await self._reject(send, key, model, model, 503, message, "ServiceUnavailableError",
+                                       backend=unreachable, arrived=arrived)  # fmt: skip
                     return
                 backend, replica = choice.backend, choice.replica
                 if backend.provider is None:
@@ -427,6 +431,7 @@ class GatewayApp:
                     return
                 if outcome is _Outcome.REFUSED:  # nothing reached it: try the next one, no retry spent
                     tried.add(replica)
+                    unreachable = backend
                     continue
                 if retried and outcome is _Outcome.DROPPED:
                     await self._reject(send, key, model, model, 502, "upstream closed the connection",
