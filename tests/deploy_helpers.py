@@ -98,22 +98,28 @@ async def running_endpoint(api, model_id: str, cluster_id: str) -> dict:
     return running
 
 
-async def wait_for_route(gateway: str, model_name: str) -> None:
-    """Until the gateway (it polls its routes) serves `model_name`."""
-    async with httpx.AsyncClient(timeout=10) as client, asyncio.timeout(15):
+async def wait_for_route(gateway: str, model_name: str, headers: dict | None = None) -> None:
+    """Until the gateway (it polls its routes) serves `model_name` (`headers`: the inference key's)."""
+    async with httpx.AsyncClient(timeout=10, headers=headers) as client, asyncio.timeout(15):
         while model_name not in [m["id"] for m in (await client.get(f"{gateway}/models")).json()["data"]]:
             await asyncio.sleep(0.1)
 
 
-async def keep_busy(gateway: str, model_name: str, stop: asyncio.Event, max_tokens: int = 8, stream: bool = False) -> int:
+async def keep_busy(gateway: str, model_name: str, stop: asyncio.Event, max_tokens: int = 8, stream: bool = False,
+                    headers: dict | None = None) -> int:
     """One client sending chat completions back to back through the gateway until `stop`; returns the successes."""
     done = 0
     body = {"model": model_name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens,
             "stream": stream}
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(timeout=60, headers=headers) as client:
         while not stop.is_set():
             async with client.stream("POST", f"{gateway}/chat/completions", json=body) as reply:
                 async for _ in reply.aiter_bytes():
                     pass
                 done += reply.status_code == 200
     return done
+
+
+def inference_key_headers(state_dir) -> dict:
+    """The default project's first inference key, which the API writes to <state_dir>/inference-key at startup."""
+    return {"Authorization": f"Bearer {(state_dir / 'inference-key').read_text().strip()}"}

@@ -12,6 +12,7 @@ from tests.model_files import write_tiny_llama
 from tests.deploy_helpers import (
     available_model,
     create_endpoint,
+    inference_key_headers,
     keep_busy,
     local_cluster_id,
     running_endpoint,
@@ -36,7 +37,7 @@ async def cluster_id(api, control_worker):
 
 
 async def test_local_autoscaler_follows_the_queue_up_and_back_down(
-    api, control_worker, optimizer_worker, gateway, model, cluster_id, temporal_client
+    api, control_worker, optimizer_worker, gateway, model, cluster_id, temporal_client, state_dir
 ):
     endpoint = await running_endpoint(api, model["id"], cluster_id)
     url = f"/api/endpoints/{endpoint['id']}/autoscaling"
@@ -51,10 +52,11 @@ async def test_local_autoscaler_follows_the_queue_up_and_back_down(
     manual = await api.post(f"/api/endpoints/{endpoint['id']}/scale", json={"replicas": 2})
     assert manual.status_code == 409 and "autoscaler owns" in manual.json()["error"]["message"]
 
-    await wait_for_route(gateway, endpoint["name"])
+    key = inference_key_headers(state_dir)
+    await wait_for_route(gateway, endpoint["name"], key)
     stop = asyncio.Event()
-    clients = [asyncio.create_task(keep_busy(gateway, endpoint["name"], stop, max_tokens=200, stream=True))
-               for _ in range(12)]
+    clients = [asyncio.create_task(keep_busy(gateway, endpoint["name"], stop, max_tokens=200, stream=True,
+                                             headers=key)) for _ in range(12)]
     try:
         up = await wait_endpoint(api, endpoint["id"], lambda e: e["deployment"]["ready_replicas"] == 3, timeout=90)
     finally:

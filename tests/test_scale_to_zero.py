@@ -17,6 +17,7 @@ from gateway.demand import DemandRecorder
 from tests.deploy_helpers import (
     available_model,
     create_endpoint,
+    inference_key_headers,
     local_cluster_id,
     running_endpoint,
     runtime_processes,
@@ -38,11 +39,6 @@ async def model(api, control_worker, settings, tmp_path_factory):
 @pytest.fixture(scope="module")
 async def cluster_id(api, control_worker):
     return await local_cluster_id(api)
-
-
-def key_headers(state_dir) -> dict:
-    """The default project's first inference key (the API writes it at startup)."""
-    return {"Authorization": f"Bearer {(state_dir / 'inference-key').read_text().strip()}"}
 
 
 async def chat(client: httpx.AsyncClient, gateway: str, name: str) -> int:
@@ -83,7 +79,7 @@ async def test_an_idle_endpoint_scales_to_zero_and_a_request_wakes_it(
     assert response.json()["autoscaling"]["min_replicas"] == 0
     assert response.json()["autoscaling"]["scale_to_zero_after_s"] == IDLE_S
 
-    async with httpx.AsyncClient(timeout=120, headers=key_headers(state_dir)) as client:
+    async with httpx.AsyncClient(timeout=120, headers=inference_key_headers(state_dir)) as client:
         await wait_served(client, gateway, name)
         # Requests for twice the idle period, a pause shorter than it between them: the replica stays.
         started, statuses = time.monotonic(), []
