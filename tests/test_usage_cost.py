@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from control.usage import Lifetime, UsageCell, aggregate, catalog_price, gpu_cost, overlap_hours, per_mtok, provider_cost
+from control.usage import (Lifetime, UsageCell, aggregate, catalog_price, gpu_cost, overlap_hours, per_mtok,
+                           provider_cost)
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 PRICE = {"test-gpu": 2.0}.__getitem__

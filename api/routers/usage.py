@@ -63,7 +63,8 @@ def _aware(value: datetime) -> datetime:
 @router.get("", response_model=UsageOut, response_model_by_alias=True)
 async def get_usage(
     pool: PoolDep, principal: PrincipalDep,
-    window_from: Annotated[datetime | None, Query(alias="from", description="ISO time; default: 24 h before `to`")] = None,
+    window_from: Annotated[datetime | None,
+                           Query(alias="from", description="ISO time; default: 24 h before `to`")] = None,
     to: Annotated[datetime | None, Query(description="ISO time (exclusive); default: now")] = None,
     group_by: Annotated[GroupBy, Query()] = "project",
     step: Annotated[int | None, Query(ge=usage.MIN_STEP_S, le=usage.MAX_STEP_S,
