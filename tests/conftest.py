@@ -223,12 +223,14 @@ async def anon_api(app) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture(scope="session")
 def gateway(settings: Settings, db_pool, state_dir: Path) -> Iterator[str]:
-    """The real gateway process reading routes from PostgreSQL: what inference_url points at."""
+    """The real gateway process reading routes and inference keys from PostgreSQL, limits in Redis: what
+    inference_url points at (calls need the inference key, tests.deploy_helpers.inference_key_headers)."""
     port = settings.gateway_port
     process = services.python_service(
         "gateway", ["gateway", "--port", str(port), "--route-source", "gateway.postgres_source:from_environment",
                     "--poll-interval-s", "0.2"],
-        state_dir, {"BUD_DATABASE_URL": settings.database_url, "BUD_REDIS_URL": settings.redis_url},
+        state_dir, {"BUD_DATABASE_URL": settings.database_url, "BUD_REDIS_URL": settings.redis_url,
+                    "BUD_STATE_DIR": str(state_dir)},  # the state folder's secret key opens provider keys
         health_url=f"http://127.0.0.1:{port}/healthz",
     ).start().wait_healthy()
     yield f"http://127.0.0.1:{port}/v1"

@@ -14,6 +14,7 @@ from tests.deploy_helpers import (
     available_model,
     configure_manual,
     create_endpoint,
+    inference_key_headers,
     local_cluster_id,
     runtime_processes,
     settled,
@@ -52,7 +53,7 @@ async def delete(api, endpoint_id: str) -> dict:
 
 
 async def test_happy_path_register_configure_deploy_serve_delete(
-    api, control_worker, optimizer_worker, gateway, model, cluster_id, db_pool
+    api, control_worker, optimizer_worker, gateway, model, cluster_id, db_pool, state_dir
 ):
     endpoint = await create_endpoint(api, model["id"], cluster_id)
     assert endpoint["status"] == "PENDING"
@@ -72,7 +73,7 @@ async def test_happy_path_register_configure_deploy_serve_delete(
                                             and b["details"]["endpoint"] == endpoint["name"]}
     assert all(b["gpu_type"] == "nvidia-h100-80gb" for b in measured if b["kind"] == "performance")
 
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=inference_key_headers(state_dir)) as client:
         async with asyncio.timeout(10):  # the gateway polls its routes
             while (await client.get(f"{gateway}/models")).json()["data"] == [] or endpoint["name"] not in [
                     m["id"] for m in (await client.get(f"{gateway}/models")).json()["data"]]:
@@ -250,7 +251,7 @@ async def test_crashed_replica_is_restarted_by_the_supervisor(api, control_worke
 
 
 async def test_a_replica_restarted_on_another_port_keeps_serving_through_the_gateway(
-    api, control_worker, optimizer_worker, gateway, model, cluster_id, db_pool, worker_clients
+    api, control_worker, optimizer_worker, gateway, model, cluster_id, db_pool, worker_clients, state_dir
 ):
     """Its old port was taken while it was down: the supervisor starts it elsewhere and the route follows."""
     endpoint = await create_endpoint(api, model["id"], cluster_id)
@@ -274,7 +275,8 @@ async def test_a_replica_restarted_on_another_port_keeps_serving_through_the_gat
         assert new_url != old_url
         # Until the new replica is up and the gateway has re-read its routes (the squatter accepts connections and
         # never answers: a request still sent to the old address times out and is retried).
-        async with httpx.AsyncClient(timeout=3) as client, asyncio.timeout(45):
+        async with httpx.AsyncClient(timeout=3, headers=inference_key_headers(state_dir)) as client, \
+                asyncio.timeout(45):
             while True:
                 try:
                     reply = await client.post(f"{gateway}/chat/completions", json={

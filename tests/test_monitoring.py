@@ -12,6 +12,7 @@ from tests.deploy_helpers import (
     MANUAL_CONFIG,
     available_model,
     create_endpoint,
+    inference_key_headers,
     keep_busy,
     local_cluster_id,
     settled,
@@ -42,9 +43,11 @@ async def test_reoptimize_observes_live_metrics_alerts_and_recommends(
     assert (await wait_endpoint(api, endpoint["id"], settled))["status"] == "RUNNING"
     assert (await api.get(f"/api/endpoints/{endpoint['id']}/metrics")).json()["monitoring"] is None
 
-    await wait_for_route(gateway, endpoint["name"])
+    key = inference_key_headers(settings.state_dir)
+    await wait_for_route(gateway, endpoint["name"], key)
     stop = asyncio.Event()
-    load = [asyncio.create_task(keep_busy(gateway, endpoint["name"], stop, max_tokens=16)) for _ in range(4)]
+    load = [asyncio.create_task(keep_busy(gateway, endpoint["name"], stop, max_tokens=16, headers=key))
+            for _ in range(4)]
     try:
         await asyncio.sleep(8)  # several 1 s scrapes of the replica under load
         refresh = await api.post(f"/api/endpoints/{endpoint['id']}/metrics/refresh", params={"window_s": 30})

@@ -215,7 +215,8 @@ async def test_record_reoptimize_history(api, control_worker, optimizer_worker, 
     import httpx
 
     from tests.model_files import write_tiny_llama
-    from tests.deploy_helpers import MANUAL_CONFIG, available_model, create_endpoint, local_cluster_id, settled, wait_endpoint
+    from tests.deploy_helpers import (MANUAL_CONFIG, available_model, create_endpoint, inference_key_headers,
+                                      local_cluster_id, settled, wait_endpoint)
     from workflows.ids import reoptimize_endpoint_workflow_id
 
     model = await available_model(api, settings, write_tiny_llama(tmp_path / "m"))
@@ -226,7 +227,7 @@ async def test_record_reoptimize_history(api, control_worker, optimizer_worker, 
     await wait_endpoint(api, endpoint["id"], lambda e: e["optimization_status"] != "RUNNING")
     await api.post(f"/api/endpoints/{endpoint['id']}/deploy")
     assert (await wait_endpoint(api, endpoint["id"], settled))["status"] == "RUNNING"
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=inference_key_headers(settings.state_dir)) as client:
         loop = asyncio.get_running_loop()
         until = loop.time() + 8  # several 1 s scrapes under load
         while loop.time() < until:

@@ -13,6 +13,7 @@ from tests.model_files import write_tiny_llama
 from tests.deploy_helpers import (
     available_model,
     create_endpoint,
+    inference_key_headers,
     keep_busy,
     local_cluster_id,
     running_endpoint,
@@ -33,6 +34,12 @@ async def cluster_id(api, control_worker):
     return await local_cluster_id(api)
 
 
+@pytest.fixture(scope="module")
+def key(api, state_dir) -> dict:
+    """The default project's inference key, as the gateway wants it."""
+    return inference_key_headers(state_dir)
+
+
 @pytest.fixture
 async def blue_green(api, control_worker, optimizer_worker, gateway, model, cluster_id):
     """Two RUNNING endpoints and a route sending all traffic to the first."""
@@ -49,10 +56,10 @@ async def blue_green(api, control_worker, optimizer_worker, gateway, model, clus
         await wait_endpoint(api, endpoint["id"], lambda e: False)
 
 
-async def served_by(gateway: str, route: str, requests: int) -> collections.Counter:
+async def served_by(gateway: str, route: str, requests: int, key: dict) -> collections.Counter:
     """Which endpoint answered each of `requests` sequential completions sent to the route's name."""
     counts: collections.Counter = collections.Counter()
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=key) as client:
         for _ in range(requests):
             reply = await client.post(f"{gateway}/chat/completions", json={
                 "model": route, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
@@ -68,11 +75,11 @@ async def shift_done(api, route: str, timeout: float = 60) -> dict:
     return body
 
 
-async def shift_under_load(api, gateway: str, route: str, shift: dict) -> dict:
+async def shift_under_load(api, gateway: str, route: str, shift: dict, key: dict) -> dict:
     """Start a shift while four clients keep the route busy; the route once the shift has ended."""
-    await wait_for_route(gateway, route)
+    await wait_for_route(gateway, route, key)
     stop = asyncio.Event()
-    load = [asyncio.create_task(keep_busy(gateway, route, stop)) for _ in range(4)]
+    load = [asyncio.create_task(keep_busy(gateway, route, stop, headers=key)) for _ in range(4)]
     try:
         response = await api.post(f"/api/routes/{route}/shift", json=shift)
         assert response.status_code == 202, response.text
@@ -86,14 +93,14 @@ def weights(route: dict) -> dict[str, int]:
     return {b["endpoint_name"]: b["weight"] for b in route["backends"]}
 
 
-async def test_weights_split_the_traffic_and_bad_routes_are_refused(api, gateway, blue_green, model, cluster_id):
+async def test_weights_split_the_traffic_and_bad_routes_are_refused(api, gateway, key, blue_green, model, cluster_id):
     name, blue, green = blue_green
     response = await api.put(f"/api/routes/{name}", json={"backends": [
         {"endpoint_id": blue["id"], "weight": 80}, {"endpoint_id": green["id"], "weight": 20}]})
     assert response.status_code == 200 and weights(response.json()) == {blue["name"]: 80, green["name"]: 20}
-    await wait_for_route(gateway, name)
+    await wait_for_route(gateway, name, key)
     await asyncio.sleep(0.5)  # the gateway re-reads routes every 0.2 s
-    assert await served_by(gateway, name, 50) == {blue["name"]: 40, green["name"]: 10}
+    assert await served_by(gateway, name, 50, key) == {blue["name"]: 40, green["name"]: 10}
 
     bad_sum = await api.put(f"/api/routes/{name}", json={"backends": [{"endpoint_id": blue["id"], "weight": 90}]})
     assert bad_sum.status_code == 422 and "add up to 100" in bad_sum.text
@@ -110,7 +117,7 @@ async def test_weights_split_the_traffic_and_bad_routes_are_refused(api, gateway
     assert weights((await api.get(f"/api/routes/{name}")).json()) == {blue["name"]: 80, green["name"]: 20}  # unchanged
 
 
-async def test_blue_green_swaps_at_once_and_removes_the_old_endpoint(api, gateway, blue_green):
+async def test_blue_green_swaps_at_once_and_removes_the_old_endpoint(api, gateway, key, blue_green):
     name, blue, green = blue_green
     response = await api.post(f"/api/routes/{name}/shift", json={
         "to_endpoint_id": green["id"], "strategy": "blue-green", "drain_s": 0, "remove_old": True})
@@ -120,16 +127,16 @@ async def test_blue_green_swaps_at_once_and_removes_the_old_endpoint(api, gatewa
     assert weights(done) == {green["name"]: 100}
     assert (await wait_endpoint(api, blue["id"], lambda e: False))["status"] == "GONE"
     assert runtime_processes(blue["name"]) == []
-    await wait_for_route(gateway, name)
+    await wait_for_route(gateway, name, key)
     await asyncio.sleep(0.5)
-    assert await served_by(gateway, name, 5) == {green["name"]: 5}
+    assert await served_by(gateway, name, 5, key) == {green["name"]: 5}
 
 
-async def test_gradual_rollout_holding_its_slo_completes(api, gateway, blue_green):
+async def test_gradual_rollout_holding_its_slo_completes(api, gateway, key, blue_green):
     name, blue, green = blue_green
     done = await shift_under_load(api, gateway, name, {
         "to_endpoint_id": green["id"], "steps": [50, 100], "step_interval_s": 1.5, "drain_s": 0,
-        "slo": {"max_ttft_p99_ms": 5000, "max_latency_p99_ms": 30000, "min_requests": 1}})
+        "slo": {"max_ttft_p99_ms": 5000, "max_latency_p99_ms": 30000, "min_requests": 1}}, key)
     shift = done["shift"]
     assert shift["status"] == "COMPLETED", shift
     assert [step["weight"] for step in shift["steps"]] == [50, 100]
@@ -138,11 +145,11 @@ async def test_gradual_rollout_holding_its_slo_completes(api, gateway, blue_gree
     assert (await api.get(f"/api/endpoints/{blue['id']}")).json()["status"] == "RUNNING"  # kept: remove_old false
 
 
-async def test_gradual_rollout_missing_its_slo_rolls_back(api, gateway, blue_green):
+async def test_gradual_rollout_missing_its_slo_rolls_back(api, gateway, key, blue_green):
     name, blue, green = blue_green
     done = await shift_under_load(api, gateway, name, {
         "to_endpoint_id": green["id"], "steps": [50, 100], "step_interval_s": 1.5,
-        "slo": {"max_ttft_p99_ms": 0.001}})  # no real first token is that fast
+        "slo": {"max_ttft_p99_ms": 0.001}}, key)  # no real first token is that fast
     shift = done["shift"]
     assert shift["status"] == "ROLLED_BACK", shift
     assert shift["reason"].startswith("at 50 %: TTFT p99")
