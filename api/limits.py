@@ -1,7 +1,9 @@
 """Bounds every request meets before any router sees it: body size (413), header size (431), NUL characters (422).
 
-Model weights go to S3 directly (`bud models upload`), so API bodies are small JSON documents; a body above
-`BUD_API_MAX_BODY_BYTES` is refused while it streams, without buffering it. PostgreSQL cannot store a NUL character
+API bodies are small JSON documents: a body above `BUD_API_MAX_BODY_BYTES` is refused while it streams, without
+buffering it. The one exception is a streamed route (model file uploads, `PUT /api/models/uploads/...`): its body
+passes through unbuffered to the router, which writes it to S3 part by part, and is refused (413) above that
+route's own limit, declared or counted as it streams. PostgreSQL cannot store a NUL character
 in text, so a NUL anywhere in a query parameter, the path or a JSON string is refused here with a 422 that names
 the field, instead of reaching the database as a 500.
 """
@@ -22,10 +24,13 @@ MAX_JSON_DEPTH = 64
 class RequestLimits:
     """Pure ASGI middleware (it must see the body as it streams, which BaseHTTPMiddleware would buffer)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, max_header_bytes: int):
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_header_bytes: int,
+                 streamed: tuple[tuple[str, str, int], ...] = ()):
+        """`streamed`: (method, path prefix, body limit) of the routes whose bodies stream through unbuffered."""
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -40,6 +45,12 @@ class RequestLimits:
                                                                              "message": "contains a NUL character"}])
             return
         declared = dict(headers).get(b"content-length")
+        if (limit := self._streamed_limit(scope)) is not None:
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                await _reply(send, 413, f"request body larger than {limit} bytes")
+                return
+            await self.app(scope, _counted(receive, limit), send)
+            return
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             await _reply(send, 413, f"request body larger than {self.max_body_bytes} bytes")
             return
@@ -57,6 +68,28 @@ class RequestLimits:
                              [{"field": field, "message": "contains a NUL character"}])
                 return
         await self.app(scope, _replay(body), send)
+
+
+    def _streamed_limit(self, scope: Scope) -> int | None:
+        method, path = scope.get("method"), scope.get("path", "")
+        return next((limit for m, prefix, limit in self.streamed if m == method and path.startswith(prefix)), None)
+
+
+def _counted(receive: Receive, limit: int) -> Receive:
+    """`receive` for a streamed route, which answers 413 itself when the body it reads passes `limit`: the chunk
+    crossing the limit still reaches the route (so it can say why); after it the body ends as a disconnect, so a
+    route that kept reading could not go further."""
+    size = 0
+
+    async def counted() -> Message:
+        nonlocal size
+        if size > limit:
+            return {"type": "http.disconnect"}
+        message = await receive()
+        size += len(message.get("body", b""))
+        return message
+
+    return counted
 
 
 async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:

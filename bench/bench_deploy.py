@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench.harness import bench_stack
-from cli.upload import upload_folder
+from devstack.s3_seed import upload_folder
 from tests.model_files import write_tiny_llama
 
 CONFIG = {"tensor_parallel_size": 1, "pipeline_parallel_size": 1, "max_model_len": 1024, "max_num_seqs": 4}

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 
 from bench.harness import bench_stack
-from cli.upload import upload_folder
+from devstack.s3_seed import upload_folder
 from tests.model_files import spec_for_total_bytes, write_tiny_llama
 
 

@@ -8,20 +8,21 @@ from pathlib import Path
 from typing import NoReturn
 from uuid import UUID
 
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
 from cli.api_client import api_client, error_message
-from cli.upload import model_files, upload_folder
-from core.settings import get_settings
+from cli.upload import UploadError, model_files, upload_folder
 from core.model_facts import ConfigError, architecture_from_config, load_config_json, supported_context_length
 from registry.safetensors_check import check_safetensors_file
 
 app = typer.Typer(help="Upload, register and browse models.", no_args_is_help=True)
 console = Console()
 SETTLED = {"AVAILABLE", "QUARANTINED", "FAILED"}
+UPLOAD_TIMEOUT_S = 600.0  # per read or write: the API answers a large file once S3 has assembled it
 
 
 def declared_facts(folder: Path) -> tuple[str, int, int]:
@@ -81,31 +82,31 @@ def upload(
     wait: bool = typer.Option(True, "--wait/--no-wait", help="follow the scan until it settles"),
     timeout_s: float = typer.Option(3600, "--timeout", help="seconds to follow the scan"),
 ) -> None:
-    """Upload FOLDER (multipart, parallel parts, unchanged files skipped), register it, and follow its scan."""
-    settings = get_settings()
+    """Upload FOLDER through the API (files streamed, several at once, unchanged files skipped) into this token's
+    project, register it, and follow its scan. Only the token is needed: the platform holds the S3 credentials."""
     architecture, parameters, context = declared_facts(folder)
-    with api_client() as client:  # the token's project: its key space is where the files go
-        projects = client.get("/api/projects")
-    if projects.status_code != 200:
-        console.print(f"[red]cannot read this token's project:[/red] {error_message(projects)}")
-        raise typer.Exit(1)
-    prefix = f"{projects.json()[0]['name']}/{name}/{version}"
     total = sum(f.size for f in model_files(folder))
-    with Progress(TextColumn("[bold]upload"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                  console=console) as progress:
+    with api_client(timeout=UPLOAD_TIMEOUT_S) as client, \
+            Progress(TextColumn("[bold]upload"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                     TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("upload", total=total)
-        outcome = upload_folder(settings, folder, settings.models_bucket, prefix,
-                                on_bytes=lambda n: progress.advance(task, n),
-                                on_file=lambda f, what: progress.console.print(f"  {f}: {what}"))
+        try:
+            outcome = upload_folder(client, folder, name, version, on_bytes=lambda n: progress.advance(task, n),
+                                    on_file=lambda f, what: progress.console.print(f"  {f}: {what}", markup=False))
+        except UploadError as error:
+            progress.stop()
+            fail(f"upload refused: {error}")
+        except httpx.TransportError as error:
+            progress.stop()
+            fail(f"upload failed: cannot reach the API ({type(error).__name__}: {error})")
     console.print(f"uploaded {len(outcome.uploaded)} file(s), skipped {len(outcome.skipped)} unchanged")
     with api_client() as client:
         response = client.post("/api/models", json={
             "name": name, "version": version, "architecture": architecture, "parameter_count": parameters,
-            "context_length": context, "source_path": f"s3://{settings.models_bucket}/{prefix}", "license": license,
+            "context_length": context, "source_path": outcome.source_path, "license": license,
         })
         if response.status_code != 202:
-            console.print(f"[red]registration refused:[/red] {error_message(response)}")
-            raise typer.Exit(1)
+            fail(f"registration refused: {error_message(response)}")
         model_id = response.json()["id"]
         console.print(f"registered {name} {version} (id {model_id}); workflow {response.json()['workflow_id']}")
         if not wait:

@@ -1,27 +1,32 @@
-"""Upload a model folder to the S3 store: multipart with parallel parts, streamed from disk, skipping unchanged files.
+"""Upload a model folder through the API with the project's token: each file streamed from disk in one request,
+several files at once, unchanged files skipped. The CLI never holds S3 credentials: the platform writes the files
+into this project's key space (api/routers/uploads.py).
 
-A file is skipped when the object already there has the same size and the same content checksum: the ETag (MD5 of
-the whole object, or the multipart ETag recomputed locally with our part size) or a sha256 in the object's metadata.
+A file is skipped when the version already holds an object of the same size and the same content checksum: its
+ETag is the MD5 of the whole object, or the multipart ETag recomputed locally with the API's part size.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
-import boto3
-from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
-from botocore.exceptions import ClientError
+import httpx
 
-from core.settings import Settings
+from cli.api_client import error_message
 
-PART_SIZE = 16 * 1024 * 1024
 HASH_BLOCK = 4 * 1024 * 1024
+SEND_BLOCK = 1024 * 1024
 # Never upload these: caches and VCS folders that tools leave next to model files.
 IGNORED_PARTS = {".git", "__pycache__", ".cache", ".ipynb_checkpoints"}
+
+
+class UploadError(RuntimeError):
+    """The API refused a listing or a file; the message says why."""
 
 
 @dataclass
@@ -33,17 +38,10 @@ class LocalFile:
 
 @dataclass
 class UploadOutcome:
+    source_path: str
     uploaded: list[str]
     skipped: list[str]
     bytes_uploaded: int
-
-
-def s3_client(settings: Settings):
-    return boto3.client(
-        "s3", endpoint_url=settings.s3_endpoint, aws_access_key_id=settings.s3_access_key,
-        aws_secret_access_key=settings.s3_secret_key, region_name=settings.s3_region,
-        config=Config(s3={"addressing_style": "path"}, signature_version="s3v4", max_pool_connections=16),
-    )
 
 
 def model_files(folder: Path) -> list[LocalFile]:
@@ -55,7 +53,7 @@ def model_files(folder: Path) -> list[LocalFile]:
     return files
 
 
-def local_digests(path: Path, part_size: int = PART_SIZE) -> tuple[str, str, str]:
+def local_digests(path: Path, part_size: int) -> tuple[str, str, str]:
     """(md5, multipart ETag for part_size, sha256) in one streamed pass."""
     md5, sha, part_md5s = hashlib.md5(), hashlib.sha256(), []
     with open(path, "rb") as handle:
@@ -79,44 +77,80 @@ def local_digests(path: Path, part_size: int = PART_SIZE) -> tuple[str, str, str
     return md5.hexdigest(), multipart, sha.hexdigest()
 
 
-def already_uploaded(client, bucket: str, key: str, local: LocalFile, digests: tuple[str, str, str]) -> bool:
-    try:
-        head = client.head_object(Bucket=bucket, Key=key)
-    except ClientError:
-        return False
-    if int(head["ContentLength"]) != local.size:
-        return False
-    md5, multipart, sha256 = digests
-    if head.get("Metadata", {}).get("sha256") == sha256:
-        return True
-    etag = head.get("ETag", "").strip('"')
-    return etag in (md5, multipart)
+def upload_url(name: str, version: str, relative: str | None = None) -> str:
+    base = f"/api/models/uploads/{quote(name, safe='')}/{quote(version, safe='')}"
+    return base if relative is None else f"{base}/{quote(relative, safe='/')}"
+
+
+def _file_body(path: Path, on_bytes: Callable[[int], None]) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        while block := handle.read(SEND_BLOCK):
+            yield block
+            on_bytes(len(block))
+
+
+def refuse_what_cannot_fit(local_files: list[LocalFile], stored: dict[str, dict], listing: dict) -> None:
+    """UploadError, before a byte is sent, when a file or the whole version would break the API's limits (which it
+    would refuse with 413 once the body is on its way)."""
+    if large := [f for f in local_files if f.size > listing["max_file_bytes"]]:
+        raise UploadError(f"{large[0].relative} is {large[0].size:,} bytes, over the {listing['max_file_bytes']:,}-byte "
+                          "limit per file: shard the weights into smaller files")
+    names = {f.relative for f in local_files}
+    total = sum(f.size for f in local_files) + sum(s["size"] for path, s in stored.items() if path not in names)
+    if total > listing["max_bytes"]:
+        raise UploadError(f"the version would hold {total:,} bytes, over the {listing['max_bytes']:,}-byte limit "
+                          "per model version")
+    if len(names | set(stored)) > listing["max_files"]:
+        raise UploadError(f"the version would hold more than {listing['max_files']:,} files, the most a model may "
+                          "have (is this the right folder?)")
 
 
 def upload_folder(
-    settings: Settings,
+    client: httpx.Client,
     folder: Path,
-    bucket: str,
-    prefix: str,
+    name: str,
+    version: str,
     on_bytes: Callable[[int], None] = lambda n: None,
     on_file: Callable[[str, str], None] = lambda name, outcome: None,
-    concurrency: int = 8,
+    concurrency: int = 4,
 ) -> UploadOutcome:
-    client = s3_client(settings)
-    transfer = TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE,
-                              max_concurrency=concurrency, use_threads=True)
-    outcome = UploadOutcome(uploaded=[], skipped=[], bytes_uploaded=0)
-    for local in model_files(folder):
-        key = f"{prefix.rstrip('/')}/{local.relative}"
-        digests = local_digests(local.path)
-        if already_uploaded(client, bucket, key, local, digests):
+    """Upload FOLDER's files as model `name` `version` of the client's project; UploadError when the API refuses."""
+    listing = client.get(upload_url(name, version))
+    if listing.status_code != 200:
+        raise UploadError(error_message(listing))
+    body = listing.json()
+    part_size = int(body["part_size"])
+    stored = {item["path"]: item for item in body["files"]}
+    outcome = UploadOutcome(source_path=body["source_path"], uploaded=[], skipped=[], bytes_uploaded=0)
+    local_files = model_files(folder)
+    refuse_what_cannot_fit(local_files, stored, body)
+
+    def one(local: LocalFile) -> None:
+        md5, multipart, sha256 = local_digests(local.path, part_size)
+        there = stored.get(local.relative)
+        if there is not None and there["size"] == local.size and there["etag"].strip('"') in (md5, multipart):
             outcome.skipped.append(local.relative)
             on_bytes(local.size)
             on_file(local.relative, "unchanged, skipped")
-            continue
-        client.upload_file(str(local.path), bucket, key, Config=transfer, Callback=on_bytes,
-                           ExtraArgs={"Metadata": {"sha256": digests[2]}})
+            return
+        response = client.put(upload_url(name, version, local.relative), content=_file_body(local.path, on_bytes),
+                              headers={"Content-Length": str(local.size), "Content-Type": "application/octet-stream",
+                                       "X-Content-SHA256": sha256})
+        if response.status_code != 201:
+            raise UploadError(f"{local.relative}: {error_message(response)}")
         outcome.uploaded.append(local.relative)
         outcome.bytes_uploaded += local.size
         on_file(local.relative, "uploaded")
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        futures = [pool.submit(one, local) for local in local_files]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            for future in futures:  # the first refusal stops the upload with its reason
+                future.cancel()
+            raise
+    outcome.uploaded.sort()
+    outcome.skipped.sort()
     return outcome

@@ -19,6 +19,12 @@ def key_space(project_name: str) -> str:
     return f"{project_name}/"
 
 
+def upload_prefix(project_name: str, name: str, version: str) -> str:
+    """Where `PUT /api/models/uploads/<name>/<version>/...` writes one model version's files (no trailing slash).
+    name and version are validated by the caller (no '/', no '..'), so the prefix stays inside the key space."""
+    return f"{key_space(project_name)}{name}/{version}"
+
+
 def require_own_key_space(body: ModelRegistration, project_name: str, bucket: str) -> None:
     where = f"s3://{bucket}/{key_space(project_name)}"
     if body.bucket != bucket or not body.prefix.startswith(key_space(project_name)):

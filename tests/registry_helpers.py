@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from cli.upload import upload_folder
+from devstack.s3_seed import upload_folder
 from core.settings import Settings
 from tests.helpers import unique
 

@@ -19,7 +19,6 @@ from activities.heartbeats import heartbeating
 from activities.object_store import UNEXPECTED_ERROR_ATTEMPTS, ObjectStoreActivities, fails_after_retries
 from activities.model_records import ModelRecordActivities
 from activities.scanning import ScanningActivities
-from cli.upload import upload_folder
 from core.objectstore import ObjectStore
 from control.payloads.models import (
     AnalyzeConfigInput,
@@ -120,20 +119,6 @@ async def test_quarantine_and_record_activities_are_idempotent(settings, db_pool
     await env.run(records.record_model_scan, outcome)
     model = (await api.get(f"/api/models/{model_id}")).json()
     assert model["status"] in ("AVAILABLE", "FAILED")  # the real workflow may also have finished (no objects)
-
-
-async def test_second_upload_skips_unchanged_files(settings, tiny, tmp_path):
-    prefix = unique("reupload")
-    first = await asyncio.to_thread(upload_folder, settings, tiny.path, settings.models_bucket, prefix)
-    assert sorted(first.uploaded) == sorted(tiny.files) and first.skipped == []
-    second = await asyncio.to_thread(upload_folder, settings, tiny.path, settings.models_bucket, prefix)
-    assert second.uploaded == [] and sorted(second.skipped) == sorted(tiny.files)
-    (tiny.path / "tokenizer_config.json").write_text('{"changed": true}')
-    try:
-        third = await asyncio.to_thread(upload_folder, settings, tiny.path, settings.models_bucket, prefix)
-        assert third.uploaded == ["tokenizer_config.json"]
-    finally:
-        write_tiny_llama(tiny.path)
 
 
 @asynccontextmanager
