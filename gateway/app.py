@@ -47,6 +47,7 @@ from gateway.demand import DemandRecorder
 from gateway.keys import KeyEntry, KeyStore
 from gateway.limits import Limiter
 from gateway.metrics import CONTENT_TYPE, UNKNOWN, GatewayMetrics
+from gateway.provider_guard import GuardedResolver, literal_host_refusal
 from gateway.routes import Backend, RouteTable
 from gateway.sources import RouteSource
 from gateway.usage import UsageRecorder
@@ -121,10 +122,12 @@ class _Route:
     endpoint_ids: tuple[str, ...]  # the primaries' endpoints, for demand notes
 
 
-def _compile(table: RouteTable) -> dict[str, _Route]:
+def _compile(table: RouteTable, allow_private_providers: bool) -> dict[str, _Route]:
     compiled = {}
     for name, backends in table.routes.items():
         info = table.info.get(name)
+        if not allow_private_providers:
+            backends = tuple(b for b in backends if not _refused_provider(b))
         primaries = tuple(b for b in backends if not b.fallback)
         fallbacks = tuple(b for b in backends if b.fallback)
         endpoint_ids = tuple(b.endpoint_id for b in primaries if b.provider is None and b.weight > 0)
@@ -138,6 +141,15 @@ def _compile(table: RouteTable) -> dict[str, _Route]:
             endpoint_ids=endpoint_ids,
         )
     return compiled
+
+
+def _refused_provider(backend: Backend) -> bool:
+    if backend.provider is None:
+        return False
+    reason = literal_host_refusal(backend.provider.base_url)
+    if reason is not None:
+        log.error("provider %s left out: %s (BUD_PROVIDER_ALLOW_PRIVATE_URLS allows it)", backend.provider.name, reason)
+    return reason is not None
 
 
 class GatewayApp:
@@ -164,6 +176,7 @@ class GatewayApp:
         max_connections: int = 1000,
         max_body_bytes: int = 32 * 1024 * 1024,
         cold_start_wait_s: float = 60.0,
+        provider_allow_private: bool = False,
     ) -> None:
         self.source = source
         self.key_source = key_source  # something with start()/stop() keeping `keys` current (PostgresKeySource)
@@ -173,6 +186,7 @@ class GatewayApp:
         self.demand = demand or DemandRecorder()
         self.poll_interval_s = poll_interval_s
         self.cold_start_wait_s = cold_start_wait_s
+        self.provider_allow_private = provider_allow_private
         self.table = RouteTable()
         self._routes: dict[str, _Route] = {}
         self._table_changed = asyncio.Event()
@@ -194,9 +208,12 @@ class GatewayApp:
 
     # ----- lifecycle --------------------------------------------------------------------------------------------
 
-    def _session(self) -> aiohttp.ClientSession:
+    def _session(self, guarded: bool = False) -> aiohttp.ClientSession:
+        resolver = GuardedResolver() if guarded else None  # providers: see gateway.provider_guard
         return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0, keepalive_timeout=30.0),
+            connector=aiohttp.TCPConnector(
+                limit=self.max_connections, limit_per_host=0, keepalive_timeout=30.0, resolver=resolver
+            ),
             timeout=self._timeout,
             auto_decompress=False,  # relay bytes exactly as the upstream sent them
             cookie_jar=aiohttp.DummyCookieJar(),  # never carry one client's cookies into another's request
@@ -205,7 +222,7 @@ class GatewayApp:
 
     async def start(self) -> None:
         self._client = self._session()
-        self._provider_client = self._session()
+        self._provider_client = self._session(guarded=not self.provider_allow_private)
         if self.key_source is not None:
             await self.key_source.start()
         if self.limiter is not None:
@@ -239,7 +256,7 @@ class GatewayApp:
         if table == self.table:
             return False
         self.table = table
-        self._routes = _compile(table)
+        self._routes = _compile(table, self.provider_allow_private)
         self.balancer.forget_except(table.routes.keys(), table.replica_urls())
         changed, self._table_changed = self._table_changed, asyncio.Event()
         changed.set()  # wakes requests waiting for a replica

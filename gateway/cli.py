@@ -69,6 +69,7 @@ def build_app(args: argparse.Namespace) -> GatewayApp:
         upstream_timeout_s=args.upstream_timeout_s,
         max_connections=args.max_connections,
         cold_start_wait_s=args.cold_start_wait_s,
+        provider_allow_private=get_settings().provider_allow_private_urls,
     )
     if args.auth == "none":
         return GatewayApp(source, **options)

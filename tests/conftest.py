@@ -230,7 +230,8 @@ def gateway(settings: Settings, db_pool, state_dir: Path) -> Iterator[str]:
         "gateway", ["gateway", "--port", str(port), "--route-source", "gateway.postgres_source:from_environment",
                     "--poll-interval-s", "0.2"],
         state_dir, {"BUD_DATABASE_URL": settings.database_url, "BUD_REDIS_URL": settings.redis_url,
-                    "BUD_STATE_DIR": str(state_dir)},  # the state folder's secret key opens provider keys
+                    "BUD_STATE_DIR": str(state_dir),  # the state folder's secret key opens provider keys
+                    "BUD_PROVIDER_ALLOW_PRIVATE_URLS": str(settings.provider_allow_private_urls)},
         health_url=f"http://127.0.0.1:{port}/healthz",
     ).start().wait_healthy()
     yield f"http://127.0.0.1:{port}/v1"

@@ -133,6 +133,7 @@ async def keyed_gateway(postgres_url: str, redis_url: str | None, source: InMemo
         poll_interval_s=0.1,
         down_for_s=2.0,
         cold_start_wait_s=options.pop("cold_start_wait_s", 0.3),
+        provider_allow_private=options.pop("provider_allow_private", True),  # the test providers are on 127.0.0.1
         **options,
     )
     async with serve_in_background(app) as server:

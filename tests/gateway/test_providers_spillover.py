@@ -16,7 +16,7 @@ from core.processes import free_port
 from gateway.postgres_source import PostgresRouteSource
 from gateway.routes import Backend, ProviderTarget, RouteTable
 from runtime.sse import DONE, parse_sse
-from tests.gateway.conftest import FAST, bearer, new_key, new_project
+from tests.gateway.conftest import FAST, bearer, keyed_gateway, new_key, new_project
 from tests.gateway.test_gateway import chat, runtime_metric
 from tests.helpers import unique
 
@@ -219,3 +219,26 @@ async def test_a_route_at_zero_replicas_waits_for_one(runtimes, gateway):
     reply = await waiting
     assert reply.status_code == 200 and reply.headers["x-bud-backend"] == "ep-cold"
     assert 0.5 <= time.monotonic() - started < 3
+
+
+async def test_providers_on_private_addresses_are_refused_unless_allowed(provider, db_pool, postgres_url, redis_url,
+                                                                          caplog):  # fmt: skip
+    project = await new_project(db_pool)
+    key, _ = await new_key(db_pool, project)
+    port = provider.url.rsplit(":", 1)[1]
+    async with keyed_gateway(postgres_url, redis_url, provider_allow_private=False) as guarded:
+        await guarded.set_routes({
+            "literal": (project, [provider_backend(provider.url, name="loopback-ip")]),
+            "by-name": (project, [provider_backend(f"http://localhost:{port}", name="loopback-name")]),
+        })  # fmt: skip
+        await asyncio.sleep(1.0)
+        for route, name in (("literal", "loopback-ip"), ("by-name", "loopback-name")):
+            reply = await guarded.client.post("/v1/chat/completions", json=chat(route), headers=bearer(key))
+            assert reply.status_code == 503, reply.text
+        assert "provider loopback-ip left out: 127.0.0.1 is a loopback address" in caplog.text
+        assert reply.json()["error"]["message"] == "provider `loopback-name` could not be reached"
+    async with keyed_gateway(postgres_url, redis_url, provider_allow_private=True) as allowed:
+        await allowed.set_routes({"by-name": (project, [provider_backend(f"http://localhost:{port}")])})
+        await asyncio.sleep(1.0)
+        assert (await allowed.client.post("/v1/chat/completions", json=chat("by-name"), headers=bearer(key))
+                ).status_code == 200  # fmt: skip
