@@ -131,7 +131,9 @@ def bucket_window(index: int, window_from: datetime, window_to: datetime,
     if step_s is None:
         return window_from, window_to
     start = window_from + timedelta(seconds=index * step_s)
-    return start, min(start + timedelta(seconds=step_s), window_to)
+    if (window_to - start).total_seconds() <= step_s:  # the last bucket (and no overflow near datetime.max)
+        return start, window_to
+    return start, start + timedelta(seconds=step_s)
 
 
 @dataclass

@@ -45,6 +45,7 @@ async def test_a_refused_body_never_echoes_the_key_and_the_log_never_holds_it(ap
         provider_body(price_per_mtok={"input": -1, "output": 1}),
         provider_body(base_url="https://127.0.0.1/v1"),
         provider_body(api_key=""),
+        provider_body(api_key=SECRET + "\r\nX-Injected: 1"),     # would break the provider's request header
         provider_body(models=[]),
         provider_body(kind="anthropic"),
         provider_body(extra=SECRET),

@@ -72,7 +72,10 @@ async def get_usage(
 ) -> dict:
     now = datetime.now(UTC)
     window_to = _aware(to) if to is not None else now
-    start = _aware(window_from) if window_from is not None else window_to - timedelta(hours=24)
+    try:
+        start = _aware(window_from) if window_from is not None else window_to - timedelta(hours=24)
+    except OverflowError:
+        raise invalid_field("to", "too early for a default window: give `from`") from None
     if start >= window_to:
         raise invalid_field("from", "must be before `to`")
     if window_to - start > usage.MAX_WINDOW:

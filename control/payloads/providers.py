@@ -34,6 +34,15 @@ class ProviderCreate(BaseModel):
                                         description="the provider's model names a route may use")
     price_per_mtok: PricePerMtok
 
+    @field_validator("api_key")
+    @classmethod
+    def _header_safe(cls, api_key: SecretStr) -> SecretStr:
+        # It travels in an Authorization header: visible ASCII only, so it cannot break the header or add one.
+        # The message never repeats the value.
+        if not all("!" <= ch <= "~" for ch in api_key.get_secret_value()):
+            raise ValueError("must be visible ASCII characters only (no spaces or line breaks)")
+        return api_key
+
     @field_validator("models")
     @classmethod
     def _distinct(cls, models: list[str]) -> list[str]:
