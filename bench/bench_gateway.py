@@ -1,8 +1,13 @@
-"""Latency the gateway adds over calling a runtime directly, at 100 concurrent streams (target: p99 < 2 ms).
+"""Latency the gateway adds over calling a runtime directly, at 100 concurrent streams (target: p99 < 2 ms), and its
+throughput, with everything a production request goes through switched on.
 
-Starts one simulated runtime and one gateway routing to it, then alternates timed phases of N concurrent streaming
-completions sent straight to the runtime and through the gateway, and compares time to first token and end-to-end
-latency percentiles. Alternating phases spreads any background load on the machine over both sides.
+Starts PostgreSQL and Redis of its own, one simulated runtime, and one gateway as the control plane runs it: the
+inference key checked against the key table loaded from PostgreSQL, rpm/tpm limits and the project's monthly quota
+counted in Redis (limits set high enough never to refuse), every request metered into usage_events. The clients
+stream without asking for usage, so the gateway also adds the usage request and strips the usage chunk. Then it
+alternates timed phases of N concurrent streaming completions sent straight to the runtime and through the gateway,
+and compares time to first token and end-to-end latency percentiles. Alternating phases spreads any background load
+on the machine over both sides. At the end it checks that every request through the gateway became a usage row.
 
 The load generator is a minimal HTTP/1.1 client on asyncio streams (keep-alive, one connection per stream) so its
 own cost stays small next to what it measures.
@@ -16,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import statistics
 import sys
@@ -24,7 +30,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
+
+from core.db import apply_migrations, create_pool
+from core.inference_keys import generate
 from core.processes import ManagedProcess, free_port, http_ok
+from devstack import services
 from runtime.launch import sim_runtime_process
 
 MODEL = "bench-model"
@@ -35,6 +46,7 @@ class Samples:
     ttft_ms: list[float] = field(default_factory=list)
     e2e_ms: list[float] = field(default_factory=list)
     errors: int = 0
+    wall_s: float = 0.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -50,14 +62,14 @@ def percentile(values: list[float], q: float) -> float:
 class StreamClient:
     """One keep-alive connection that sends streaming completions and times them."""
 
-    def __init__(self, port: int, max_tokens: int) -> None:
+    def __init__(self, port: int, max_tokens: int, key: str) -> None:
         self.port = port
         body = json.dumps(
             {"model": MODEL, "prompt": "tell me about the ocean", "max_tokens": max_tokens, "stream": True}
         ).encode()
         self.request = (
             b"POST /v1/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+            b"authorization: Bearer %s\r\ncontent-length: %d\r\n\r\n%s" % (key.encode(), len(body), body)
         )
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
@@ -94,6 +106,9 @@ class StreamClient:
             self.writer.close()
 
 
+KEY = ""  # the inference key the clients send (the runtime ignores it; the gateway checks it)
+
+
 async def run_phase(port: int, concurrency: int, seconds: float, max_tokens: int, spread_s: float) -> Samples:
     """`concurrency` closed-loop streams for `seconds`. Stream starts are spread over `spread_s` (one request's
     duration) so the streams do not all arrive, and then tick, in lock-step."""
@@ -102,7 +117,7 @@ async def run_phase(port: int, concurrency: int, seconds: float, max_tokens: int
 
     async def worker(index: int) -> None:
         await asyncio.sleep(spread_s * index / concurrency)
-        client = StreamClient(port, max_tokens)
+        client = StreamClient(port, max_tokens, KEY)
         try:
             while time.perf_counter() < deadline:
                 try:
@@ -110,14 +125,16 @@ async def run_phase(port: int, concurrency: int, seconds: float, max_tokens: int
                 except (OSError, RuntimeError, asyncio.IncompleteReadError):
                     samples.errors += 1
                     client.close()
-                    client = StreamClient(port, max_tokens)
+                    client = StreamClient(port, max_tokens, KEY)
                     continue
                 samples.ttft_ms.append(ttft)
                 samples.e2e_ms.append(e2e)
         finally:
             client.close()
 
+    started = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    samples.wall_s = time.perf_counter() - started
     return samples
 
 
@@ -147,7 +164,8 @@ async def measure(
     spread_s = (args.ttft_ms + args.max_tokens * args.tpot_ms) / 1000
     # Warm both paths (connections, code paths) before timing anything.
     await run_phase(runtime_port, args.concurrency, 1.0, args.max_tokens, spread_s)
-    await run_phase(gateway_port, args.concurrency, 1.0, args.max_tokens, spread_s)
+    warm = await run_phase(gateway_port, args.concurrency, 1.0, args.max_tokens, spread_s)
+    args.warm_requests = len(warm.ttft_ms) + warm.errors
     totals = {"direct": Samples(), "gateway": Samples()}
     deltas: dict[str, list[float]] = {"ttft_p50": [], "ttft_p99": [], "e2e_p50": [], "e2e_p99": []}
     cpu = {"runtime": 0.0, "gateway": 0.0, "client": 0.0}
@@ -169,6 +187,7 @@ async def measure(
             totals[name].ttft_ms += phase.ttft_ms
             totals[name].e2e_ms += phase.e2e_ms
             totals[name].errors += phase.errors
+            totals[name].wall_s += phase.wall_s
         for key in deltas:
             metric, q = key.split("_")
             values = {name: getattr(phases[name], f"{metric}_ms") for name in phases}
@@ -184,29 +203,46 @@ def main() -> int:
     parser.add_argument("--tpot-ms", type=float, default=20.0)
     parser.add_argument("--phase-s", type=float, default=2.0, help="seconds per timed phase")
     parser.add_argument("--rounds", type=int, default=8, help="direct+gateway phase pairs, alternated")
+    parser.add_argument("--plain", action="store_true",
+                        help="the proxy alone (--auth none: no keys, limits or metering), to see what those cost")
     args = parser.parse_args()
 
     logs = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-    gateway_port = free_port()
+    logs.chmod(0o755)  # PostgreSQL runs as its own user when we are root
+    gateway_port, pg_port, redis_port = free_port(), free_port(), free_port()
+    password = secrets.token_urlsafe(24)
+    database_url = f"postgresql://bud:{password}@127.0.0.1:{pg_port}/bud"
+    redis_url = f"redis://:{password}@127.0.0.1:{redis_port}/0"
+    postgres = services.postgres_server(logs, pg_port, password, fast_unsafe=True)
+    redis = services.redis_server(logs, redis_port, password)
     runtime_flags = ["--max-num-seqs", "256", "--sim-ttft-ms", str(args.ttft_ms), "--sim-tpot-ms", str(args.tpot_ms)]
     runtime_flags += ["--sim-batch-tpot-factor", "0", "--log-level", "warning"]
     runtime = sim_runtime_process(MODEL, logs, runtime_flags, name="runtime", startup_timeout_s=30)
     runtime_port = int(runtime.url.rsplit(":", 1)[1])
     routes = logs / "routes.json"
-    backend = {"endpoint_id": "bench", "weight": 1, "replicas": [runtime.url]}
-    routes.write_text(json.dumps({"routes": {MODEL: [backend]}}))
     gateway_argv = [sys.executable, "-m", "gateway", "--port", str(gateway_port), "--routes-file", str(routes)]
+    if args.plain:
+        gateway_argv += ["--auth", "none"]
     gateway = ManagedProcess(
         "gateway",
         [*gateway_argv, "--log-level", "warning"],
         logs / "gateway.log",
         healthy=lambda: http_ok(f"http://127.0.0.1:{gateway_port}/healthz"),
+        env={"BUD_DATABASE_URL": database_url, "BUD_REDIS_URL": redis_url, "BUD_STATE_DIR": str(logs)},
         startup_timeout_s=30,
     )
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     try:
         runtime.start()
+        postgres.start()
+        redis.start()
+        postgres.wait_healthy()
+        services.ensure_database(pg_port, password)
+        project_id = asyncio.run(_key_and_project(database_url))
+        backend = {"endpoint_id": "bench", "weight": 1, "replicas": [runtime.url]}
+        routes.write_text(json.dumps({"routes": {MODEL: {"project_id": project_id, "backends": [backend]}}}))
+        redis.wait_healthy()
         gateway.start()
         runtime.wait_healthy()
         gateway.wait_healthy()
@@ -217,9 +253,13 @@ def main() -> int:
         except ImportError:
             pass
         result = asyncio.run(measure(args, runtime, gateway, runtime_port, gateway_port))
+        gateway.stop()  # SIGTERM: the buffered usage rows are written before it exits
+        rows = asyncio.run(_usage_rows(database_url))
     finally:
         gateway.stop()
         runtime.stop()
+        redis.stop()
+        postgres.stop()
         shutil.rmtree(logs, ignore_errors=True)
 
     direct, via = result.totals["direct"], result.totals["gateway"]
@@ -230,6 +270,13 @@ def main() -> int:
     print(f"{'path':<10} {'reqs':>6} {'errs':>4}  {'ttft p50':>8} {'ttft p99':>8}  {'e2e p50':>8} {'e2e p99':>8}  (ms)")
     print(row("direct", direct))
     print(row("gateway", via))
+    print(f"throughput: direct {len(direct.ttft_ms) / direct.wall_s:.0f} req/s, "
+          f"gateway {len(via.ttft_ms) / via.wall_s:.0f} req/s ({args.concurrency} streams of {args.max_tokens} tokens)")
+    sent = len(via.ttft_ms) + via.errors + args.warm_requests
+    if not args.plain:
+        print(f"metering: {rows} usage rows for {sent} requests through the gateway (keys, Redis limits and usage on)")
+    else:
+        rows = sent = 0  # nothing metered
     added = {
         "ttft_p50": percentile(via.ttft_ms, 50) - percentile(direct.ttft_ms, 50),
         "ttft_p99": percentile(via.ttft_ms, 99) - percentile(direct.ttft_ms, 99),
@@ -250,7 +297,33 @@ def main() -> int:
     target_ok = max(added["ttft_p99"], added["e2e_p99"]) < 2.0
     verdict = "met" if target_ok else "NOT met"
     print(f"target p99 added < 2 ms: {verdict}   (run took {time.perf_counter() - started:.0f} s)")
-    return 0 if direct.errors == 0 and via.errors == 0 else 1
+    return 0 if direct.errors == 0 and via.errors == 0 and rows == sent else 1
+
+
+async def _key_and_project(database_url: str) -> str:
+    """Migrations, a project with a monthly quota and a key with rpm/tpm limits no phase reaches; the key goes into
+    KEY for the clients. Returns the project id."""
+    global KEY
+    pool = await create_pool(database_url)
+    try:
+        await apply_migrations(pool)
+        project_id = await pool.fetchval(
+            "INSERT INTO projects (name, monthly_token_quota) VALUES ('bench', 1000000000000) RETURNING id")
+        KEY, prefix, digest = generate()
+        await pool.execute(
+            "INSERT INTO inference_keys (project_id, name, prefix, digest, rpm, tpm) VALUES ($1, 'bench', $2, $3, "
+            "100000000, 2000000000)", project_id, prefix, digest)  # fmt: skip
+    finally:
+        await pool.close()
+    return str(project_id)
+
+
+async def _usage_rows(database_url: str) -> int:
+    connection = await asyncpg.connect(database_url)
+    try:
+        return await connection.fetchval("SELECT count(*) FROM usage_events")
+    finally:
+        await connection.close()
 
 
 if __name__ == "__main__":
