@@ -93,8 +93,8 @@ def refuse_what_cannot_fit(local_files: list[LocalFile], stored: dict[str, dict]
     """UploadError, before a byte is sent, when a file or the whole version would break the API's limits (which it
     would refuse with 413 once the body is on its way)."""
     if large := [f for f in local_files if f.size > listing["max_file_bytes"]]:
-        raise UploadError(f"{large[0].relative} is {large[0].size:,} bytes, over the {listing['max_file_bytes']:,}-byte "
-                          "limit per file: shard the weights into smaller files")
+        raise UploadError(f"{large[0].relative} is {large[0].size:,} bytes, over the "
+                          f"{listing['max_file_bytes']:,}-byte limit per file: shard the weights into smaller files")
     names = {f.relative for f in local_files}
     total = sum(f.size for f in local_files) + sum(s["size"] for path, s in stored.items() if path not in names)
     if total > listing["max_bytes"]:

@@ -115,7 +115,8 @@ async def list_upload(name: NameParam, version: VersionParam, pool: PoolDep, set
     async with ObjectStore(settings) as store:
         with store_errors():
             found = await store.list_objects(settings.models_bucket, prefix + "/", max_keys=MAX_OBJECTS_PER_MODEL)
-    files = [{"path": o.key[len(prefix) + 1:], "size": o.size, "etag": o.etag} for o in found if not o.key.endswith("/")]
+    files = [{"path": o.key[len(prefix) + 1:], "size": o.size, "etag": o.etag}
+             for o in found if not o.key.endswith("/")]
     return {"source_path": f"s3://{settings.models_bucket}/{prefix}", "part_size": PART_SIZE,
             "max_file_bytes": settings.upload_max_file_bytes, "max_bytes": settings.upload_max_bytes,
             "max_files": MAX_OBJECTS_PER_MODEL, "files": files}
@@ -132,8 +133,9 @@ async def upload_file(
     pool: PoolDep,
     settings: SettingsDep,
     principal: PrincipalDep,
-    content_sha256: Annotated[str | None, Header(alias="x-content-sha256", pattern=r"^[0-9a-fA-F]{64}$",
-                                                 description="SHA-256 of the body, checked before it is stored")] = None,
+    content_sha256: Annotated[str | None, Header(
+        alias="x-content-sha256", pattern=r"^[0-9a-fA-F]{64}$",
+        description="SHA-256 of the body, checked before it is stored")] = None,
     content_length: Annotated[int | None, Header(alias="content-length", ge=0)] = None,
 ) -> dict:
     """Store the body as one file of the model version (replacing it if present); 201 with its size and SHA-256."""
@@ -156,7 +158,8 @@ async def upload_file(
                                 "may have (was the right folder uploaded?)")
         room = settings.upload_max_bytes - sum(o.size for o in others)
         if settings.upload_max_file_bytes <= room:
-            cap, what = settings.upload_max_file_bytes, f"the {format_limit(settings.upload_max_file_bytes)} limit per file"
+            cap = settings.upload_max_file_bytes
+            what = f"the {format_limit(settings.upload_max_file_bytes)} limit per file"
         else:
             cap, what = max(room, 0), (f"the {format_limit(settings.upload_max_bytes)} limit per model version "
                                        f"({format_limit(max(room, 0))} left)")
@@ -200,7 +203,8 @@ async def _stream_into(store: ObjectStore, bucket: str, key: str, chunks: AsyncI
                     del buffer[:PART_SIZE]
                     await send_part(part)
         except ClientDisconnect:
-            raise ApiError(400, "the upload was interrupted before the whole body arrived; nothing was stored") from None
+            raise ApiError(400, "the upload was interrupted before the whole body arrived; "
+                                "nothing was stored") from None
         digest = sha.hexdigest()
         if expected_sha256 and digest != expected_sha256:
             raise invalid_field("x-content-sha256", f"the body's SHA-256 is {digest}; nothing was stored")
