@@ -9,8 +9,8 @@ from fastapi import FastAPI
 from api.errors import ERROR_RESPONSES, install_error_handlers
 from api.limits import RequestLimits
 from api.metrics import install_metrics
-from api.routers import (api_keys, clusters, dashboard, endpoints, health, models, optimizations, projects, providers,
-                         routes, uploads, usage)
+from api.routers import (api_keys, clusters, dashboard, endpoints, health, measurements, models, optimizations,
+                         projects, providers, routes, uploads, usage)
 from api.bootstrap import ensure_admin_token, ensure_inference_key, ensure_local_cluster, seal_stored_secrets
 from core.db import apply_migrations, create_pool
 from core.logging import configure_logging
@@ -49,9 +49,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_metrics(app)
     app.add_middleware(RequestLimits, max_body_bytes=settings.api_max_body_bytes,
                        max_header_bytes=settings.api_max_header_bytes,
-                       streamed=(("PUT", uploads.UPLOAD_PATH_PREFIX, settings.upload_max_file_bytes),))
+                       streamed=(("PUT", uploads.UPLOAD_PATH_PREFIX, settings.upload_max_file_bytes),
+                                 ("POST", measurements.PATH, measurements.MAX_IMPORT_BYTES)))
     for router in (health.router, projects.router, clusters.router, models.router, optimizations.router,
                    endpoints.router, routes.router, dashboard.router, api_keys.router, providers.router, usage.router,
-                   uploads.router):
+                   uploads.router, measurements.router):
         app.include_router(router, responses=ERROR_RESPONSES)
     return app
