@@ -119,12 +119,18 @@ class DemandRecorder:
         except Exception as exc:  # database down or refusing: keep the times, try again next tick
             self.failed_writes += 1
             log.warning("endpoint demand not written, retrying next tick: %s", exc)
-            for endpoint_id, at in batch.items():
-                if self._pending.get(endpoint_id, 0.0) < at:
-                    self._pending[endpoint_id] = at
+            self._restore(batch)
             return 0
+        except BaseException:  # cancelled mid-write (shutdown): the final flush writes them
+            self._restore(batch)
+            raise
         self.writes += 1
         return len(ids)
+
+    def _restore(self, batch: dict[str, float]) -> None:
+        for endpoint_id, at in batch.items():
+            if self._pending.get(endpoint_id, 0.0) < at:
+                self._pending[endpoint_id] = at
 
 
 def from_environment() -> DemandRecorder:
