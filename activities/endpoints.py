@@ -122,7 +122,7 @@ class EndpointActivities:
         """Replicas into the routing table and a route named after the endpoint: the gateway serves it."""
         async with self.pool.acquire() as conn:
             endpoint = await endpoints.get_endpoint(conn, request.endpoint_id)
-            await endpoints.replace_replicas(conn, request.endpoint_id, request.replicas)
+            await endpoints.replace_replicas(conn, request.endpoint_id, request.replicas, request.replica_count)
             await endpoints.ensure_route(conn, request.route_name, endpoint.project_id, request.endpoint_id)
             count = request.replica_count if request.replica_count is not None else len(request.replicas)
             ready = request.ready_replicas if request.ready_replicas is not None else sum(r.ready for r in request.replicas)

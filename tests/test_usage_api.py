@@ -177,7 +177,12 @@ async def test_recording_replicas_keeps_their_gpu_lifetimes(api, db_pool):
         states = await conn.fetch("SELECT replica, stopped_at IS NULL AS running FROM replica_lifetimes "
                                   "WHERE endpoint_id = $1 ORDER BY replica", endpoint)
         assert [tuple(r) for r in states] == [("r0", True), ("r1", False)]
+        # One Service row standing for three pods (Kubernetes): each pod holds its GPUs.
+        await endpoint_store.replace_replicas(conn, endpoint, replicas("svc"), pods=3)
+        pods = await conn.fetch("SELECT replica FROM replica_lifetimes WHERE endpoint_id = $1 AND stopped_at IS NULL "
+                                "ORDER BY replica", endpoint)
+        assert [r["replica"] for r in pods] == ["svc#0", "svc#1", "svc#2"]
         await endpoint_store.remove_from_routing(conn, endpoint)
         assert await conn.fetchval("SELECT count(*) FROM replica_lifetimes WHERE endpoint_id = $1 "
                                    "AND stopped_at IS NULL", endpoint) == 0
-        assert await conn.fetchval("SELECT count(*) FROM replica_lifetimes WHERE endpoint_id = $1", endpoint) == 2
+        assert await conn.fetchval("SELECT count(*) FROM replica_lifetimes WHERE endpoint_id = $1", endpoint) == 5

@@ -215,14 +215,20 @@ async def ready_replica_urls(conn: asyncpg.Connection, endpoint_id: UUID) -> lis
     return [row["url"] for row in rows]
 
 
-async def replace_replicas(conn: asyncpg.Connection, endpoint_id: UUID, replicas: list[ReplicaState]) -> None:
+async def replace_replicas(conn: asyncpg.Connection, endpoint_id: UUID, replicas: list[ReplicaState],
+                           pods: int | None = None) -> None:
+    """Record the routable replicas. `pods` is the release's replica count: when one row stands for more pods (a
+    Kubernetes Service balancing them), each pod's GPU time is kept as its own lifetime."""
     async with conn.transaction():
         await conn.execute("DELETE FROM endpoint_replicas WHERE endpoint_id = $1", endpoint_id)
         await conn.executemany(
             "INSERT INTO endpoint_replicas (endpoint_id, name, url, ready) VALUES ($1, $2, $3, $4)",
             [(endpoint_id, r.name, r.url, r.ready) for r in replicas if r.url],
         )
-        await track_replica_lifetimes(conn, endpoint_id, [r.name for r in replicas if r.url])
+        names = [r.name for r in replicas if r.url]
+        if pods is not None and len(replicas) == 1 and pods > 1 and names:
+            names = [f"{names[0]}#{index}" for index in range(pods)]
+        await track_replica_lifetimes(conn, endpoint_id, names)
 
 
 async def track_replica_lifetimes(conn: asyncpg.Connection, endpoint_id: UUID, names: list[str]) -> None:
