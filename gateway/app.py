@@ -559,6 +559,7 @@ class GatewayApp:
         response_headers.append((b"x-bud-backend", label.encode()))
         kept: list[bytes] = []  # non-streaming: the body (for its usage); streaming: the last few chunks
         pending = b""  # add_usage: an event not yet complete
+        events = 0  # data events seen: the tokens of a stream the client left before its usage chunk
         client_gone = asyncio.ensure_future(receive())  # completes on client disconnect (or once we finish)
         complete = False
         try:
@@ -571,6 +572,7 @@ class GatewayApp:
                     attempt.ttft_ms = (time.perf_counter() - arrived) * 1000
                     first = False
                 if event_stream:
+                    events += chunk.count(b"data: {")
                     if add_usage:
                         if pending:
                             chunk, pending = pending + chunk, b""
@@ -611,6 +613,10 @@ class GatewayApp:
                 client_gone.cancel()
         if complete and status == 200 and kept:
             _read_usage(b"".join(kept), attempt)
+        if event_stream and status == 200 and attempt.completion_tokens == 0 and events:
+            # No usage chunk (the client left first, or the upstream sends none): about one token per event, less
+            # the chat role event. Counted all the same, so leaving early does not dodge tpm or the quota.
+            attempt.completion_tokens = max(1, events - 1)
         attempt.status = status if complete else 499
         outcome = str(status) if complete else "aborted"
         self.metrics.requests.labels(model, label, outcome).inc()

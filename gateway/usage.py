@@ -1,4 +1,8 @@
-"""Metering: one usage row per /v1 request the gateway answers (401, 404 and 429 included), written off the hot path.
+"""Metering: one usage row per inference call (POST /v1/...) the gateway answers (401, 404 and 429 included), written
+off the hot path. Model listings (GET /v1/models) are not metered.
+
+Tokens are the answer's usage (the JSON body, or the final usage chunk of a stream). A stream the client left early
+is recorded with status 499 and about one completion token per data event it received.
 
 `record` appends a tuple to an in-memory buffer; a background task writes the buffer every `flush_interval_s` (1 s),
 or as soon as `batch_rows` (500) are waiting, in one INSERT ... SELECT FROM unnest(...) ON CONFLICT (request_id) DO

@@ -190,6 +190,11 @@ async def test_usage_rows_hold_what_the_clients_received(runtimes, keyed, db_poo
     assert metric(text, "bud_gateway_prompt_tokens_total", **labels) == sum(u["prompt_tokens"] for u in received)
     assert metric(text, "bud_gateway_project_requests_total", status="200", **labels) == 4
 
+    deadline = time.monotonic() + 5  # last_used_at is written in the background, not on the request path
+    while await db_pool.fetchval("SELECT last_used_at FROM inference_keys WHERE id = $1", uuid.UUID(key_id)) is None:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+
     await keyed.client.post("/v1/chat/completions", json=chat("alpha"))  # no key: a row under no project
     deadline = time.monotonic() + 5
     while not await db_pool.fetchval("SELECT count(*) FROM usage_events WHERE status = 401 AND key_id IS NULL "
