@@ -26,6 +26,10 @@ def _print_admin_token(stack: Stack) -> None:
         shown_marker.touch()
     elif token_file.exists():
         console.print(f"\nAdmin token: {token_file}")
+    key_file = stack.settings.state_dir / "inference-key"
+    if key_file.exists():
+        console.print(f"Inference key for the gateway: {key_file} "
+                      "(send it as `Authorization: Bearer $(cat .bud/inference-key)`)")
 
 
 @app.command()
