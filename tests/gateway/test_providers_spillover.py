@@ -96,6 +96,8 @@ async def test_provider_errors_name_the_provider_and_never_show_its_key(runtimes
     await keyed.set_routes({
         "bad-key": (project, [provider_backend(provider.url, key=wrong, name="acme-bad")]),
         "down": (project, [provider_backend(f"http://127.0.0.1:{free_port()}", name="acme-down")]),
+        # A provider echoing its key in an error: the key the runtime refuses is the word its refusal says.
+        "echoes": (project, [provider_backend(provider.url, key="Unauthorized", name="acme-echo")]),
     })  # fmt: skip
     key, _ = await new_key(db_pool, project)
     await asyncio.sleep(1.0)
@@ -104,6 +106,8 @@ async def test_provider_errors_name_the_provider_and_never_show_its_key(runtimes
     assert refused.status_code == 401
     assert refused.json()["error"]["message"] == "provider `acme-bad` answered 401: Unauthorized"
     assert refused.headers["x-bud-backend"] == "acme-bad/upstream-model"
+    echoed = await keyed.client.post("/v1/chat/completions", json=chat("echoes"), headers=bearer(key))
+    assert echoed.status_code == 401 and echoed.json()["error"]["message"] == "provider `acme-echo` answered 401: ***"
     down = await keyed.client.post("/v1/chat/completions", json=chat("down", stream=True), headers=bearer(key))
     assert down.status_code == 503
     assert down.json()["error"]["message"] == "provider `acme-down` could not be reached"
