@@ -144,8 +144,7 @@ class AutoscaleEndpoint:
         endpoint that may scale to zero goes to 0 when idle and back to 1 on demand, without the windows."""
         now = workflow.now().timestamp()
         self._active_at = last_active(self._active_at, sample, self._finished, now)
-        if sample.requests_finished is not None:
-            self._finished = sample.requests_finished
+        self._finished = sample.requests_finished  # None without readings: the next reading is a new baseline
         recommended, reasons = recommend(spec, sample)
         override, why = idle_override(spec, sample, now, self._active_at)
         if override is None:
