@@ -272,6 +272,8 @@ def main() -> int:
     print(row("gateway", via))
     print(f"throughput: direct {len(direct.ttft_ms) / direct.wall_s:.0f} req/s, "
           f"gateway {len(via.ttft_ms) / via.wall_s:.0f} req/s ({args.concurrency} streams of {args.max_tokens} tokens)")
+    per_request = result.cpu_percent["gateway"] / 100 / (len(via.ttft_ms) / via.wall_s) * 1000
+    print(f"gateway cpu per request: {per_request:.2f} ms (less sensitive to other load on the machine than latency)")
     sent = len(via.ttft_ms) + via.errors + args.warm_requests
     if not args.plain:
         print(f"metering: {rows} usage rows for {sent} requests through the gateway (keys, Redis limits and usage on)")

@@ -193,9 +193,9 @@ class GatewayApp:
         self.balancer = Balancer(down_for_s=down_for_s)
         self.metrics = GatewayMetrics(lambda: len(self.table.routes), self.balancer.outstanding_by_replica)
         if limiter is not None:
-            limiter._on_error = self.metrics.limit_store_errors.inc
-        self.usage._on_dropped = self.metrics.usage_rows_dropped.inc
-        self.usage._on_written = self.metrics.usage_rows_written.inc
+            limiter.on_error = self.metrics.limit_store_errors.inc
+        self.usage.on_dropped = self.metrics.usage_rows_dropped.inc
+        self.usage.on_written = self.metrics.usage_rows_written.inc
         self.max_body_bytes = max_body_bytes
         self.max_connections = max_connections
         # connect: waiting for a pooled connection plus opening one; sock_read: the longest silence mid-answer.

@@ -102,7 +102,7 @@ class Limiter:
         self._admit = self.redis.register_script(ADMIT_SCRIPT)
         self.prefix = prefix
         self.flush_interval_s = flush_interval_s
-        self._on_error = on_error
+        self.on_error = on_error
         self._clock = clock
         self._skip_until = 0.0
         self._last_log = 0.0
@@ -191,7 +191,7 @@ class Limiter:
             return
         batch, self._pending = self._pending, {}
         if self._clock() < self._skip_until:
-            self._on_error()
+            self.on_error()
             return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -203,7 +203,7 @@ class Limiter:
             self._failed(exc)
 
     def _failed(self, exc: BaseException) -> None:
-        self._on_error()
+        self.on_error()
         now = self._clock()
         self._skip_until = now + 1.0
         if now - self._last_log >= 10:

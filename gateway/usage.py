@@ -67,8 +67,8 @@ class UsageRecorder:
         self._rows: deque[Row] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._on_dropped = on_dropped
-        self._on_written = on_written
+        self.on_dropped = on_dropped
+        self.on_written = on_written
         self._last_error_log = 0.0
         self.written = 0
         self.dropped = 0
@@ -100,7 +100,7 @@ class UsageRecorder:
         if len(rows) > self.max_rows:
             rows.popleft()
             self.dropped += 1  # also tells a flush in progress that its oldest rows already left the buffer
-            self._on_dropped(1)
+            self.on_dropped(1)
         if len(rows) == self.batch_rows:
             self._wake.set()
 
@@ -170,7 +170,7 @@ class UsageRecorder:
         for _ in range(min(count - min(count, self.dropped - dropped_before), len(rows))):
             rows.popleft()
         self.written += count
-        self._on_written(count)
+        self.on_written(count)
         return count
 
 

@@ -15,6 +15,7 @@ from core.db import apply_migrations, create_pool
 from core.processes import ManagedProcess, free_port, http_ok
 from devstack import services
 from gateway.routes import Backend
+from gateway.usage import UsageRecorder
 from runtime.sse import DONE, parse_sse
 from tests.gateway.conftest import bearer, keyed_gateway, new_key, new_project
 from tests.gateway.test_gateway import chat, metric
@@ -280,3 +281,18 @@ async def test_sigterm_writes_the_buffered_rows_before_exit(runtimes, db_pool, s
         await asyncio.to_thread(process.stop)  # SIGTERM: uvicorn's lifespan shutdown flushes
     rows = await usage_rows(db_pool, key_id, 7, timeout_s=1)
     assert len(rows) == 7, process.log_tail(50)
+
+
+async def test_the_usage_buffer_is_bounded_while_the_database_is_unreachable():
+    dropped = []
+    recorder = UsageRecorder(f"postgresql://bud:x@127.0.0.1:{free_port()}/bud", flush_interval_s=0.05, max_rows=5,
+                             on_dropped=dropped.append)  # fmt: skip
+    await recorder.start()
+    try:
+        for index in range(8):
+            recorder.record(None, None, f"r{index}", "none", "", 0, 0, 401, None, 1.0)
+        await asyncio.sleep(0.3)  # failed flushes meanwhile keep the newest rows
+        assert recorder.pending == 5 and recorder.dropped == 3 and sum(dropped) == 3
+        assert [row[4] for row in recorder._rows] == ["r3", "r4", "r5", "r6", "r7"]
+    finally:
+        await recorder.stop(timeout_s=0.5)
