@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from activities.autoscaling import AutoscalingActivities
+from activities.benchmark import BenchmarkActivities
 from activities.clusters import ClusterActivities
 from activities.endpoints import EndpointActivities
 from activities.health import HealthActivities
@@ -20,6 +21,7 @@ from activities.transfer import TransferActivities
 from activities.workflow_control import WorkflowControlActivities
 from worker.clients import Clients
 from workflows.autoscale_endpoint import AutoscaleEndpoint
+from workflows.benchmark_endpoint import BenchmarkEndpoint
 from workflows.deploy_endpoint import DeployEndpoint
 from workflows.health_check import HealthCheck
 from workflows.manage_endpoint import DeleteEndpoint, ScaleEndpoint
@@ -32,7 +34,7 @@ from workflows.transfer_model import TransferModel
 
 CONTROL_WORKFLOWS: list[type] = [RegisterCluster, RegisterModel, DeployEndpoint, TransferModel, HealthCheck,
                                  ScaleEndpoint, DeleteEndpoint, AutoscaleEndpoint, TrafficShift,
-                                 Reoptimize]
+                                 Reoptimize, BenchmarkEndpoint]
 OPTIMIZER_WORKFLOWS: list[type] = [OptimizeDeployment]
 ALL_WORKFLOWS = CONTROL_WORKFLOWS + OPTIMIZER_WORKFLOWS
 
@@ -64,6 +66,7 @@ def control_queue(clients: Clients) -> QueueSetup:
         AutoscalingActivities(clients.pool, clients.backends, clients.http),
         TrafficActivities(clients.pool, clients.http),
         MonitoringActivities(clients.pool, clients.http, settings),
+        BenchmarkActivities(clients.pool, clients.http, settings),
     ]
     return QueueSetup(workflows=CONTROL_WORKFLOWS, activities=[m for i in instances for m in activity_methods(i)])
 

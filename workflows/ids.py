@@ -45,3 +45,7 @@ def traffic_shift_workflow_id(route_name: str) -> str:
 
 def reoptimize_endpoint_workflow_id(endpoint_id: UUID) -> str:
     return f"reoptimize-endpoint-{endpoint_id}"
+
+
+def benchmark_endpoint_workflow_id(run_id: UUID) -> str:
+    return f"benchmark-endpoint-{run_id}"

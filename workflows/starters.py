@@ -28,6 +28,7 @@ from temporalio.service import RPCError
 
 from control.errors import Conflict
 from control.payloads.autoscaling import AutoscaleInput, AutoscalingSpec
+from control.payloads.benchmarks import BenchmarkInput
 from control.payloads.clusters import ClusterSpec, RegisterClusterInput
 from control.payloads.deployments import DeployEndpointInput, EndpointRef, ScaleEndpointInput
 from control.payloads.models import RegisterModelInput
@@ -36,9 +37,11 @@ from control.payloads.optimization import OptimizeDeploymentInput
 from control.payloads.traffic import TrafficShiftInput
 from core.settings import Settings
 from workflows.autoscale_endpoint import AutoscaleEndpoint
+from workflows.benchmark_endpoint import BenchmarkEndpoint
 from workflows.deploy_endpoint import DeployEndpoint
 from workflows.ids import (
     autoscale_endpoint_workflow_id,
+    benchmark_endpoint_workflow_id,
     delete_endpoint_workflow_id,
     deploy_endpoint_workflow_id,
     optimize_workflow_id,
@@ -165,6 +168,14 @@ async def start_endpoint_reoptimize(client: Client, settings: Settings, endpoint
                                         optimizer_queue=settings.optimizer_queue),
         id=reoptimize_endpoint_workflow_id(endpoint_id), task_queue=settings.control_queue,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING)
+
+
+async def start_benchmark_endpoint(client: Client, settings: Settings, run: BenchmarkInput) -> WorkflowHandle:
+    """One workflow per benchmark run (its id derives from the run's); starting it again finds the first."""
+    return await client.start_workflow(
+        BenchmarkEndpoint.run, run, id=benchmark_endpoint_workflow_id(run.run_id), task_queue=settings.control_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
 
 
 # ------------------------------------------------------------------------------------------------ traffic shifts

@@ -5,10 +5,10 @@ stores and starts its workflow through workflows/starters.py."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, status
 from pydantic import BaseModel
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
@@ -26,10 +26,14 @@ from control.payloads.deployments import (
     ScaleEndpointInput,
     ScaleRequest,
 )
+from control import benchmarks as benchmark_rules
+from control.payloads.benchmarks import BenchmarkInput, BenchmarkRequest, BenchmarkRunOut, BenchmarkStatus
+from control.store import benchmarks as benchmark_runs
 from control.store import clusters, endpoints, models
-from workflows.ids import deploy_endpoint_workflow_id
+from workflows.ids import benchmark_endpoint_workflow_id, deploy_endpoint_workflow_id
 from workflows.starters import (
     start_autoscaler,
+    start_benchmark_endpoint,
     start_delete_endpoint,
     start_deploy_endpoint,
     start_endpoint_reoptimize,
@@ -210,10 +214,9 @@ async def endpoint_metrics(endpoint_id: UUID, pool: PoolDep, principal: Principa
 
 @router.post("/{endpoint_id}/metrics/refresh", response_model=MetricsOut, status_code=status.HTTP_202_ACCEPTED)
 async def refresh_endpoint_metrics(endpoint_id: UUID, pool: PoolDep, temporal: TemporalDep, settings: SettingsDep,
-                                   principal: PrincipalDep, window_s: int = 300) -> dict:
+                                   principal: PrincipalDep,
+                                   window_s: Annotated[int, Query(ge=10, le=86_400, description="seconds")] = 300) -> dict:
     """Observe the endpoint now (Reoptimize for this endpoint alone) over the last `window_s` seconds."""
-    if not 10 <= window_s <= 86_400:
-        raise invalid_field("window_s", "must be between 10 and 86400 seconds")
     async with pool.acquire() as conn:
         endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
     capacity.require_running(endpoint, "have live metrics")
@@ -230,3 +233,53 @@ async def delete_endpoint(endpoint_id: UUID, pool: PoolDep, temporal: TemporalDe
         await start_delete_endpoint(temporal, settings, endpoint_id)
         await endpoints.set_status(conn, endpoint_id, EndpointStatus.DELETING, "deleting")
         return endpoint_out(await endpoints.get_endpoint(conn, endpoint_id))
+
+
+# ------------------------------------------------------------------------------------------------ benchmarks
+@router.post("/{endpoint_id}/benchmark", response_model=BenchmarkRunOut, status_code=status.HTTP_202_ACCEPTED)
+async def benchmark_endpoint(endpoint_id: UUID, body: BenchmarkRequest, pool: PoolDep, temporal: TemporalDep,
+                             settings: SettingsDep, principal: PrincipalDep) -> dict:
+    """Start a load sweep through the gateway: one level per `concurrency`, each streaming `requests_per_level`
+    completions of `input_tokens` in and `output_tokens` out, timed on the client. Every level becomes a measurement
+    (GET /api/measurements?source_id=<run id>) and is shown beside the optimizer's prediction. 409 unless the
+    endpoint is RUNNING or while another sweep of it runs; 422 for levels above the deployment's max_num_seqs x
+    replicas or tokens beyond its context."""
+    async with pool.acquire() as conn:
+        endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
+        capacity.require_running(endpoint, "can be benchmarked")
+        model = await models.get_model(conn, endpoint.model_id)
+        benchmark_rules.check_request(endpoint, model, body)
+        run = await benchmark_runs.insert_run(conn, principal.project_id, endpoint_id, body.model_dump(mode="json"),
+                                              benchmark_endpoint_workflow_id)
+        if run is None:
+            raise Conflict("a benchmark of this endpoint is already running; wait for it to finish")
+        try:
+            await start_benchmark_endpoint(temporal, settings, BenchmarkInput(
+                run_id=run.id, endpoint_id=endpoint_id, project_id=principal.project_id, request=body))
+        except Exception:
+            await benchmark_runs.set_status(conn, run.id, BenchmarkStatus.FAILED, "starting",
+                                            "the workflow could not be started")
+            raise
+        return run.model_dump()
+
+
+@router.get("/{endpoint_id}/benchmarks", response_model=list[BenchmarkRunOut])
+async def list_benchmarks(endpoint_id: UUID, pool: PoolDep, principal: PrincipalDep,
+                          limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[dict]:
+    """The endpoint's benchmark runs, most recent first."""
+    async with pool.acquire() as conn:
+        await owned_endpoint(conn, endpoint_id, principal.project_id)
+        return [run.model_dump() for run in await benchmark_runs.list_runs(conn, endpoint_id, principal.project_id,
+                                                                           limit)]
+
+
+@router.get("/{endpoint_id}/benchmarks/{run_id}", response_model=BenchmarkRunOut)
+async def get_benchmark(endpoint_id: UUID, run_id: UUID, pool: PoolDep, principal: PrincipalDep) -> dict:
+    """One run: its status and, per finished level, measured TTFT/TPOT p50/p99, throughput and errors beside the
+    prediction for the same config and workload."""
+    async with pool.acquire() as conn:
+        await owned_endpoint(conn, endpoint_id, principal.project_id)
+        run = await benchmark_runs.get_run(conn, run_id, principal.project_id, endpoint_id)
+    if run is None:
+        raise not_found("benchmark run", run_id)
+    return run.model_dump()
