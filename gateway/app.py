@@ -432,6 +432,9 @@ class GatewayApp:
                 backend, replica = choice.backend, choice.replica
                 if backend.provider is None:
                     self.demand.note(backend.endpoint_id)
+                if backend.fallback:  # the primaries could not take it: their demand still counts (wakes one at zero)
+                    for endpoint_id in route.endpoint_ids:
+                        self.demand.note(endpoint_id)
                 upstream_body = body
                 upstream_model = backend.provider.model if backend.provider is not None else backend.served_model_name
                 if upstream_model and upstream_model != model:
