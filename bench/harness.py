@@ -39,7 +39,9 @@ def start_worker(settings: Settings, state: Path, queue: str) -> ManagedProcess:
 
 
 @asynccontextmanager
-async def bench_stack(local_gpus: int = 8, queues: tuple[str, ...] = ("bud-control", "bud-optimizer")) -> AsyncIterator[BenchStack]:
+async def bench_stack(local_gpus: int = 8, queues: tuple[str, ...] = ("bud-control", "bud-optimizer"),
+                      **overrides: object) -> AsyncIterator[BenchStack]:
+    """The servers, workers and API of a stack in a fresh folder; `overrides` replace the stack's Settings."""
     state = Path(tempfile.mkdtemp(prefix="bud-bench-"))
     state.chmod(0o755)
     processes: list[ManagedProcess] = []
@@ -56,7 +58,7 @@ async def bench_stack(local_gpus: int = 8, queues: tuple[str, ...] = ("bud-contr
                             redis_url=f"redis://:{redis_password}@127.0.0.1:{redis_port}/0",
                             temporal_address=f"127.0.0.1:{temporal_port}", s3_endpoint=f"http://127.0.0.1:{s3_port}",
                             s3_access_key="benchkey", s3_secret_key="benchsecret", clamd_port=clamd_port,
-                            gateway_port=free_port(), local_cluster_gpu_count=local_gpus)
+                            gateway_port=free_port(), local_cluster_gpu_count=local_gpus, **overrides)
         workers = [start_worker(settings, state, queue) for queue in queues]
         processes.extend(workers)
         from api.app import create_app

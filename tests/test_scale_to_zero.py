@@ -113,15 +113,13 @@ async def test_an_idle_endpoint_scales_to_zero_and_a_request_wakes_it(
         assert any("zero replicas" in reason for reason in state["reasons"])
         assert name in [m["id"] for m in (await client.get(f"{gateway}/models")).json()["data"]]  # still listed
 
-        # The first requests wake it: the gateway holds them until a replica is ready, and none fails.
-        woke_at = time.monotonic()
+        # The first requests wake it: the gateway holds them until a replica is ready (within its cold-start
+        # wait), and none fails.
         statuses = await asyncio.gather(*(chat(client, gateway, name) for _ in range(4)))
         assert list(statuses) == [200] * 4
-        cold_start_s = time.monotonic() - woke_at
         awake = (await api.get(f"/api/endpoints/{endpoint['id']}")).json()
         assert awake["deployment"]["replicas"] == 1 and awake["deployment"]["ready_replicas"] == 1
         assert len(runtime_processes(name)) == 1
-        assert cold_start_s < 60, cold_start_s  # within the gateway's cold-start wait
         assert [await chat(client, gateway, name) for _ in range(3)] == [200] * 3
 
     # Without further requests it sleeps again; a note through the recorder alone wakes it too.
