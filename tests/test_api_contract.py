@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import httpx
@@ -96,3 +97,15 @@ async def test_openapi_docs_are_served(anon_api):
     spec = (await anon_api.get("/openapi.json")).json()
     assert "/api/clusters" in spec["paths"]
     assert (await anon_api.get("/docs")).status_code == 200
+
+
+async def test_every_path_answers_an_undeclared_method_with_405_and_its_allowed_methods(api, anon_api):
+    spec = (await anon_api.get("/openapi.json")).json()
+    for path, item in spec["paths"].items():
+        declared = {method.upper() for method in item}
+        url = re.sub(r"\{[^}]+\}", str(uuid.uuid4()), path)
+        for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE"} - declared):
+            response = await api.request(method, url)
+            error = assert_error(response, 405, "method_not_allowed")
+            assert set(response.headers["allow"].split(", ")) == declared, (method, path)
+            assert method in error["message"]

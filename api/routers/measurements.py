@@ -26,7 +26,7 @@ from control.payloads.measurements import (
     MeasurementPage,
 )
 from control.store import measurements
-from core.gpu_types import canonical_gpu_type
+from core.gpu_types import GPU_TYPE_NAMES, canonical_gpu_type
 
 router = APIRouter(prefix="/api/measurements", tags=["measurements"])
 PATH = "/api/measurements"
@@ -35,7 +35,7 @@ _IMPORT_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"type": "array", "maxItems": 10_000,
+            "application/json": {"schema": {"type": "array", "minItems": 1, "maxItems": 10_000,
                                             "items": MeasurementCreate.model_json_schema(
                                                 ref_template="#/components/schemas/{model}")}},
             "text/csv": {"schema": {"type": "string", "maxLength": MAX_IMPORT_BYTES}},
@@ -49,7 +49,8 @@ async def list_measurements(
     pool: PoolDep,
     principal: PrincipalDep,
     model_id: UUID | None = None,
-    gpu_type: Annotated[str | None, Query(max_length=64)] = None,
+    gpu_type: Annotated[str | None, Query(max_length=64, json_schema_extra={"enum": list(GPU_TYPE_NAMES)},
+                                          description="a GPU type or one of its aliases")] = None,
     runtime: Annotated[str | None, Query(max_length=32)] = None,
     source_id: Annotated[str | None, Query(max_length=200, description="e.g. a benchmark run id")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -13,24 +13,26 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from api.deps import AdminDep, PoolDep, PrincipalDep
 from api.errors import not_found
 from control.errors import Conflict, invalid_field
-from control.payloads.common import NAME_PATTERN
+from control.payloads.common import NAME_PATTERN, RequestBody
 from control.store import inference_keys, projects
 from control.store.projects import TokenRole
 
 router = APIRouter(prefix="/api/projects", tags=["projects"])
 
 
-class ProjectCreate(BaseModel):
+class ProjectCreate(RequestBody):
     name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
 
 
-class TokenCreate(BaseModel):
+class TokenCreate(RequestBody):
     name: str = Field(min_length=1, max_length=100)
-    role: TokenRole = Field(default=TokenRole.MEMBER, description="admin (admins only), member or read-only")
-    expires_at: AwareDatetime | None = Field(default=None, description="after this instant the token is refused")
+    role: TokenRole = Field(default=TokenRole.MEMBER,
+                            description="admin (only an admin token may mint one), member or read-only")
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="after this instant the token is refused; must be in the future (with a UTC offset)")
 
 
-class ProjectUpdate(BaseModel):
+class ProjectUpdate(RequestBody):
     """Body of `PATCH /api/projects/{id}` (admins only): the project's monthly token quota."""
 
     model_config = ConfigDict(extra="forbid")

@@ -27,7 +27,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from control.payloads.common import SmallJsonObject
+from control.payloads.common import RequestBody, SmallJsonObject
 
 QUEUE_DEPTH_METRIC = "inference_queue_depth"
 DEFAULT_SCALE_DOWN_WINDOW_S = 300  # autoscaling/v2's default: scale down on the highest recommendation of 5 min
@@ -35,10 +35,11 @@ DEFAULT_SCALE_TO_ZERO_AFTER_S = 300
 MAX_SCALE_TO_ZERO_AFTER_S = 86_400
 
 
-class MetricTarget(BaseModel):
+class MetricTarget(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["Utilization", "Value", "AverageValue"]
+    type: Literal["Utilization", "Value", "AverageValue"] = Field(
+        description="names the figure the target carries: averageUtilization, value or averageValue")
     averageUtilization: int | None = Field(default=None, ge=1, le=1000)  # noqa: N815 (autoscaling/v2's spelling)
     value: float | None = Field(default=None, gt=0)
     averageValue: float | None = Field(default=None, gt=0)  # noqa: N815
@@ -51,7 +52,7 @@ class MetricTarget(BaseModel):
         return self
 
 
-class ResourceMetric(BaseModel):
+class ResourceMetric(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     name: Literal["cpu"]
@@ -64,14 +65,14 @@ class ResourceMetric(BaseModel):
         return self
 
 
-class ExternalMetricName(BaseModel):
+class ExternalMetricName(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     name: Literal["inference_queue_depth"]
     selector: SmallJsonObject | None = None
 
 
-class ExternalMetric(BaseModel):
+class ExternalMetric(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     metric: ExternalMetricName
@@ -84,10 +85,12 @@ class ExternalMetric(BaseModel):
         return self
 
 
-class MetricSpec(BaseModel):
+class MetricSpec(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["Resource", "External"]
+    type: Literal["Resource", "External"] = Field(
+        description="names the one block the metric carries: resource (cpu, a Utilization target) or external "
+                    "(inference_queue_depth, a Value or AverageValue target)")
     resource: ResourceMetric | None = None
     external: ExternalMetric | None = None
 
@@ -100,7 +103,7 @@ class MetricSpec(BaseModel):
         return self
 
 
-class ScalingPolicy(BaseModel):
+class ScalingPolicy(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["Pods", "Percent"]
@@ -108,7 +111,7 @@ class ScalingPolicy(BaseModel):
     periodSeconds: int = Field(ge=1, le=1800)  # noqa: N815 (autoscaling/v2's spelling)
 
 
-class ScalingRules(BaseModel):
+class ScalingRules(RequestBody):
     model_config = ConfigDict(extra="forbid")
 
     stabilizationWindowSeconds: int | None = Field(default=None, ge=0, le=3600)  # noqa: N815
@@ -116,7 +119,7 @@ class ScalingRules(BaseModel):
     policies: list[ScalingPolicy] | None = Field(default=None, max_length=10)
 
 
-class Behavior(BaseModel):
+class Behavior(RequestBody):
     """autoscaling/v2's HPA behavior: per direction, a stabilization window and rate policies (Kubernetes applies
     the policies; the local autoscaler uses the windows)."""
 
@@ -141,7 +144,7 @@ def seed_metrics() -> list[MetricSpec]:
     ]
 
 
-class AutoscalingSpec(BaseModel):
+class AutoscalingSpec(RequestBody):
     """Body of `PUT /api/endpoints/{id}/autoscaling`."""
 
     model_config = ConfigDict(extra="forbid")
@@ -149,8 +152,9 @@ class AutoscalingSpec(BaseModel):
     enabled: bool = True
     min_replicas: int = Field(default=1, ge=0, le=1000, description=(
         "0 lets the endpoint scale to zero when idle (local cluster only; a HorizontalPodAutoscaler keeps one)"))
-    max_replicas: int = Field(default=4, ge=1, le=1000)
-    metrics: list[MetricSpec] = Field(default_factory=seed_metrics, max_length=8)
+    max_replicas: int = Field(default=4, ge=1, le=1000, description="at least min_replicas")
+    metrics: list[MetricSpec] = Field(default_factory=seed_metrics, max_length=8,
+                                      description="at least one while enabled")
     behavior: Behavior | None = None
     scale_to_zero_after_s: int = Field(
         default=DEFAULT_SCALE_TO_ZERO_AFTER_S, ge=1, le=MAX_SCALE_TO_ZERO_AFTER_S, description=(

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field, field_validator
 
-from core.gpu_types import GPU_TYPE_NAMES, canonical_gpu_type
-from control.payloads.common import NAME_PATTERN
+from control.payloads.common import NAME_PATTERN, GpuTypeName, RequestBody
 
 
+# A kubeconfig document has a top-level `clusters:` key (a line starting with it); the full rules are core.kubeconfig's.
+KUBECONFIG_PATTERN = r"(^|\n)clusters:"
 
 
 class ClusterStatus(StrEnum):
@@ -21,27 +21,23 @@ class ClusterStatus(StrEnum):
     FAILED = "FAILED"
 
 
-class GpuInventory(BaseModel):
+class GpuInventory(RequestBody):
     """A pool of identical GPUs in a cluster."""
 
-    gpu_type: str = Field(max_length=64, json_schema_extra={"enum": list(GPU_TYPE_NAMES)},
-                          description="GPU type (canonical names such as nvidia-h100-80gb, or aliases such as h100_sxm)")
+    gpu_type: GpuTypeName
     count: int = Field(gt=0, le=100_000, description="number of GPUs of this type")
     gpus_per_node: int = Field(default=8, gt=0, le=16, description="GPUs per node (bounds tensor parallelism)")
     price_per_hour: float | None = Field(default=None, ge=0, description="override of the catalog $/GPU-hour")
 
-    @field_validator("gpu_type")
-    @classmethod
-    def _known_gpu_type(cls, value: str) -> str:
-        return canonical_gpu_type(value)
 
-
-class ClusterSpec(BaseModel):
+class ClusterSpec(RequestBody):
     name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
     kind: Literal["local", "kubernetes"]
-    gpus: list[GpuInventory] = Field(min_length=1, max_length=32)
-    kubeconfig: str | None = Field(default=None, max_length=256 * 1024,
-                                   description="kubeconfig YAML (kind kubernetes only)")
+    gpus: list[GpuInventory] = Field(min_length=1, max_length=32,
+                                     description="one pool per GPU type (an alias counts as its canonical type)")
+    kubeconfig: str | None = Field(
+        default=None, max_length=256 * 1024, pattern=KUBECONFIG_PATTERN,
+        description="kubeconfig YAML with a 'clusters:' section: required for kind kubernetes, refused for local")
 
     @field_validator("gpus")
     @classmethod
@@ -51,13 +47,6 @@ class ClusterSpec(BaseModel):
         if duplicates:
             raise ValueError(f"each gpu_type may appear once; repeated: {', '.join(duplicates)}")
         return pools
-
-    @field_validator("kubeconfig")
-    @classmethod
-    def _kubeconfig_shape(cls, value: str | None) -> str | None:
-        if value is not None and not re.search(r"^clusters:", value, re.MULTILINE):
-            raise ValueError("kubeconfig must be a kubeconfig YAML document with a 'clusters:' section")
-        return value
 
 
 class RegisterClusterInput(BaseModel):

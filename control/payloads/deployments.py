@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from budsim.schemas import TARGET_MAX, TARGET_MIN
 from control.payloads.autoscaling import AutoscalingSpec
+from control.payloads.common import GpuTypeName, RequestBody
 
 Runtime = Literal["vllm", "sglang", "tensorrt-llm"]
 # REGRESSOR and HEURISTIC search automatically (the predictor-driven NSGA-II, or rules); MANUAL takes the given config.
@@ -25,7 +26,7 @@ class EndpointStatus(StrEnum):
     DELETED = "DELETED"
 
 
-class RuntimeConfig(BaseModel):
+class RuntimeConfig(RequestBody):
     """The runtime's engine parameters."""
 
     tensor_parallel_size: int = Field(default=1, ge=1, le=64)
@@ -36,10 +37,10 @@ class RuntimeConfig(BaseModel):
     max_num_batched_tokens: int | None = Field(default=None, ge=16, le=10_000_000)
 
 
-class Resources(BaseModel):
+class Resources(RequestBody):
     """Resource requests, per replica."""
 
-    gpu_type: str = Field(max_length=64)
+    gpu_type: GpuTypeName
     gpu_count: int = Field(ge=1, le=64)
     cpu_cores: float | None = Field(default=None, gt=0, le=1024)
     memory_gb: float | None = Field(default=None, gt=0, le=16_384)
@@ -113,14 +114,14 @@ def _target(description: str):
     return Field(default=None, ge=TARGET_MIN, le=TARGET_MAX, allow_inf_nan=False, description=description)
 
 
-class PerformanceTargets(BaseModel):
+class PerformanceTargets(RequestBody):
     max_latency_ms: float | None = _target("end-to-end latency per request, ms")
     max_ttft_ms: float | None = _target("time to first token, ms")
     min_throughput_tps: float | None = _target("output tokens/s over all replicas")
     max_cost_per_hour: float | None = _target("$ per hour over all replicas")
 
 
-class WorkloadSpec(BaseModel):
+class WorkloadSpec(RequestBody):
     """The traffic the targets are for (the optimizer's workload)."""
 
     input_tokens: int = Field(default=1024, ge=1, le=1_000_000)
@@ -128,7 +129,7 @@ class WorkloadSpec(BaseModel):
     concurrency: int = Field(default=16, ge=1, le=100_000)
 
 
-class EndpointCreate(BaseModel):
+class EndpointCreate(RequestBody):
     name: str = Field(min_length=1, max_length=53, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
                       description="also the model name clients send to the gateway")
     project_id: UUID
@@ -136,23 +137,23 @@ class EndpointCreate(BaseModel):
     cluster_id: UUID
 
 
-class EndpointConfigRequest(BaseModel):
+class EndpointConfigRequest(RequestBody):
     """PUT /api/endpoints/{id}/config (automatic with targets, or a manual configuration)."""
 
     runtime: Runtime = "vllm"
     optimization_method: OptimizationMethod = "REGRESSOR"
     performance_targets: PerformanceTargets = Field(default_factory=PerformanceTargets)
-    config: RuntimeConfig | None = None
+    config: RuntimeConfig | None = Field(default=None, description="the configuration to run: required for MANUAL")
     replicas: int | None = Field(default=None, ge=1, le=1000)
-    resources: Resources | None = None
+    resources: Resources | None = Field(default=None, description="per replica; gpu_type one of the cluster's types")
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
 
 
-class DeployRequest(BaseModel):
+class DeployRequest(RequestBody):
     keep_on_failure: bool = Field(default=False, description="leave what was created in place when a step fails")
 
 
-class ScaleRequest(BaseModel):
+class ScaleRequest(RequestBody):
     replicas: int = Field(ge=0, le=1000)
 
 

@@ -10,7 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field, field_validator
 
 from core.model_facts import ModelArchitecture
-from control.payloads.common import IDENTIFIER_PATTERN, SmallJsonObject
+from control.payloads.common import IDENTIFIER_PATTERN, GpuTypeName, RequestBody, SmallJsonObject
 from registry.findings import Finding
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -23,7 +23,7 @@ class ModelStatus(StrEnum):
     FAILED = "FAILED"
 
 
-class ModelRegistration(BaseModel):
+class ModelRegistration(RequestBody):
     """POST /api/models: where the files are and what the user declares about them (checked by the scan)."""
 
     name: str = Field(min_length=1, max_length=128, pattern=MODEL_NAME_PATTERN, examples=["my-custom-model"])
@@ -31,7 +31,9 @@ class ModelRegistration(BaseModel):
     parameter_count: int = Field(gt=0, le=100_000_000_000_000, examples=[7_000_000_000])
     context_length: int = Field(gt=0, le=100_000_000, examples=[8192])
     source_path: str = Field(max_length=512, pattern=r"^s3://[a-z0-9][a-z0-9.-]*/[^/].*$",
-                             examples=["s3://models/my-custom-model"])
+                             examples=["s3://models/default/my-custom-model"],
+                             description="the weights' S3 prefix, inside the project's key space: "
+                                         "s3://<models bucket>/<project name>/<model>/...")
     license: str | None = Field(default=None, max_length=200, examples=["apache-2.0"])
     version: str = Field(default="1", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -59,24 +61,17 @@ class ModelRegistration(BaseModel):
         return self.source_path[len("s3://"):].split("/", 1)[1]
 
 
-class BenchmarkCreate(BaseModel):
+class BenchmarkCreate(RequestBody):
     """POST /api/models/{id}/benchmarks: a quality score, or a measured serving figure."""
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$", examples=["mmlu"])
     score: float = Field(allow_inf_nan=False, examples=[68.4])
     kind: str = Field(default="quality", pattern="^(quality|performance)$")
     unit: str | None = Field(default=None, max_length=32, examples=["%", "tokens/s", "ms"])
-    gpu_type: str | None = Field(default=None, max_length=64)
+    gpu_type: GpuTypeName | None = Field(default=None, description="the GPU a performance figure was measured on")
     details: SmallJsonObject = Field(default_factory=dict,
                                      description="e.g. the serving config a performance figure was measured with")
     source: str | None = Field(default=None, max_length=200)
-
-    @field_validator("gpu_type")
-    @classmethod
-    def _known_gpu(cls, value: str | None) -> str | None:
-        from core.gpu_types import canonical_gpu_type
-
-        return canonical_gpu_type(value) if value else None
 
 
 # --------------------------------------------------------------------------------------------- workflow payloads

@@ -8,10 +8,11 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from budsim.schemas import OptimizationRequest, OptimizationResult, SearchState
+from control.payloads.common import GpuTypeName, RequestBody
 from control.payloads.deployments import OptimizationMethod, PerformanceTargets, Runtime, RuntimeConfig, WorkloadSpec
 
 
-class OptimizationCreate(BaseModel):
+class OptimizationCreate(RequestBody):
     """POST /api/optimizations."""
 
     model_id: UUID
@@ -19,8 +20,9 @@ class OptimizationCreate(BaseModel):
     runtime: Runtime = "vllm"
     optimization_method: OptimizationMethod = "REGRESSOR"
     performance_targets: PerformanceTargets = Field(default_factory=PerformanceTargets)
-    gpu_type: str | None = Field(default=None, max_length=64, description="default: the cluster's first GPU type")
-    config: RuntimeConfig | None = Field(default=None, description="MANUAL: the config to predict and check")
+    gpu_type: GpuTypeName | None = Field(default=None, description=(
+        "one of the cluster's GPU types (another is refused with 422); default: the cluster's first"))
+    config: RuntimeConfig | None = Field(default=None, description="the config to predict and check: required for MANUAL")
     replicas: int | None = Field(default=None, ge=1, le=1000)
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
 

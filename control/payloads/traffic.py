@@ -13,6 +13,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from control.payloads.common import RequestBody
+
 
 # A provider's model name as its API spells it (org/model:tag and the like): printable, no spaces.
 ProviderModelName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[!-~]+$")]
@@ -81,7 +83,7 @@ class RouteUpdate(BaseModel):
         return self
 
 
-class Slo(BaseModel):
+class Slo(RequestBody):
     """What the new endpoint must hold at each step; the defaults are the alert thresholds (TTFT p99 500 ms, latency p99 2 s)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -91,15 +93,16 @@ class Slo(BaseModel):
     min_requests: int = Field(default=0, ge=0, description="fewer requests than this in a step fail it: no evidence")
 
 
-class ShiftRequest(BaseModel):
+class ShiftRequest(RequestBody):
     """Body of `POST /api/routes/{name}/shift`."""
 
     model_config = ConfigDict(extra="forbid")
 
     to_endpoint_id: UUID
     strategy: Literal["blue-green", "gradual"] = "gradual"
-    steps: list[int] = Field(default_factory=lambda: [10, 50, 100], min_length=1, max_length=20,
-                             description="the new endpoint's weight after each step (gradual)")
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [10, 50, 100], min_length=1, max_length=20,
+        description="the new endpoint's weight after each step (gradual): strictly increasing, the last one 100")
     step_interval_s: float = Field(default=60, ge=0, le=86_400)
     slo: Slo = Field(default_factory=Slo)
     drain_s: float = Field(default=30, ge=0, le=3600, description="wait before removing the old endpoints")
@@ -107,7 +110,7 @@ class ShiftRequest(BaseModel):
 
     @model_validator(mode="after")
     def _steps(self) -> "ShiftRequest":
-        if any(not 0 < s <= 100 for s in self.steps) or self.steps != sorted(set(self.steps)):
+        if self.steps != sorted(set(self.steps)):
             raise ValueError("steps are increasing weights between 1 and 100")
         if self.steps[-1] != 100:
             raise ValueError("the last step sends the new endpoint all traffic (100)")
