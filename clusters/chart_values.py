@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from control.payloads.autoscaling import QUEUE_DEPTH_METRIC, AutoscalingSpec
 from control.payloads.deployments import DeploymentSpec
 
+DEFAULT_DRAIN_TIMEOUT_S = 30  # the chart's own default, for a spec that names none
 CHART_DIR = Path(__file__).resolve().parent.parent / "charts" / "bud-runtime"
 
 
@@ -156,6 +157,7 @@ def chart_values(
         },
         "model": _model_values(spec, s3, cache or ModelCache()),
         "probes": {"startupTimeoutSeconds": max(1, math.ceil(spec.startup_timeout_s))},
+        "drain": {"timeoutSeconds": max(1, math.ceil(spec.drain_timeout_s or DEFAULT_DRAIN_TIMEOUT_S))},
         "labels": dict(spec.labels),
         "autoscaling": _autoscaling_values(spec.autoscaling),
     }

@@ -102,6 +102,8 @@ class Settings(BaseSettings):
 
     sim_load_delay_s: float = Field(default=0.0, ge=0, description="simulated model load time of local replicas")
     deploy_ready_timeout_s: float = Field(default=900, gt=0, description="how long replicas may take to become ready")
+    drain_timeout_s: float = Field(default=30, ge=1, le=600, description=(
+        "before a replica stops it leaves the route and its in-flight requests get this long to finish"))
     reoptimize_interval_s: float = Field(
         default=300, ge=10, description="how often the Reoptimize schedule observes every RUNNING endpoint"
     )

@@ -504,3 +504,44 @@ def test_model_transfer_script_copies_verifies_and_skips_a_verified_copy(tmp_pat
     assert failed.returncode != 0
     assert "does not match the registry's sha256 sums" in failed.stderr
     assert sorted(p.name for p in other_dir.parent.iterdir()) == ["model-a"]
+
+
+# ---- draining a stopping pod ------------------------------------------------------------------------------------
+
+
+def test_a_stopping_pod_sleeps_in_pre_stop_then_gets_the_drain_timeout_plus_margin(tmp_path: Path) -> None:
+    spec = deployment_spec(drain_timeout_s=120)
+    manifests = render(write_values(tmp_path, chart_values(spec)), release=spec.release)
+    deployment = manifests[f"Deployment/{spec.release}"]
+    kubernetes_validate.validate(deployment, "1.33", strict=True)
+    pod = deployment["spec"]["template"]["spec"]
+    server = server_container(manifests, spec.release)
+    assert server["lifecycle"]["preStop"] == {"exec": {"command": ["sleep", "5"]}}
+    assert pod["terminationGracePeriodSeconds"] == 5 + 120 + 10
+    # Readiness asks the server itself: it fails once the server drains, so the pod gets no new requests.
+    assert server["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+
+
+def test_the_drain_timeout_defaults_to_thirty_seconds_and_a_zero_sleep_drops_the_hook(tmp_path: Path) -> None:
+    manifests = render(write_values(tmp_path, chart_values(deployment_spec())))
+    assert next(iter(m for k, m in manifests.items() if k.startswith("Deployment/")))[
+        "spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 45
+    values = base_values(**{"drain.preStopSleepSeconds": 0, "drain.timeoutSeconds": 600})
+    manifests = render(write_values(tmp_path, values))
+    assert "lifecycle" not in server_container(manifests)
+    assert manifests["Deployment/ep-test"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 610
+
+
+@pytest.mark.parametrize("field,value", [("drain.timeoutSeconds", 0), ("drain.timeoutSeconds", 601),
+                                         ("drain.preStopSleepSeconds", -1), ("drain.marginSeconds", "10")])
+def test_drain_values_out_of_range_are_rejected_naming_the_field(tmp_path: Path, field: str, value: Any) -> None:
+    result = helm("template", "ep-test", str(CHART_DIR), "-f", str(write_values(tmp_path, base_values(**{field: value}))),
+                  check=False)
+    assert result.returncode != 0
+    assert field.split(".")[1] in result.stderr, result.stderr
+
+
+def test_a_spec_drain_timeout_out_of_range_is_refused() -> None:
+    for bad in (0, 601):
+        with pytest.raises(ValueError, match="drain_timeout_s"):
+            deployment_spec().model_validate({**deployment_spec().model_dump(), "drain_timeout_s": bad})

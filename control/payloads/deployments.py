@@ -75,6 +75,9 @@ class DeploymentSpec(BaseModel):
     autoscaling: AutoscalingSpec | None = Field(
         default=None, description="enabled: the backend's autoscaler owns the replica count (Kubernetes: an HPA)"
     )
+    drain_timeout_s: float | None = Field(
+        default=None, ge=1, le=600,
+        description="how long a stopping replica's in-flight requests may take to finish; default BUD_DRAIN_TIMEOUT_S")
 
 
 class ReplicaState(BaseModel):
@@ -96,6 +99,7 @@ class DeploymentState(BaseModel):
     pending_reasons: list[str] = Field(default_factory=list, description="why replicas are not scheduled or not ready")
     exists: bool = True
     service_url: str | None = Field(default=None, description="one URL load-balancing all replicas (Kubernetes Service)")
+    drain: list[str] = Field(default_factory=list, description="how each replica stopped by this change drained")
     simulated_nodes: bool = Field(default=False, description="replicas run on fake (kwok) nodes: no server answers")
 
     @property
@@ -155,6 +159,9 @@ class DeployRequest(RequestBody):
 
 class ScaleRequest(RequestBody):
     replicas: int = Field(ge=0, le=1000)
+    drain_timeout_s: float | None = Field(
+        default=None, ge=1, le=600,
+        description="seconds a replica that stops may take to finish its in-flight requests (default: the server's)")
 
 
 # ------------------------------------------------------------------------------------------- workflow payloads
@@ -166,6 +173,7 @@ class DeployEndpointInput(BaseModel):
     endpoint_id: UUID
     keep_on_failure: bool = False
     replicas: int | None = Field(default=None, description="override of the endpoint's replica count (scaling)")
+    drain_timeout_s: float | None = Field(default=None, description="the scale's drain timeout, if it named one")
     optimization_workflow_id: str | None = Field(
         default=None, description="deployed while the optimizer was still choosing: wait for this run's config")
 
@@ -174,6 +182,7 @@ class ScaleEndpointInput(BaseModel):
     endpoint_id: UUID
     replicas: int = Field(ge=0)
     previous_replicas: int = Field(ge=0)
+    drain_timeout_s: float | None = None
 
 
 class StopWorkflowsInput(BaseModel):
