@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from control.payloads.common import RequestBody
 
 MAX_LEVELS = 16
 MAX_CONCURRENCY = 1024
@@ -18,7 +20,7 @@ MAX_INPUT_TOKENS = 1_000_000
 MAX_OUTPUT_TOKENS = 100_000
 
 
-class BenchmarkRequest(BaseModel):
+class BenchmarkRequest(RequestBody):
     """The sweep: one level per concurrency, `requests_per_level` streamed completions each (default: four per
     concurrent client, at least 8), the whole run bounded by `max_duration_s`."""
 
@@ -26,8 +28,9 @@ class BenchmarkRequest(BaseModel):
 
     input_tokens: int = Field(ge=1, le=MAX_INPUT_TOKENS, description="prompt tokens per request (sent as token ids)")
     output_tokens: int = Field(ge=1, le=MAX_OUTPUT_TOKENS, description="tokens generated per request")
-    concurrency: list[int] = Field(min_length=1, max_length=MAX_LEVELS,
-                                   description="concurrent clients of each level, e.g. [1, 4, 16]")
+    concurrency: list[Annotated[int, Field(ge=1, le=MAX_CONCURRENCY)]] = Field(
+        min_length=1, max_length=MAX_LEVELS, json_schema_extra={"uniqueItems": True},
+        description="concurrent clients of each level, e.g. [1, 4, 16]; each level once")
     requests_per_level: int | None = Field(default=None, ge=1, le=MAX_REQUESTS_PER_LEVEL)
     max_duration_s: float = Field(default=600, gt=0, le=MAX_DURATION_S, allow_inf_nan=False,
                                   description="the whole sweep; a level still running then stops and is reported")
@@ -35,9 +38,6 @@ class BenchmarkRequest(BaseModel):
     @field_validator("concurrency")
     @classmethod
     def _levels(cls, levels: list[int]) -> list[int]:
-        for level in levels:
-            if not 1 <= level <= MAX_CONCURRENCY:
-                raise ValueError(f"every level is between 1 and {MAX_CONCURRENCY} concurrent requests")
         if len(set(levels)) != len(levels):
             raise ValueError("a concurrency appears twice")
         return levels
