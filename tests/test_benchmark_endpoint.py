@@ -137,7 +137,7 @@ async def test_a_sweep_the_endpoint_cannot_serve_is_refused_naming_the_field(
     endpoint = await running_endpoint(api, model["id"], cluster)  # max_num_seqs 8, 1 replica, 2048-token context
     for change, field in (({"concurrency": [1, 9]}, "concurrency"),
                           ({"concurrency": list(range(1, 18))}, "concurrency"),
-                          ({"concurrency": [0]}, "concurrency"),
+                          ({"concurrency": [0]}, "concurrency.0"),
                           ({"concurrency": [2, 2]}, "concurrency"),
                           ({"input_tokens": 2048}, "input_tokens"),
                           ({"input_tokens": 2000, "output_tokens": 100}, "output_tokens"),
