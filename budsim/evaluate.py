@@ -10,6 +10,7 @@ budsim/artifacts/accuracy.md. Nothing here is tuned on a held-out group.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from collections import defaultdict
@@ -17,20 +18,38 @@ from pathlib import Path
 
 import numpy as np
 
+from budsim.calibration import (
+    INTERVALS_ARTIFACT,
+    ColdIntervals,
+    CalibrationGroup,
+    Terms,
+    apply,
+    decompose,
+    fit_calibration,
+    interval_table,
+    intervals,
+)
 from budsim.dataset import PerfDataMissing, Sample, data_hash, load_samples
 from budsim.fitting import fit
 from budsim.roofline import admission_wait_ms, physics
 
 ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
 TPOT_TARGET, TTFT_TARGET = 10.0, 20.0
+CALIBRATION_KS = (0, 1, 2, 3, 5)
+CALIBRATION_DRAWS = 5
+COVERAGE_TARGET = (70.0, 90.0)
 
 
 def _ape(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:
     return np.abs(predicted - measured) / measured * 100.0
 
 
-def leave_group_out(samples: list[Sample], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Held-out predictions (hybrid and calibrated-roofline-only) for every sample."""
+def leave_group_out(
+    samples: list[Sample], seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[tuple, tuple[list[int], Terms]]]:
+    """Held-out predictions (hybrid and calibrated-roofline-only) for every sample, plus each held-out group's
+    prediction terms (what calibrating on some of its rows scales)."""
+    fold_terms: dict[tuple, tuple[list[int], Terms]] = {}
     phys = [physics(s.point) for s in samples]
     groups = sorted({s.group for s in samples})
     ttft = np.zeros(len(samples))
@@ -45,6 +64,7 @@ def leave_group_out(samples: list[Sample], seed: int) -> tuple[np.ndarray, np.nd
             [samples[i].point for i in test_idx], [phys[i] for i in test_idx]
         )
         ttft[test_idx], tpot[test_idx] = predicted_ttft, predicted_tpot
+        fold_terms[group] = (test_idx, decompose(model, [samples[i].point for i in test_idx], [phys[i] for i in test_idx]))
         for i, roof in zip(test_idx, roofs):
             # the calibrated roofline alone, with its analytic queueing, for comparison
             roof_ttft[i] = (
@@ -54,7 +74,7 @@ def leave_group_out(samples: list[Sample], seed: int) -> tuple[np.ndarray, np.nd
             )
             roof_tpot[i] = roof.tpot_ms
         print(f"  [{number}/{len(groups)}] held out {' / '.join(group)} ({len(test_idx)} rows)", flush=True)
-    return ttft, tpot, roof_ttft, roof_tpot
+    return ttft, tpot, roof_ttft, roof_tpot, fold_terms
 
 
 def summarize(samples: list[Sample], ttft: np.ndarray, tpot: np.ndarray) -> tuple[list[dict], dict]:
@@ -149,6 +169,142 @@ def runtime_transfer_ceiling(samples: list[Sample]) -> list[dict]:
             }
         )
     return rows
+
+
+def cold_interval_table(samples: list[Sample], ttft: np.ndarray, tpot: np.ndarray) -> dict:
+    """The interval artifact: leave-group-out log(measured / predicted) quantiles per runtime."""
+    measured_ttft = np.array([s.ttft_ms for s in samples])
+    measured_tpot = np.array([s.tpot_ms for s in samples])
+    return interval_table(
+        [s.point.backend for s in samples],
+        np.log(measured_ttft / ttft),
+        np.log(measured_tpot / tpot),
+        [s.group for s in samples],
+    )
+
+
+def calibrated_curve(
+    samples: list[Sample],
+    fold_terms: dict[tuple, tuple[list[int], Terms]],
+    cold: ColdIntervals,
+    seed: int,
+    ks: tuple[int, ...] = CALIBRATION_KS,
+    draws: int = CALIBRATION_DRAWS,
+) -> tuple[list[dict], list[dict]]:
+    """For every held-out group, split by precision into calibration groups: calibrate on k of its rows (random,
+    `draws` draws from a fixed seed) and predict its other rows with intervals. Returns the overall row per k and
+    one row per (calibration group, k)."""
+    subgroups: dict[tuple, list[int]] = defaultdict(list)
+    for group, (idx, _) in fold_terms.items():
+        for position, i in enumerate(idx):
+            subgroups[(group, samples[i].point.precision)].append(position)
+    pooled = {k: defaultdict(list) for k in ks}
+    per_group = []
+    for number, ((group, precision), positions) in enumerate(sorted(subgroups.items())):
+        idx, terms = fold_terms[group]
+        terms = terms.take(positions)
+        rows = [samples[idx[p]] for p in positions]
+        measured_ttft = np.array([r.ttft_ms for r in rows])
+        measured_tpot = np.array([r.tpot_ms for r in rows])
+        cal_group = CalibrationGroup(model=group[0], gpu=rows[0].point.gpu.name, runtime=group[2], precision=precision)
+        for k in ks:
+            if k >= len(rows):
+                continue
+            stats = defaultdict(list)
+            for draw in range(1 if k == 0 else draws):
+                rng = np.random.default_rng([seed, number, k, draw])
+                chosen = np.sort(rng.choice(len(rows), size=k, replace=False)) if k else np.zeros(0, dtype=int)
+                rest = np.setdiff1d(np.arange(len(rows)), chosen)
+                calibration = None
+                if k:
+                    calibration = fit_calibration(
+                        cal_group,
+                        [rows[c].row_id for c in chosen],
+                        terms.take(chosen),
+                        measured_ttft[chosen],
+                        measured_tpot[chosen],
+                        cold,
+                    )
+                    stats["flagged"].append(0.0 if calibration.consistent else 1.0)
+                held = terms.take(rest)
+                ttft, tpot = apply(held, calibration)
+                bands = intervals(held.backends, ttft, tpot, calibration, cold)
+                for target, predicted, measured in (
+                    ("ttft", ttft, measured_ttft[rest]),
+                    ("tpot", tpot, measured_tpot[rest]),
+                ):
+                    stats[f"{target}_ape"] += list(_ape(predicted, measured))
+                    inside = (measured >= bands[f"{target}_p10"]) & (measured <= bands[f"{target}_p90"])
+                    stats[f"{target}_inside"] += list(inside.astype(float))
+            for key, values in stats.items():
+                pooled[k][key] += values
+            per_group.append(
+                {"group": cal_group.label(), "k": k, "rows": len(rows), **_curve_numbers(stats)}
+            )
+    overall = [{"k": k, "groups": sum(1 for g in per_group if g["k"] == k), **_curve_numbers(pooled[k])} for k in ks]
+    for row in overall:
+        row["tpot_mape_mean_of_groups"] = float(np.mean([g["tpot_mape"] for g in per_group if g["k"] == row["k"]]))
+        row["ttft_mape_mean_of_groups"] = float(np.mean([g["ttft_mape"] for g in per_group if g["k"] == row["k"]]))
+    return overall, per_group
+
+
+def _curve_numbers(stats: dict[str, list[float]]) -> dict:
+    return {
+        "predictions": len(stats["tpot_ape"]),
+        "tpot_mape": float(np.mean(stats["tpot_ape"])),
+        "tpot_median": float(np.median(stats["tpot_ape"])),
+        "ttft_mape": float(np.mean(stats["ttft_ape"])),
+        "ttft_median": float(np.median(stats["ttft_ape"])),
+        "tpot_coverage": float(np.mean(stats["tpot_inside"]) * 100),
+        "ttft_coverage": float(np.mean(stats["ttft_inside"]) * 100),
+        "flagged": float(np.mean(stats["flagged"]) * 100) if stats.get("flagged") else 0.0,
+    }
+
+
+def calibrated_markdown(curve: list[dict], seed: int, draws: int = CALIBRATION_DRAWS) -> str:
+    lines = [
+        "",
+        "## Calibrated on k measurements of the held-out group",
+        "",
+        f"`python -m budsim.evaluate --seed {seed}`: in every leave-group-out fold, each calibration group (model,",
+        f"GPU, runtime, precision) of the held-out group is calibrated (`budsim.calibration`) on k of its rows, drawn",
+        f"at random ({draws} draws per k, fixed seed), and its other rows are predicted. Coverage: share of measured",
+        "values inside the predicted P10-P90 (target about 80 %). Flagged: calibrations that called their",
+        "measurements inconsistent. k = 0 is the cold model on the same groups.",
+        "",
+        "| k | groups | predictions | TPOT MAPE | TPOT median | TTFT MAPE | TTFT median | TPOT coverage | TTFT coverage "
+        "| flagged |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in curve:
+        lines.append(
+            f"| {r['k']} | {r['groups']} | {r['predictions']} | {r['tpot_mape']:.1f} % | {r['tpot_median']:.1f} % | "
+            f"{r['ttft_mape']:.1f} % | {r['ttft_median']:.1f} % | {r['tpot_coverage']:.0f} % | "
+            f"{r['ttft_coverage']:.0f} % | {r['flagged']:.0f} % |"
+        )
+    lines.append(
+        f"| target (k = 3) | | | ≤ {TPOT_TARGET:.0f} % | | ≤ {TTFT_TARGET:.0f} % | | "
+        f"{COVERAGE_TARGET[0]:.0f}-{COVERAGE_TARGET[1]:.0f} % | {COVERAGE_TARGET[0]:.0f}-{COVERAGE_TARGET[1]:.0f} % | |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def print_curve(curve: list[dict], per_group: list[dict] | None = None) -> None:
+    if per_group:
+        print("calibrated, per calibration group (MAPE TPOT / TTFT, coverage TPOT / TTFT):")
+        for row in per_group:
+            print(
+                f"  {row['group'][:70]:70} k={row['k']}  {row['tpot_mape']:6.1f} / {row['ttft_mape']:6.1f} %  "
+                f"cov {row['tpot_coverage']:3.0f} / {row['ttft_coverage']:3.0f} %  ({row['rows']} rows)"
+            )
+    print("calibrated on k measurements of the held-out group:")
+    for r in curve:
+        print(
+            f"  k={r['k']}: TPOT MAPE {r['tpot_mape']:5.1f} % (median {r['tpot_median']:4.1f}), TTFT MAPE "
+            f"{r['ttft_mape']:5.1f} % (median {r['ttft_median']:4.1f}), P10-P90 coverage TPOT {r['tpot_coverage']:3.0f} %"
+            f" / TTFT {r['ttft_coverage']:3.0f} %, flagged {r['flagged']:3.0f} % ({r['groups']} groups, "
+            f"{r['predictions']} predictions)"
+        )
 
 
 def notes(overall: dict) -> str:
@@ -252,6 +408,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ARTIFACT_DIR / "accuracy.md")
     parser.add_argument("--data", type=Path, help="a CSV in silicon_sample.csv's columns (default: the measured data)")
+    parser.add_argument("--intervals-out", type=Path, default=INTERVALS_ARTIFACT,
+                        help="where to write the cold model's interval quantiles (the predictor's P10-P90)")
+    parser.add_argument("--draws", type=int, default=CALIBRATION_DRAWS, help="random draws of the k calibration rows")
+    parser.add_argument("--per-group", "--verbose", dest="per_group", action="store_true",
+                        help="also print the calibrated curve per calibration group")
     args = parser.parse_args()
     started = time.time()
     try:
@@ -259,7 +420,7 @@ def main() -> None:
     except PerfDataMissing as error:
         raise SystemExit(str(error)) from None
     print(f"{len(samples)} agg rows in {len({s.group for s in samples})} groups (skipped: {skipped})")
-    ttft, tpot, roof_ttft, roof_tpot = leave_group_out(samples, args.seed)
+    ttft, tpot, roof_ttft, roof_tpot, fold_terms = leave_group_out(samples, args.seed)
     rows, overall = summarize(samples, ttft, tpot)
     _, baseline = summarize(samples, roof_ttft, roof_tpot)
     for r in rows:
@@ -287,10 +448,30 @@ def main() -> None:
             f"TPOT {c['tpot_mape']:.1f} %, TTFT {c['ttft_mape']:.1f} %"
         )
     digest = data_hash(args.data)
+    table = cold_interval_table(samples, ttft, tpot)
+    curve, per_group = calibrated_curve(samples, fold_terms, ColdIntervals(table), args.seed, draws=args.draws)
+    print_curve(curve, per_group if args.per_group else None)
     args.out.write_text(
         markdown(rows, overall, baseline, args.seed, digest, time.time() - started, floor, skipped, ceiling)
+        + calibrated_markdown(curve, args.seed, args.draws)
     )
-    print(f"wrote {args.out}")
+    args.intervals_out.parent.mkdir(parents=True, exist_ok=True)
+    args.intervals_out.write_text(
+        json.dumps(
+            {
+                "format": "budsim-intervals/1",
+                "data": {"hash": digest, "rows": len(samples), "groups": len({s.group for s in samples})},
+                "seed": args.seed,
+                "meaning": "leave-group-out log(measured / predicted) of the cold model: P10, P90 and the spread "
+                "left after removing each group's mean (per runtime, and 'all')",
+                "by_runtime": table,
+            },
+            indent=2,
+            sort_keys=True,
+        )
+        + "\n"
+    )
+    print(f"wrote {args.out} and {args.intervals_out}")
     if not math.isfinite(overall["tpot_mape"]):
         raise SystemExit("non-finite error: check the data")
 

@@ -141,18 +141,25 @@ class FittedPredictor:
     ttft_booster: xgb.Booster
     tpot_booster: xgb.Booster
 
+    def corrections(
+        self, points: list[ServingPoint], phys: list[Physics] | None = None
+    ) -> tuple[list[Roofline], np.ndarray, np.ndarray]:
+        """Each point's roofline plus the learned (TTFT, TPOT) factors, exp(booster), that multiply it."""
+        phys = phys if phys is not None else [physics(p) for p in points]
+        roofs = [to_roofline(p, self.calibrations.for_backend(point.backend)) for point, p in zip(points, phys)]
+        features = np.asarray([feature_vector(point, roof) for point, roof in zip(points, roofs)], dtype=np.float64)
+        matrix = xgb.DMatrix(features, feature_names=FEATURE_NAMES)
+        return roofs, np.exp(self.ttft_booster.predict(matrix)), np.exp(self.tpot_booster.predict(matrix))
+
     def predict_points(
         self, points: list[ServingPoint], phys: list[Physics] | None = None
     ) -> tuple[np.ndarray, np.ndarray, list[Roofline]]:
         """Corrected (ttft_ms, tpot_ms) per point, waits for a scheduler slot included, plus each point's roofline."""
         if not points:
             return np.zeros(0), np.zeros(0), []
-        phys = phys if phys is not None else [physics(p) for p in points]
-        roofs = [to_roofline(p, self.calibrations.for_backend(point.backend)) for point, p in zip(points, phys)]
-        features = np.asarray([feature_vector(point, roof) for point, roof in zip(points, roofs)], dtype=np.float64)
-        matrix = xgb.DMatrix(features, feature_names=FEATURE_NAMES)
-        ttft = np.array([r.ttft_ms for r in roofs]) * np.exp(self.ttft_booster.predict(matrix))
-        tpot = np.array([r.tpot_ms for r in roofs]) * np.exp(self.tpot_booster.predict(matrix))
+        roofs, ttft_factor, tpot_factor = self.corrections(points, phys)
+        ttft = np.array([r.ttft_ms for r in roofs]) * ttft_factor
+        tpot = np.array([r.tpot_ms for r in roofs]) * tpot_factor
         wait = np.array(
             [admission_wait_ms(r.admission_ratio, a, b, p.osl) for r, a, b, p in zip(roofs, ttft, tpot, points)]
         )

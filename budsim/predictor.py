@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from budsim.calibration import Calibration, apply, check_applies, decompose, decompose_with_roofs, intervals
 from budsim.catalog import GpuSpec, get_gpu
 from budsim.features import FEATURE_NAMES
 from budsim.fitting import Calibrations, FittedPredictor, booster_from_json
@@ -51,6 +52,18 @@ class Predictor:
         """Corrected (ttft_ms, tpot_ms) arrays plus the roofline behind each point."""
         return self.fitted.predict_points(points)
 
+    def predict_with_intervals(
+        self, points: list[ServingPoint], calibration: Calibration | None = None
+    ) -> dict[str, np.ndarray]:
+        """ttft/tpot (ms) and their P10/P90 for every point; `calibration` (for these points' group) corrects
+        the physics terms and narrows the intervals. Without one this is `predict_points` plus cold intervals."""
+        if not points:
+            empty = np.zeros(0)
+            return {k: empty for k in ("ttft", "tpot", "ttft_p10", "ttft_p90", "tpot_p10", "tpot_p90")}
+        terms = decompose(self.fitted, points)
+        ttft, tpot = apply(terms, calibration)
+        return {"ttft": ttft, "tpot": tpot, **intervals(terms.backends, ttft, tpot, calibration)}
+
 
 @lru_cache(maxsize=1)
 def default_predictor() -> Predictor:
@@ -87,6 +100,8 @@ def _assemble(
     roof: Roofline,
     price: float,
     saturated: tuple[float, float, int],
+    bands: dict[str, float],
+    calibration: Calibration | None,
 ) -> Prediction:
     e2e = ttft + max(workload.output_tokens - 1, 0) * tpot
     throughput = workload.concurrency * workload.output_tokens / (e2e / 1000.0)  # closed loop (Little's law)
@@ -106,6 +121,12 @@ def _assemble(
         roofline_tpot_ms=roof.tpot_ms,
         running_per_replica=roof.running_per_rank,
         queued=roof.admission_ratio > 1.0 or roof.kv_queue_ratio > 1.0,
+        ttft_p10_ms=bands["ttft_p10"],
+        ttft_p90_ms=bands["ttft_p90"],
+        tpot_p10_ms=bands["tpot_p10"],
+        tpot_p90_ms=bands["tpot_p90"],
+        calibrated=calibration is not None,
+        calibration_warning=None if calibration is None or calibration.consistent else calibration.message,
     )
 
 
@@ -116,20 +137,29 @@ def predict_many(
     workload: Workload,
     price_per_hour: float | None = None,
     predictor: Predictor | None = None,
-    calibration: tuple[float, float] = (1.0, 1.0),
+    calibration: Calibration | tuple[float, float] | None = None,
 ) -> list[Prediction]:
-    """Predictions for many configs of one model on one GPU type (one XGBoost call).
+    """Predictions for many configs of one model on one GPU type (one XGBoost call), with P10-P90 intervals.
 
     Each config is predicted twice: under the workload, and saturated (max_num_seqs clients per replica) for
-    its capacity. `calibration` scales (TTFT, TPOT), e.g. by what a deployment measured against its prediction.
+    its capacity. `calibration` is a `budsim.calibration.Calibration` of this model/GPU/runtime/precision
+    (corrects the physics terms, narrows the intervals), or plain (TTFT, TPOT) scales, e.g. by what a deployment
+    measured against its prediction.
     """
     spec = gpu if isinstance(gpu, GpuSpec) else get_gpu(gpu)
     price = spec.price_per_hour if price_per_hour is None else price_per_hour
     predictor = predictor or default_predictor()
     points = [serving_point(model, spec, c, workload) for c in configs]
     saturated = [replace(p, batch_per_rank=c.max_num_seqs) for p, c in zip(points, configs)]
-    ttft, tpot, roofs = predictor.predict_points(points + saturated)
-    ttft, tpot = ttft * calibration[0], tpot * calibration[1]
+    group_calibration = calibration if isinstance(calibration, Calibration) else None
+    scales = (1.0, 1.0) if calibration is None or group_calibration is not None else calibration
+    everything = points + saturated
+    if group_calibration is not None and points:
+        check_applies(group_calibration, points[0])
+    terms, roofs = decompose_with_roofs(predictor.fitted, everything)
+    ttft, tpot = apply(terms, group_calibration)
+    ttft, tpot = ttft * scales[0], tpot * scales[1]
+    bands = intervals(terms.backends, ttft, tpot, group_calibration)
     n = len(configs)
     return [
         _assemble(
@@ -140,16 +170,24 @@ def predict_many(
             roofs[i],
             price,
             (float(ttft[n + i]), float(tpot[n + i]), c.max_num_seqs),
+            {key: float(values[i]) for key, values in bands.items()},
+            group_calibration,
         )
         for i, c in enumerate(configs)
     ]
 
 
 def predict(
-    model: ModelArchitecture, gpu: str, config: ServingConfig, workload: Workload, price_per_hour: float | None = None
+    model: ModelArchitecture,
+    gpu: str,
+    config: ServingConfig,
+    workload: Workload,
+    price_per_hour: float | None = None,
+    calibration: Calibration | None = None,
 ) -> Prediction:
-    """Predicted TTFT, TPOT, end-to-end latency, throughput and cost of `config` serving `workload`.
+    """Predicted TTFT, TPOT (with P10-P90), end-to-end latency, throughput and cost of `config` serving `workload`;
+    `calibration` (from `budsim.calibration.calibrate` on this group's measurements) corrects it.
 
     Does not check that the config fits (see `budsim.constraints.check_config`).
     """
-    return predict_many(model, gpu, [config], workload, price_per_hour)[0]
+    return predict_many(model, gpu, [config], workload, price_per_hour, calibration=calibration)[0]

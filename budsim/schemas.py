@@ -68,6 +68,14 @@ class Prediction(BaseModel):
     roofline_tpot_ms: float = Field(description="the analytic model's TPOT before the learned correction")
     running_per_replica: float = Field(description="sequences a replica runs at once (max_num_seqs, KV cache)")
     queued: bool = Field(description="whether some requests wait for a free slot")
+    ttft_p10_ms: float | None = Field(default=None, description="P10 of the TTFT the predictor's errors allow")
+    ttft_p90_ms: float | None = Field(default=None, description="P90 of the TTFT the predictor's errors allow")
+    tpot_p10_ms: float | None = Field(default=None, description="P10 of the TPOT the predictor's errors allow")
+    tpot_p90_ms: float | None = Field(default=None, description="P90 of the TPOT the predictor's errors allow")
+    calibrated: bool = Field(default=False, description="whether a group calibration (measurements) was applied")
+    calibration_warning: str | None = Field(
+        default=None, description="set when the calibration found its measurements inconsistent"
+    )
 
 
 class Method(str, Enum):

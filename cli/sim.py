@@ -1,6 +1,6 @@
 """`bud sim`: the performance model and optimizer from the command line.
 
-bud sim predict --csv runs.csv --out predicted.csv
+bud sim predict --csv runs.csv --out predicted.csv [--calibration measured.csv]
 bud sim recommend --model meta-llama/Llama-3.1-70B-Instruct --gpu h100_sxm --gpus 8 --max-ttft-ms 500
 """
 
@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from budsim.calibration import Calibration, CalibrationGroup, Measurement, calibrate
 from budsim.catalog import get_model
 from budsim.dataset import point_from_row
 from budsim.errors import InvalidRequest
@@ -27,7 +28,19 @@ app = typer.Typer(help="Predict LLM serving performance and recommend deployment
 console = Console()
 err_console = Console(stderr=True)
 
-PREDICTED_COLUMNS = ["predicted_ttft_ms", "predicted_tpot_ms", "predict_error"]
+PREDICTED_COLUMNS = [
+    "predicted_ttft_ms",
+    "predicted_tpot_ms",
+    "ttft_p10_ms",
+    "ttft_p90_ms",
+    "tpot_p10_ms",
+    "tpot_p90_ms",
+    "calibrated",
+    "predict_error",
+]
+# what point_from_row's error fields are called in the CSV
+_ROW_COLUMNS = {"model": "model_path", "gpu_type": "system", "isl/osl/batch_size": "isl, osl, batch_size"}
+MEASURED_COLUMNS = ("silicon_ttft_ms", "silicon_tpot_ms")
 
 
 def _fail(message: str) -> None:
@@ -35,26 +48,93 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=2)
 
 
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _group_key(row: dict[str, str], point) -> tuple[str, str, str, str]:
+    return ((row.get("model_path") or "").strip().lower(), point.gpu.name, point.backend, point.precision)
+
+
+def _calibrations(path: Path) -> dict[tuple[str, str, str, str], Calibration]:
+    """One calibration per (model, GPU, runtime, precision) measured in `path`; exits 2 naming the first bad row."""
+    columns, rows = _read_csv(path)
+    missing = [c for c in MEASURED_COLUMNS if c not in columns]
+    if missing:
+        _fail(f"{path}: no column {', '.join(missing)} (the measured TTFT and TPOT of each row)")
+    if not rows:
+        _fail(f"{path}: no measured rows")
+    grouped: dict[tuple[str, str, str, str], list[tuple[str, Measurement]]] = {}
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        where = f"{path} line {number}"
+        try:
+            point = point_from_row(row)
+        except InvalidRequest as error:
+            _fail(f"{where}, column {_ROW_COLUMNS.get(error.field, error.field)}: {error.message}")
+            raise
+        values = {}
+        for column in MEASURED_COLUMNS:
+            raw = (row.get(column) or "").strip()
+            try:
+                values[column] = float(raw)
+            except ValueError:
+                values[column] = math.nan
+            if not (math.isfinite(values[column]) and values[column] > 0):
+                _fail(f"{where}, column {column}: {raw!r} is not a positive number of milliseconds")
+        measurement = Measurement(point, values["silicon_ttft_ms"], values["silicon_tpot_ms"], row.get("id") or "")
+        grouped.setdefault(_group_key(row, point), []).append((row.get("model_path", "").strip(), measurement))
+    calibrations = {}
+    for key, members in sorted(grouped.items()):
+        group = CalibrationGroup(model=members[0][0], gpu=key[1], runtime=key[2], precision=key[3])
+        calibration = calibrate(group, [m for _, m in members], default_predictor())
+        calibrations[key] = calibration
+        colour = "green" if calibration.consistent else "yellow"
+        console.print(
+            f"[{colour}]calibrated[/{colour}] {group.label()} on {calibration.n} row(s): TPOT x"
+            f"{calibration.tpot.batch_scale:.2f} per-sequence / x{calibration.tpot.weights_scale:.2f} weights, "
+            f"TTFT x{calibration.ttft.prefill_scale:.2f} prefill"
+            + ("" if calibration.consistent else f"; {calibration.message}")
+        )
+    return calibrations
+
+
 @app.command()
 def predict(
     csv_in: Path = typer.Option(
         ..., "--csv", exists=True, dir_okay=False, help="rows with silicon_sample.csv's columns"
     ),
-    out: Path = typer.Option(..., "--out", help="where to write the rows plus predicted_ttft_ms / predicted_tpot_ms"),
+    out: Path = typer.Option(..., "--out", help="where to write the rows plus predictions and their P10-P90"),
+    calibration_csv: Optional[Path] = typer.Option(
+        None,
+        "--calibration",
+        exists=True,
+        dir_okay=False,
+        help="measured rows (silicon_sample.csv's columns incl. silicon_ttft_ms, silicon_tpot_ms): each model / GPU "
+        "/ runtime / precision present is calibrated on them before its rows are predicted",
+    ),
 ) -> None:
-    """Predict TTFT and TPOT for every agg-mode row of a CSV shaped like aiconfigurator's silicon_sample.csv."""
-    with open(csv_in, newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = list(reader.fieldnames or [])
-        rows = list(reader)
-    points, errors = {}, {}
+    """Predict TTFT and TPOT, with P10-P90 intervals, for every agg-mode row of a CSV shaped like aiconfigurator's
+    silicon_sample.csv; optionally calibrated on measured rows first."""
+    calibrations = _calibrations(calibration_csv) if calibration_csv is not None else {}
+    columns, rows = _read_csv(csv_in)
+    points, keys, errors = {}, {}, {}
     for index, row in enumerate(rows):
         try:
             points[index] = point_from_row(row)
+            keys[index] = _group_key(row, points[index])
         except InvalidRequest as error:
             errors[index] = str(error)
-    ttft, tpot, _ = default_predictor().predict_points(list(points.values()))
-    predicted = {index: (float(a), float(b)) for index, a, b in zip(points, ttft, tpot)}
+    by_calibration: dict[tuple | None, list[int]] = {}
+    for index in points:
+        by_calibration.setdefault(keys[index] if keys[index] in calibrations else None, []).append(index)
+    predicted: dict[int, dict[str, float]] = {}
+    predictor = default_predictor()
+    for key, indices in by_calibration.items():
+        result = predictor.predict_with_intervals([points[i] for i in indices], calibrations.get(key))
+        for position, index in enumerate(indices):
+            predicted[index] = {name: float(values[position]) for name, values in result.items()}
     out_columns = columns + [c for c in PREDICTED_COLUMNS if c not in columns]
     errors_ttft, errors_tpot = [], []
     with open(out, "w", newline="") as handle:
@@ -63,15 +143,17 @@ def predict(
         for index, row in enumerate(rows):
             row = dict(row)
             if index in predicted:
-                row["predicted_ttft_ms"], row["predicted_tpot_ms"] = (
-                    f"{predicted[index][0]:.3f}",
-                    f"{predicted[index][1]:.3f}",
-                )
+                p = predicted[index]
+                row["predicted_ttft_ms"], row["predicted_tpot_ms"] = f"{p['ttft']:.3f}", f"{p['tpot']:.3f}"
+                for name in ("ttft_p10", "ttft_p90", "tpot_p10", "tpot_p90"):
+                    row[f"{name}_ms"] = f"{p[name]:.3f}"
+                row["calibrated"] = "yes" if keys[index] in calibrations else "no"
                 row["predict_error"] = ""
-                errors_ttft += _ape(row.get("silicon_ttft_ms"), predicted[index][0])
-                errors_tpot += _ape(row.get("silicon_tpot_ms"), predicted[index][1])
+                errors_ttft += _ape(row.get("silicon_ttft_ms"), p["ttft"])
+                errors_tpot += _ape(row.get("silicon_tpot_ms"), p["tpot"])
             else:
-                row["predicted_ttft_ms"] = row["predicted_tpot_ms"] = ""
+                for column in PREDICTED_COLUMNS[:-1]:
+                    row[column] = ""
                 row["predict_error"] = errors[index]
             writer.writerow(row)
     console.print(f"predicted {len(predicted)} of {len(rows)} rows -> {out}")
