@@ -2,7 +2,8 @@
 
 Endpoints are chosen by smooth weighted round robin (nginx's algorithm): over any window the split follows the weights
 exactly and picks interleave (90/10 gives nine A's spread around each B, not runs). A replica that refused a
-connection is skipped for `down_for_s`, then tried again.
+connection is skipped for `down_for_s`, then tried again. A fallback takes its turn whatever its weight (the
+control plane stores fallbacks at weight 0): among fallbacks without weights the first usable one is chosen.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class Balancer:
         With `max_outstanding`, a replica that already has more requests in flight than that is not usable."""
         candidates: list[tuple[Backend, list[str]]] = []
         for backend in backends:
-            if backend.weight <= 0:
+            if backend.weight <= 0 and not backend.fallback:
                 continue
             usable = [url for url in backend.replicas if url not in exclude and self.is_up(url)]
             if max_outstanding is not None:

@@ -40,6 +40,15 @@ def test_zero_weight_and_replica_less_endpoints_get_nothing():
     assert balancer.choose("m", [drained, empty]) is None
 
 
+def test_fallbacks_at_weight_zero_still_serve_first_usable_first():
+    """The control plane stores fallbacks at weight 0: they take the requests the primaries cannot, in order."""
+    first = Backend(endpoint_id="first", weight=0, replicas=["http://f"], fallback=True)
+    second = Backend(endpoint_id="second", weight=0, replicas=["http://s"], fallback=True)
+    balancer = Balancer()
+    assert {balancer.choose("m", [first, second]).backend.endpoint_id for _ in range(10)} == {"first"}
+    assert balancer.choose("m", [first, second], exclude={"http://f"}).backend.endpoint_id == "second"
+
+
 def test_least_outstanding_replica_wins():
     backend = Backend(endpoint_id="e", replicas=["http://a", "http://b", "http://c"])
     balancer = Balancer()
