@@ -135,7 +135,6 @@ class BenchmarkActivities:
                 last = f"HTTP {reply.status_code}"
             except (httpx.HTTPError, ValueError) as error:
                 last = str(error) or type(error).__name__
-            activity.heartbeat()
             await asyncio.sleep(0.2)
         raise ApplicationError(f"the gateway at {base} did not serve {endpoint_name} with the run's key within "
                                f"{KEY_VISIBLE_TIMEOUT_S:g} s ({last})", type="GatewayUnavailable")
@@ -159,7 +158,8 @@ class BenchmarkActivities:
         finally:
             await self._revoke_key(level)
         result = self._summary(level, progress, timed_out, info.attempt)
-        return result.model_copy(update={"resumed_requests": len(resumed.get("samples", [])) + int(resumed.get("errors", 0))})
+        inherited = len(resumed.get("samples", [])) + int(resumed.get("errors", 0))
+        return result.model_copy(update={"resumed_requests": inherited})
 
     async def _load(self, level: LevelInput, base: str, headers: dict, progress: dict) -> bool:
         """Run the level's remaining requests with `concurrency` clients; True if the budget ran out first."""

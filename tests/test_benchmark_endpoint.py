@@ -167,7 +167,7 @@ async def pending_level(handle, db_pool, run_id: UUID, timeout: float = 120) -> 
                         and pending.heartbeat_details.payloads):
                     details = (await handle._client.data_converter.decode(pending.heartbeat_details.payloads))[0]
                     done = len(details.get("samples", []))
-                    if details.get("samples") is not None and done >= 3:
+                    if done >= 1:
                         return done
             await asyncio.sleep(0.1)
 
@@ -177,7 +177,7 @@ async def test_a_worker_killed_mid_sweep_is_resumed_at_its_level(
     model = await available_model(api, settings, tiny)
     endpoint = await slow_running_endpoint(api, model["id"], await local_cluster_id(api))
     queue_settings = settings.model_copy(update={"control_queue": unique("bench-queue")})
-    sweep = BenchmarkRequest(input_tokens=32, output_tokens=16, concurrency=[1, 2], requests_per_level=40)
+    sweep = BenchmarkRequest(input_tokens=32, output_tokens=32, concurrency=[1, 2], requests_per_level=60)
     async with db_pool.acquire() as conn:
         run = await benchmark_runs.insert_run(conn, UUID(endpoint["project_id"]), UUID(endpoint["id"]),
                                               sweep.model_dump(mode="json"), benchmark_endpoint_workflow_id)
@@ -193,8 +193,8 @@ async def test_a_worker_killed_mid_sweep_is_resumed_at_its_level(
     finally:
         second.stop()
     first_level, level = levels
-    assert first_level.attempts == 1 and first_level.resumed_requests == 0 and first_level.completed == 40
-    assert level.attempts == 2 and level.completed == 40 and level.errors == 0, level
+    assert first_level.attempts == 1 and first_level.resumed_requests == 0 and first_level.completed == 60
+    assert level.attempts == 2 and level.completed == 60 and level.errors == 0, level
     assert level.resumed_requests >= 1, level  # the dead attempt's heartbeated requests were kept
     stored = await wait_run(api, endpoint["id"], str(run.id))
     assert stored["status"] == "COMPLETED" and [lv["attempts"] for lv in stored["levels"]] == [1, 2]

@@ -95,7 +95,8 @@ async def test_the_silicon_csv_imports_with_its_own_columns(api):
     assert set(stored) == source_ids
     for row in rows:
         got = stored[row["id"]]
-        assert got["ttft_p50_ms"] == float(row["silicon_ttft_ms"]) and got["tpot_p50_ms"] == float(row["silicon_tpot_ms"])
+        assert got["ttft_p50_ms"] == float(row["silicon_ttft_ms"])
+        assert got["tpot_p50_ms"] == float(row["silicon_tpot_ms"])
         assert got["input_tokens"] == int(row["isl"]) and got["concurrency"] == int(row["batch_size"])
         assert got["tp"] == int(row["tp_size"]) and got["model_name"] == row["model_path"]
         assert got["gpu_type"] in ("nvidia-h100-80gb", "nvidia-h200", "nvidia-b200")
