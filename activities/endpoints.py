@@ -89,6 +89,7 @@ class EndpointActivities:
             labels={"bud.ai/project-id": str(endpoint.project_id)},
             startup_timeout_s=self.settings.deploy_ready_timeout_s,
             autoscaling=AutoscalingSpec.model_validate(endpoint.autoscaling) if endpoint.autoscaling else None,
+            drain_timeout_s=request.drain_timeout_s or self.settings.drain_timeout_s,
         )
         return DeploymentPlan(
             spec=spec, cluster_id=cluster.id, cluster_kind=cluster.kind,

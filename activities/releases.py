@@ -11,10 +11,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from clusters.base import ClusterBackend, DeploymentFailed
+from clusters.drain import wait_drained
 from clusters.kubernetes import InventoryMismatch
 from clusters.resolver import BackendResolver, MissingKubeconfig, UnknownClusterKind, UnusableKubeconfig
-from control.payloads.deployments import DeploymentState, ReleaseRequest
-from control.store import clusters
+from control.payloads.deployments import DeploymentSpec, DeploymentState, ReleaseRequest
+from control.store import clusters, endpoints
+from core.logging import get_logger
+
+log = get_logger(__name__)
 
 # Backend errors no retry can fix; anything else (ClusterUnreachable, OSError, ...) is transient and retried.
 PERMANENT_BACKEND_ERRORS = (DeploymentFailed, InventoryMismatch, UnknownClusterKind, MissingKubeconfig,
@@ -32,9 +36,26 @@ def backend_errors() -> Iterator[None]:
 
 
 class ReleaseActivities:
-    def __init__(self, pool: asyncpg.Pool, backends: BackendResolver):
+    def __init__(self, pool: asyncpg.Pool, backends: BackendResolver, drain_timeout_s: float = 30):
         self.pool = pool
         self.backends = backends
+        self.drain_timeout_s = drain_timeout_s
+
+    async def drain(self, backend: ClusterBackend, spec: DeploymentSpec, deleting: bool) -> list[str]:
+        """The one drain step before replicas stop: the replicas that applying `spec` (or deleting its release)
+        stops leave the route (endpoint_replicas.ready = false, so the gateways drop them), then their in-flight
+        requests get up to the drain timeout to finish, heartbeating meanwhile. Returns what happened to each (a
+        tripped timeout says so: the replica is stopped anyway). Running it again finds nothing left to drain."""
+        leaving = backend.leaving(spec, deleting)
+        if not leaving:
+            return []
+        async with self.pool.acquire() as conn:
+            await endpoints.mark_replicas_unready(conn, spec.endpoint_id, [url for _, url in leaving])
+        timeout_s = spec.drain_timeout_s or self.drain_timeout_s
+        outcomes = await wait_drained(leaving, timeout_s, activity.heartbeat)
+        notes = [outcome.describe(timeout_s) for outcome in outcomes]
+        log.info("drained before stopping", release=spec.release, notes=notes)
+        return notes
 
     async def backend_for(self, cluster_id: UUID) -> ClusterBackend:
         async with self.pool.acquire() as conn:
@@ -47,8 +68,10 @@ class ReleaseActivities:
     @activity.defn
     async def apply_release(self, request: ReleaseRequest) -> DeploymentState:
         backend = await self.backend_for(request.cluster_id)
+        drained = await self.drain(backend, request.spec, deleting=False)
         with backend_errors():
-            return await backend.apply(request.spec, heartbeat=activity.heartbeat)
+            state = await backend.apply(request.spec, heartbeat=activity.heartbeat)
+        return state.model_copy(update={"drain": drained}) if drained else state
 
     @activity.defn
     async def wait_release_ready(self, request: ReleaseRequest) -> DeploymentState:
@@ -63,6 +86,9 @@ class ReleaseActivities:
         return await backend.state(request.spec)
 
     @activity.defn
-    async def delete_release(self, request: ReleaseRequest) -> None:
+    async def delete_release(self, request: ReleaseRequest) -> list[str]:
+        """Drain, then remove the release; returns how each replica drained."""
         backend = await self.backend_for(request.cluster_id)
+        drained = await self.drain(backend, request.spec, deleting=True)
         await backend.delete(request.spec, heartbeat=activity.heartbeat)
+        return drained

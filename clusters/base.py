@@ -36,6 +36,11 @@ class ClusterBackend(Protocol):
     async def state(self, spec: DeploymentSpec) -> DeploymentState:
         ...
 
+    def leaving(self, spec: DeploymentSpec, deleting: bool) -> list[tuple[str, str]]:
+        """(name, url) of the routed replicas that applying `spec` (or deleting its release) will stop: they are
+        drained first (out of the route, in-flight requests finished) by clusters.drain."""
+        ...
+
     async def delete(self, spec: DeploymentSpec, heartbeat: Heartbeat) -> None:
         """Remove everything the release created (idempotent: deleting a missing release succeeds)."""
         ...

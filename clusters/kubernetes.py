@@ -192,6 +192,11 @@ class KubernetesBackend:
         """The release's Service inside the cluster (the chart names every object after the release)."""
         return f"http://{spec.release}.{spec.namespace}.svc:{SERVICE_PORT}"
 
+    def leaving(self, spec: DeploymentSpec, deleting: bool) -> list[tuple[str, str]]:
+        """The Service leaves the route before `helm uninstall`; a scale-down's pods drain themselves (the chart's
+        preStop hook, a readiness probe that fails while draining, terminationGracePeriodSeconds)."""
+        return [(spec.release, self.service_url(spec))] if deleting else []
+
     @property
     def helm(self) -> Helm:
         if self._helm is None:  # found on first use, so a worker without helm still serves local clusters

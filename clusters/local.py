@@ -176,7 +176,7 @@ class ReplicaMoved:
 
 
 # Spec fields that do not change what a replica process runs (the count, and who decides the count).
-_NOT_PROCESS_FACTS = ("replicas", "autoscaling")
+_NOT_PROCESS_FACTS = ("replicas", "autoscaling", "drain_timeout_s")
 
 
 def _process_facts(spec: dict) -> dict:
@@ -212,6 +212,8 @@ class LocalBackend:
             if timing:
                 extra += ["--sim-ttft-ms", f"{timing.ttft_ms:.3f}", "--sim-tpot-ms", f"{timing.tpot_ms:.3f}",
                           "--sim-load-delay-s", str(timing.load_delay_s)]
+            if spec.drain_timeout_s:  # on SIGTERM the runtime finishes in-flight requests for this long
+                extra += ["--sim-drain-timeout-s", f"{spec.drain_timeout_s:g}"]
             memory = self.gpu_memory_gb.get(spec.resources.gpu_type)
             if memory:
                 extra += ["--sim-gpu-memory-gb", str(memory)]
@@ -496,6 +498,21 @@ class LocalBackend:
                 for path in directory.glob("replica-*.json"):
                     path.unlink(missing_ok=True)
             self._write(directory / "spec.json", desired)
+
+    def leaving(self, spec: DeploymentSpec, deleting: bool) -> list[tuple[str, str]]:
+        """The replicas that applying `spec` stops: those past the new count, or all when what the processes run
+        changes (or the release goes)."""
+        directory = self._release_dir(spec.release)
+        current = self._read(directory / "spec.json")
+        if current is None and not deleting:
+            return []
+        replace_all = deleting or _process_facts(current) != _process_facts(spec.model_dump(mode="json"))
+        leaving = []
+        for path in sorted(directory.glob("replica-*.json")):
+            record = self._read(path)
+            if record and (replace_all or record["index"] >= spec.replicas) and _is_running(record):
+                leaving.append((f"{spec.release}-{record['index']}", f"http://127.0.0.1:{record['port']}"))
+        return leaving
 
     async def apply(self, spec: DeploymentSpec, heartbeat: Heartbeat) -> DeploymentState:
         # In a thread, whole: the event loop runs on while it waits for the lock, and a cancelled activity cannot

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
+from typing import Any
 
 import uvicorn
 
@@ -51,6 +53,22 @@ _IGNORED_SWITCHES = (
 )
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn with vLLM's graceful shutdown: on SIGTERM/SIGINT the listening socket closes (no new connections),
+    /health answers 503 on connections still open, and requests in flight (streams included) run to their end for
+    up to --sim-drain-timeout-s before the rest are cancelled. A second signal stops at once."""
+
+    def __init__(self, config: uvicorn.Config, app: Any) -> None:
+        super().__init__(config)
+        self.app = app
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if not self.should_exit:
+            log.info("signal %d: draining (no new connections; in-flight requests finish)", sig)
+        self.app.state.draining = True
+        super().handle_exit(sig, frame)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra fraction of TPOT when the batch is full (linear in occupancy)",
     )
     sim.add_argument("--sim-load-delay-s", type=float, default=0.0, help="seconds before /health turns 200")
+    sim.add_argument(
+        "--sim-drain-timeout-s",
+        type=float,
+        default=30.0,
+        help="on SIGTERM: stop accepting connections, let in-flight requests finish for up to this long",
+    )
     sim.add_argument(
         "--sim-kv-cache-tokens",
         type=int,
@@ -124,6 +148,7 @@ def settings_from_args(args: argparse.Namespace) -> RuntimeSettings:
             batch_tpot_factor=args.sim_batch_tpot_factor,
         ),
         load_delay_s=args.sim_load_delay_s,
+        drain_timeout_s=args.sim_drain_timeout_s,
         kv_cache_tokens=args.sim_kv_cache_tokens,
         gpu_memory_gb=args.sim_gpu_memory_gb,
         faults=faults,
@@ -169,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         http="httptools",
         access_log=False,
         log_level=args.log_level,
-        timeout_graceful_shutdown=2,
+        timeout_graceful_shutdown=max(1, math.ceil(settings.drain_timeout_s)),
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app)
     server.run()
     return 0 if server.started else 3

@@ -296,7 +296,8 @@ def create_app(settings: RuntimeSettings) -> Starlette:
     async def health(_: Request) -> Response:
         if runtime.faults.health_delay_s:
             await asyncio.sleep(runtime.faults.health_delay_s)
-        status = 200 if runtime.loaded and not runtime.faults.fail_health else 503
+        draining = getattr(app.state, "draining", False)  # set on SIGTERM: readiness fails while draining
+        status = 200 if runtime.loaded and not runtime.faults.fail_health and not draining else 503
         if settings.identity is None:
             return Response(status_code=status)  # vLLM's empty answer
         # Whatever the status, the answer proves which replica this is (a supervisor tells it from a reused port).

@@ -66,6 +66,9 @@ class RuntimeSettings(BaseModel):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     timing: TimingSettings = Field(default_factory=TimingSettings)
     load_delay_s: float = Field(0.0, ge=0)
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="on SIGTERM, how long in-flight requests (streams included) may take to finish"
+    )
     kv_cache_tokens: int | None = Field(
         None, ge=1, description="KV cache capacity; default max_num_seqs x max_model_len"
     )

@@ -59,7 +59,7 @@ def control_queue(clients: Clients) -> QueueSetup:
         ScanningActivities(clients.store, clients.clamd),
         ModelRecordActivities(clients.pool),
         EndpointActivities(clients.pool, settings),
-        ReleaseActivities(clients.pool, clients.backends),
+        ReleaseActivities(clients.pool, clients.backends, settings.drain_timeout_s),
         TransferActivities(clients.store, settings.state_dir / "model-cache"),
         HealthActivities(clients.http),
         WorkflowControlActivities(clients.temporal),

@@ -46,7 +46,8 @@ class ScaleEndpoint:
 
     async def _apply(self, request: ScaleEndpointInput, replicas: int, wait: bool):
         plan = await run_db_activity(EndpointActivities.load_deployment_plan,
-                                     DeployEndpointInput(endpoint_id=request.endpoint_id, replicas=replicas))
+                                     DeployEndpointInput(endpoint_id=request.endpoint_id, replicas=replicas,
+                                                         drain_timeout_s=request.drain_timeout_s))
         await run_db_activity(EndpointActivities.reserve_gpus, GpuReservationRequest(
             endpoint_id=request.endpoint_id, cluster_id=plan.cluster_id, gpu_type=plan.spec.resources.gpu_type,
             count=plan.gpus_needed if replicas else 0))

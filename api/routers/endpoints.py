@@ -163,7 +163,8 @@ async def scale_endpoint(endpoint_id: UUID, body: ScaleRequest, pool: PoolDep, t
         endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
         await capacity.check_scale(conn, endpoint, body.replicas)
         await start_scale_endpoint(temporal, settings, ScaleEndpointInput(
-            endpoint_id=endpoint_id, replicas=body.replicas, previous_replicas=endpoint.replicas))
+            endpoint_id=endpoint_id, replicas=body.replicas, previous_replicas=endpoint.replicas,
+            drain_timeout_s=body.drain_timeout_s))
         await endpoints.set_status(conn, endpoint_id, EndpointStatus.RUNNING, f"scaling to {body.replicas}")
         return endpoint_out(await endpoints.get_endpoint(conn, endpoint_id))
 

@@ -231,6 +231,15 @@ async def replace_replicas(conn: asyncpg.Connection, endpoint_id: UUID, replicas
         await track_replica_lifetimes(conn, endpoint_id, names)
 
 
+async def mark_replicas_unready(conn: asyncpg.Connection, endpoint_id: UUID, urls: list[str]) -> int:
+    """Take replicas out of the route before they stop (the gateways route to ready rows only); returns how many
+    rows changed (0 when they already left: draining again changes nothing)."""
+    status = await conn.execute(
+        "UPDATE endpoint_replicas SET ready = false, updated_at = now() WHERE endpoint_id = $1 AND url = ANY($2) "
+        "AND ready", endpoint_id, urls)
+    return int(status.split()[-1])
+
+
 async def track_replica_lifetimes(conn: asyncpg.Connection, endpoint_id: UUID, names: list[str]) -> None:
     """GPU time for the realized cost of serving: every recorded replica has an open lifetime holding the
     endpoint's per-replica GPUs (resources.gpu_count of resources.gpu_type); one no longer recorded, or whose GPUs
