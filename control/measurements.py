@@ -73,6 +73,8 @@ def parse_json(body: bytes) -> list[MeasurementCreate]:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise Invalid(f"body is not valid JSON: {str(error)[:200]}", "body") from None
+    except RecursionError:
+        raise Invalid("body nests too deeply to be a list of measurements", "body") from None
     if not isinstance(data, list):
         raise Invalid("body must be a JSON list of measurements (or text/csv)", "body")
     if not data:

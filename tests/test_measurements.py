@@ -145,6 +145,11 @@ async def test_import_bounds(api):
                     {"precision": "fp3"}, {"concurrency": 0}, {"extra": 1}, {"source": {"kind": "guess"}}):
         refused = await api.post("/api/measurements", json=[{**measurement("m"), **hostile}])
         assert refused.status_code == 422, (hostile, refused.text)
+    nul_source = {**measurement("m"), "source": {"kind": "import", "id": "a\u0000b"}}
+    for body in (b"[" * 200_000, json.dumps([nul_source]).encode(),
+                 json.dumps([measurement("m")]).replace('"m"', '"\\ud800"').encode()):
+        refused = await api.post("/api/measurements", content=body, headers={"Content-Type": "application/json"})
+        assert refused.status_code == 422, refused.text
     assert (await api.get("/api/measurements", params={"cursor": "not-a-cursor"})).status_code == 422
     assert (await api.get("/api/measurements", params={"gpu_type": "tpu"})).status_code == 422
     assert (await api.get("/api/measurements", params={"limit": 5000})).status_code == 422

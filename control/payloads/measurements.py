@@ -32,8 +32,25 @@ class SourceKind(str, Enum):
     IMPORT = "import"  # rows a caller imported (source_id: the file or batch name, if given)
 
 
+def storable_text(value):
+    """Text PostgreSQL can store: no NUL character, no lone surrogate (JSON can spell both)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("contains a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("is not valid Unicode text") from None
+    return value
+
+
 class MeasurementSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable(cls, value):
+        return storable_text(value)
 
     kind: SourceKind = SourceKind.IMPORT
     id: str | None = Field(default=None, min_length=1, max_length=200, description="run id, file name, batch name")
@@ -103,12 +120,10 @@ class MeasurementCreate(BaseModel):
             raise ValueError(f"unknown precision {value[:32]!r}; known: bf16, fp16, fp32, fp8, int8, fp4, int4")
         return precision.name
 
-    @field_validator("model_name", "runtime_version", "quantization")
+    @field_validator("*", mode="before")
     @classmethod
-    def _no_nul(cls, value: str | None) -> str | None:
-        if value is not None and "\x00" in value:
-            raise ValueError("contains a NUL character")
-        return value
+    def _storable(cls, value):
+        return storable_text(value)
 
     @model_validator(mode="after")
     def _percentiles(self) -> "MeasurementCreate":
