@@ -176,6 +176,38 @@ async def test_scaling_the_primary_to_zero_then_deleting_it_loses_no_request(api
     assert route["backends"] == [] and [b["endpoint_id"] for b in route["fallbacks"]] == [fallback["id"]]
 
 
+async def test_an_endpoint_asleep_at_zero_wakes_while_the_fallback_serves(api, gateway, key, spill_route, fallback):
+    """min_replicas 0: after its idle time the primary has no replica; the first requests are served by the
+    fallback at once (no cold-start wait), and they wake the primary, which then takes the route back."""
+    name, primary = spill_route
+    response = await api.put(f"/api/endpoints/{primary['id']}/autoscaling", json={
+        "enabled": True, "min_replicas": 0, "max_replicas": 1, "scale_to_zero_after_s": 4,
+        "metrics": [{"type": "External", "external": {"metric": {"name": "inference_queue_depth"},
+                                                      "target": {"type": "Value", "value": 4}}}]})
+    assert response.status_code == 202, response.text
+    await wait_endpoint(api, primary["id"], lambda e: e["deployment"]["replicas"] == 0
+                        and e["deployment"]["ready_replicas"] == 0 and e["step"] == "running", timeout=60)
+    async with asyncio.timeout(20):
+        while runtime_processes(primary["name"]):
+            await asyncio.sleep(0.2)
+    await asyncio.sleep(0.5)  # the gateway's table has no primary replica now
+
+    async with httpx.AsyncClient(timeout=30, headers=key) as client:
+        started = time.monotonic()
+        first = await client.post(f"{gateway}/chat/completions", json={"model": name, **CHAT})
+        assert first.status_code == 200 and first.headers["x-bud-backend"] == fallback["id"]
+        assert time.monotonic() - started < 2  # served by the fallback, not held for the primary's cold start
+
+    async def woken():
+        await wait_endpoint(api, primary["id"], lambda e: e["deployment"]["ready_replicas"] == 1
+                            and e["step"] == "running", timeout=60)
+        await asyncio.sleep(0.5)
+
+    load = await under_load(gateway, name, key, woken, clients=2)
+    assert load.failures == []
+    assert load.served[0] == fallback["id"] and load.served[-1] == primary["id"], load.by_backend()
+
+
 def second_gateway(settings, state_dir):
     """Another gateway process on the same PostgreSQL and Redis, started like the `gateway` fixture."""
     port = free_port()
