@@ -28,6 +28,7 @@ from control.payloads.deployments import (
 )
 from control.payloads.clusters import ClusterStatus
 from control.payloads.models import BenchmarkCreate, ModelStatus
+from control import routing
 from control.planning import fit_problems, simulated_timing
 from control.translate import serving_config
 from core.settings import Settings
@@ -120,7 +121,9 @@ class EndpointActivities:
 
     @activity.defn
     async def publish_endpoint(self, request: PublishInput) -> None:
-        """Replicas into the routing table and a route named after the endpoint: the gateway serves it."""
+        """Replicas into the routing table and a route named after the endpoint, then until every running gateway
+        serves that table (control.routing), so the RUNNING that follows means routable. Gateways still behind
+        after the wait fail this attempt, which is retried (the writes are idempotent) with the laggards named."""
         async with self.pool.acquire() as conn:
             endpoint = await endpoints.get_endpoint(conn, request.endpoint_id)
             await endpoints.replace_replicas(conn, request.endpoint_id, request.replicas, request.replica_count)
@@ -131,6 +134,9 @@ class EndpointActivities:
             if request.health:
                 await endpoints.set_health(conn, request.endpoint_id, request.health.model_dump())
                 await record_measured_performance(conn, endpoint, request)
+            propagation = await routing.wait_for_gateways(conn, on_wait=activity.heartbeat)
+        if not propagation.propagated:
+            raise ApplicationError(routing.describe(propagation), type="RoutesNotPropagated")
 
     @activity.defn
     async def unpublish_endpoint(self, ref: EndpointRef) -> None:

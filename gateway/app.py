@@ -190,6 +190,7 @@ class GatewayApp:
         self.table = RouteTable()
         self._routes: dict[str, _Route] = {}
         self._table_changed = asyncio.Event()
+        self._reload = asyncio.Event()  # set by a pushed change notice: reload now, not at the next poll
         self.balancer = Balancer(down_for_s=down_for_s)
         self.metrics = GatewayMetrics(lambda: len(self.table.routes), self.balancer.outstanding_by_replica)
         if limiter is not None:
@@ -231,11 +232,17 @@ class GatewayApp:
         await self.demand.start()
         await self.refresh_routes()
         self._poller = asyncio.create_task(self._poll_routes(), name="gateway-route-poller")
+        watch = getattr(self.source, "watch", None)  # a source that pushes changes (PostgresRouteSource)
+        if watch is not None:
+            await watch(self.reload_routes)
 
     async def stop(self) -> None:
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            await close()
         await self.usage.stop()  # the record first: every answered request becomes a row before exit
         await self.demand.stop()
         if self.limiter is not None:
@@ -263,9 +270,23 @@ class GatewayApp:
         log.info("route table updated: %d routes, %d replicas", len(table.routes), len(table.replica_urls()))
         return True
 
+    def reload_routes(self) -> None:
+        """Reload the route table now (the source announced a change); loads never overlap, and a notice that
+        arrives during a load is followed by another."""
+        self._reload.set()
+
+    @property
+    def route_table_version(self) -> int | None:
+        """The version of the table served, for sources that have one."""
+        return getattr(self.source, "version", None)
+
     async def _poll_routes(self) -> None:
         while True:
-            await asyncio.sleep(self.poll_interval_s)
+            try:
+                await asyncio.wait_for(self._reload.wait(), timeout=self.poll_interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._reload.clear()
             await self.refresh_routes()
 
     # ----- ASGI -------------------------------------------------------------------------------------------------
@@ -282,7 +303,10 @@ class GatewayApp:
         elif method == "GET" and path.startswith("/v1/models"):
             await self._models(scope, send, path)
         elif method == "GET" and path == "/healthz":
-            await _send_json(send, 200, {"status": "ok", "routes": len(self.table.routes)})
+            health: dict[str, Any] = {"status": "ok", "routes": len(self.table.routes)}
+            if self.route_table_version is not None:  # a versioned source (PostgreSQL) says what it serves
+                health["route_table_version"] = self.route_table_version
+            await _send_json(send, 200, health)
         elif method == "GET" and path == "/metrics":
             await _send(send, 200, self.metrics.exposition(), [(b"content-type", CONTENT_TYPE.encode())])
         else:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.errors import not_found
-from control import capacity
+from control import capacity, routing
 from control.errors import Conflict
 from control.payloads.traffic import RouteUpdate, ShiftRequest, TrafficShiftInput
 from control.store import routes
@@ -44,6 +44,14 @@ class RouteOut(BaseModel):
     spill_queue_depth: int | None
     shift: dict[str, Any] | None
     updated_at: datetime
+
+
+class RoutePublished(RouteOut):
+    propagated: bool = Field(description="every running gateway serves the new backends: a call made now is routed "
+                                         "by them. false after a bounded wait: lagging_gateways are still behind")
+    route_table_version: int = Field(description="the route-table version this change committed")
+    lagging_gateways: list[routing.LaggingGateway] = Field(
+        description="running gateways still serving an older table when the wait ended (empty when propagated)")
 
 
 def route_out(route: routes.RouteRow) -> dict:
@@ -86,11 +94,15 @@ async def get_route(name: str, pool: PoolDep, principal: PrincipalDep):
         return route_out(await owned_route(conn, name, principal.project_id))
 
 
-@router.put("/{name}", response_model=RouteOut)
+@router.put("/{name}", response_model=RoutePublished)
 async def put_route(name: str, body: RouteUpdate, pool: PoolDep, temporal: TemporalDep, principal: PrincipalDep):
     """Set the backends behind `name` and their weights (creates the route): endpoints of the project, which must
     be RUNNING to take traffic, and models of its external providers; optionally the fallbacks and the queue depth
-    that spills to them. The change is one transaction, so the gateway never serves a half-applied split."""
+    that spills to them. The change is one transaction, so the gateway never serves a half-applied split.
+
+    The answer comes once every running gateway serves the change (a call made right after it is routed by the new
+    backends), or after a bounded wait (10 s) with `propagated: false` and the gateways still behind: the change is
+    committed either way and they pick it up when they can."""
     async with pool.acquire() as conn:
         await capacity.require_name_of_project(conn, name, principal.project_id)
         if await traffic_shift_running(temporal, name):
@@ -105,7 +117,10 @@ async def put_route(name: str, body: RouteUpdate, pool: PoolDep, temporal: Tempo
                                       fallbacks, **extra)
         except routes.RouteTaken:
             raise Conflict(f"the model name {name!r} belongs to another project", "name") from None
-        return route_out(await routes.get_route(conn, name))
+        propagation = await routing.wait_for_gateways(conn)
+        return {**route_out(await routes.get_route(conn, name)), "propagated": propagation.propagated,
+                "route_table_version": propagation.route_table_version,
+                "lagging_gateways": propagation.laggards}
 
 
 @router.post("/{name}/shift", response_model=RouteOut, status_code=status.HTTP_202_ACCEPTED)
