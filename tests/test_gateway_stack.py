@@ -153,7 +153,8 @@ async def test_scaling_the_primary_to_zero_then_deleting_it_loses_no_request(api
     async def scale_to_zero():
         response = await api.post(f"/api/endpoints/{primary['id']}/scale", json={"replicas": 0})
         assert response.status_code == 202, response.text
-        await wait_endpoint(api, primary["id"], lambda e: e["step"] == "running" and e["deployment"]["ready_replicas"] == 0)
+        await wait_endpoint(api, primary["id"],
+                            lambda e: e["step"] == "running" and e["deployment"]["ready_replicas"] == 0)
 
     scaled = await under_load(gateway, name, key, scale_to_zero)
     assert scaled.failures == []
@@ -161,7 +162,8 @@ async def test_scaling_the_primary_to_zero_then_deleting_it_loses_no_request(api
 
     response = await api.post(f"/api/endpoints/{primary['id']}/scale", json={"replicas": 1})
     assert response.status_code == 202, response.text
-    await wait_endpoint(api, primary["id"], lambda e: e["step"] == "running" and e["deployment"]["ready_replicas"] == 1)
+    await wait_endpoint(api, primary["id"],
+                        lambda e: e["step"] == "running" and e["deployment"]["ready_replicas"] == 1)
     await asyncio.sleep(0.5)
 
     async def delete():
