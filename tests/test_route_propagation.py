@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import uuid
 
 import httpx
 import pytest
@@ -26,6 +27,9 @@ from tests.deploy_helpers import (
 from tests.helpers import unique
 from tests.model_files import write_tiny_llama
 
+# the version row was last written by the transaction asking
+WRITTEN_BY_US = ("SELECT xmin::text = (pg_current_xact_id()::text::bigint % 4294967296)::text "
+                 "FROM route_table_version")
 BODY = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
 
@@ -127,11 +131,46 @@ async def test_an_endpoint_shown_running_answers_through_the_gateway_at_once(api
             assert (await api.post(f"/api/endpoints/{created['id']}/deploy")).status_code == 202
             shown = await wait_endpoint(api, created["id"], lambda e: e["status"] in ("RUNNING", "FAILED"))
             assert shown["status"] == "RUNNING", shown["error"]
-            for base in (pushed_gateway, gateway.removesuffix("/v1")):
-                status = await chat(client, base, created["name"], key)
-                if status != 200:
-                    failures[status] += 1
-    assert not failures, failures
+            for _ in range(5):  # back to back from the moment it shows RUNNING, through both gateways
+                for base in (pushed_gateway, gateway.removesuffix("/v1")):
+                    failures[await chat(client, base, created["name"], key)] += 1
+    assert failures == {200: 20}, failures
+
+
+async def test_one_commit_is_one_version_announced_and_unrelated_writes_are_not(db_pool, endpoint):
+    """However many route rows a transaction changes, the version moves by one (taken at commit) and the notice
+    carries it; a write the route table does not read (a route's shift record) moves nothing."""
+    heard: list[str] = []
+
+    def notice(_connection, _pid, _channel, payload: str) -> None:
+        heard.append(payload)
+
+    name = unique("bumps")
+    async with db_pool.acquire() as listener:
+        await listener.add_listener("bud_routes", notice)
+        try:
+            async with db_pool.acquire() as conn:
+                async with conn.transaction():
+                    await conn.execute("INSERT INTO routes (name, project_id) VALUES ($1, $2)", name,
+                                       uuid.UUID(endpoint["project_id"]))
+                    await conn.execute("INSERT INTO route_backends (route_name, endpoint_id, weight) "
+                                       "VALUES ($1, $2, 100)", name, uuid.UUID(endpoint["id"]))
+                    await conn.execute("SET CONSTRAINTS ALL IMMEDIATE")  # what the commit does: bump
+                    ours = await conn.fetchval("SELECT version FROM route_table_version")
+                    assert await conn.fetchval(WRITTEN_BY_US)
+                    await conn.execute("UPDATE route_backends SET weight = 100 WHERE route_name = $1", name)
+                    await conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+                    assert await conn.fetchval("SELECT version FROM route_table_version") == ours  # not twice
+                async with conn.transaction():
+                    await conn.execute("UPDATE routes SET shift = '{}'::jsonb WHERE name = $1", name)
+                    await conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+                    assert not await conn.fetchval(WRITTEN_BY_US)
+            async with asyncio.timeout(5):
+                while str(ours) not in heard:
+                    await asyncio.sleep(0.02)
+        finally:
+            await listener.remove_listener("bud_routes", notice)
+            await db_pool.execute("DELETE FROM routes WHERE name = $1", name)
 
 
 async def test_a_gateway_whose_listen_connection_dies_reconnects_and_converges(api, db_pool, pushed_gateway,
