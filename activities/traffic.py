@@ -1,9 +1,9 @@
-"""Activities of traffic shifts: check the plan, move route weights, and read the new endpoint's live latency."""
+"""Activities of traffic shifts: check the plan, move route weights, and analyse each step of the canary."""
 
 from __future__ import annotations
 
 import asyncio
-import math
+from datetime import UTC, datetime
 
 import asyncpg
 import httpx
@@ -15,41 +15,28 @@ from activities.endpoints import invalid
 from activities.replica_metrics import scrape_ready_replicas
 from core.logging import get_logger
 from control.payloads.deployments import EndpointRef, EndpointStatus
-from control.payloads.traffic import ShiftPlan, ShiftRecord, SloProbe, SloReading, TrafficShiftInput, Weights
+from control import canary
+from control.payloads.traffic import ShiftPlan, ShiftRecord, StepProbe, TrafficShiftInput, Weights
+from control.store import canary as canary_store
 from control.store import endpoints, routes
 
 log = get_logger(__name__)
-# vLLM's histograms the SLO gate reads (seconds): time to first token and whole-request latency
-TTFT_HISTOGRAM = "vllm:time_to_first_token_seconds"
-LATENCY_HISTOGRAM = "vllm:e2e_request_latency_seconds"
+QUEUE_GAUGE = "vllm:num_requests_waiting"
+# The gateway writes its usage rows in batches about every second: a window is read once this much has passed
+# since its end.
+USAGE_SETTLE_S = 1.5
 
 
-def histogram_counters(metrics_text: str) -> dict[str, float]:
-    """Cumulative bucket counts of the two histograms, keyed '<histogram>|<le>', from one exposition."""
-    counters: dict[str, float] = {}
-    for family in text_string_to_metric_families(metrics_text):
-        if family.name not in (TTFT_HISTOGRAM, LATENCY_HISTOGRAM):
-            continue
-        for sample in family.samples:
-            if sample.name.endswith("_bucket"):
-                key = f"{family.name}|{sample.labels['le']}"
-                counters[key] = counters.get(key, 0.0) + sample.value
-    return counters
-
-
-def p99_ms(delta: dict[str, float], histogram: str) -> tuple[float | None, int]:
-    """(upper bound of the bucket holding the 99th percentile in ms, requests) over a window of bucket deltas."""
-    buckets = sorted(((float(key.split("|")[1]), count) for key, count in delta.items()
-                      if key.startswith(histogram + "|")), key=lambda b: b[0])
-    total = buckets[-1][1] if buckets else 0.0
-    if total <= 0:
-        return None, 0
-    finite = [bound for bound, _ in buckets if math.isfinite(bound)]
-    for bound, count in buckets:
-        if count >= 0.99 * total:
-            # past the last finite bucket the p99 is at least that bound (JSON has no infinity)
-            return (bound if math.isfinite(bound) else (finite[-1] if finite else 0.0)) * 1000.0, int(total)
-    return (finite[-1] if finite else 0.0) * 1000.0, int(total)
+def waiting_per_replica(texts: list[str]) -> float | None:
+    """Mean requests waiting per replica over the replicas' expositions (None when none answered)."""
+    if not texts:
+        return None
+    waiting = 0.0
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            if family.name == QUEUE_GAUGE:
+                waiting += sum(sample.value for sample in family.samples)
+    return waiting / len(texts)
 
 
 class TrafficActivities:
@@ -110,15 +97,26 @@ class TrafficActivities:
             await routes.set_shift(conn, record.route_name, record.state)
 
     @activity.defn
-    async def read_slo(self, probe: SloProbe) -> SloReading:
-        """The new endpoint's latency histograms summed over its replicas, and the p99s since `probe.baseline`."""
-        texts = await scrape_ready_replicas(self.pool, self.http, probe.endpoint_id)
-        counters: dict[str, float] = {}
-        for text in texts:
-            for key, value in histogram_counters(text).items():
-                counters[key] = counters.get(key, 0.0) + value
-        delta = {key: max(value - probe.baseline.get(key, 0.0), 0.0) for key, value in counters.items()}
-        ttft, requests = p99_ms(delta, TTFT_HISTOGRAM)
-        latency, _ = p99_ms(delta, LATENCY_HISTOGRAM)
-        return SloReading(counters=counters, requests=requests, ttft_p99_ms=ttft, latency_p99_ms=latency,
-                          replicas_read=len(texts))
+    async def analyze_step(self, probe: StepProbe) -> dict:
+        """The step's canary analysis: the canary's and stable version's figures over the window and the decision
+        (what the route's shift record and the workflow history show)."""
+        settle = (probe.window_to - datetime.now(UTC)).total_seconds() + USAGE_SETTLE_S
+        if settle > 0:
+            await asyncio.sleep(settle)
+        async with self.pool.acquire() as conn:
+            canary_side, stable_side = await canary_store.window_stats(
+                conn, probe.project_id, probe.route_name, probe.canary_id, probe.stable_ids, probe.window_from,
+                probe.window_to)
+        canary_texts, *stable_texts = await asyncio.gather(
+            scrape_ready_replicas(self.pool, self.http, probe.canary_id),
+            *(scrape_ready_replicas(self.pool, self.http, endpoint) for endpoint in probe.stable_ids))
+        canary_side = canary_side.model_copy(update={"queue_depth": waiting_per_replica(canary_texts)})
+        stable_side = stable_side.model_copy(update={
+            "queue_depth": waiting_per_replica([text for texts in stable_texts for text in texts])})
+        decision = canary.decide(canary_side, stable_side, probe.slo)
+        return {"weight": probe.weight, "window_s": round((probe.window_to - probe.window_from).total_seconds(), 1),
+                "verdict": decision.verdict, "reasons": decision.reasons,
+                "requests": canary_side.requests, "ttft_p99_ms": canary_side.figures()["ttft_p99_ms"],
+                "canary": canary_side.figures(), "stable": stable_side.figures(),
+                "baseline": None if decision.baseline is None else decision.baseline.figures(),
+                "baseline_from": decision.baseline_from}

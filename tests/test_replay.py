@@ -175,7 +175,8 @@ async def test_record_autoscale_history(api, control_worker, optimizer_worker, g
 @pytest.mark.record_history
 async def test_record_traffic_shift_histories(api, control_worker, optimizer_worker, gateway, temporal_client,
                                               settings, tmp_path):
-    """A blue-green swap that completes, and a gradual rollout rolled back by an abort signal."""
+    """A blue-green swap that completes, a gradual rollout rolled back by an abort signal, and one whose step waits
+    for traffic and fails."""
     from tests.model_files import write_tiny_llama
     from tests.deploy_helpers import available_model, configure_manual, create_endpoint, local_cluster_id, settled, wait_endpoint
     from workflows.ids import traffic_shift_workflow_id
@@ -193,6 +194,9 @@ async def test_record_traffic_shift_histories(api, control_worker, optimizer_wor
     for file_name, shift in (
         ("traffic_shift_blue_green", {"strategy": "blue-green", "drain_s": 0}),
         ("traffic_shift_aborted", {"steps": [10, 100], "step_interval_s": 600}),
+        # nobody calls the route: the step's canary analysis waits for traffic, then the shift fails
+        ("traffic_shift_no_traffic", {"steps": [20, 100], "step_interval_s": 0.5,
+                                      "slo": {"min_requests": 5, "traffic_wait_s": 6}}),
     ):
         route = unique("route")
         await api.put(f"/api/routes/{route}", json={"backends": [{"endpoint_id": blue["id"], "weight": 100}]})

@@ -15,6 +15,7 @@ from api.errors import not_found
 from control import capacity, routing
 from control.errors import Conflict
 from control.payloads.traffic import RouteUpdate, ShiftRequest, TrafficShiftInput
+from control.store import canary as canary_store
 from control.store import routes
 from workflows.ids import traffic_shift_workflow_id
 from workflows.starters import abort_traffic_shift, start_traffic_shift, traffic_shift_running
@@ -126,7 +127,9 @@ async def put_route(name: str, body: RouteUpdate, pool: PoolDep, temporal: Tempo
 @router.post("/{name}/shift", response_model=RouteOut, status_code=status.HTTP_202_ACCEPTED)
 async def start_shift(name: str, body: ShiftRequest, pool: PoolDep, temporal: TemporalDep, settings: SettingsDep,
                       principal: PrincipalDep):
-    """Move the route's traffic to `to_endpoint_id`: blue-green (validate, swap) or gradual (SLO-gated steps)."""
+    """Move the route's traffic to `to_endpoint_id`: blue-green (validate, swap) or gradual (steps, each judged by
+    a canary analysis against the endpoints it replaces; the decisions and their numbers show in `shift.steps`).
+    409 when the endpoint is not RUNNING or is already the canary of another route's running shift."""
     async with pool.acquire() as conn:
         route = await owned_route(conn, name, principal.project_id)
         if any(b.weight > 0 for b in route.provider_backends if not b.fallback):
@@ -135,8 +138,13 @@ async def start_shift(name: str, body: ShiftRequest, pool: PoolDep, temporal: Te
         await capacity.check_shift_target(conn, body.to_endpoint_id, principal.project_id)
         if await traffic_shift_running(temporal, name):
             raise Conflict(f"a traffic shift is already moving route {name}")
+        for other in await canary_store.running_shifts_to(conn, body.to_endpoint_id):
+            if other != name and await traffic_shift_running(temporal, other):
+                raise Conflict(f"endpoint {body.to_endpoint_id} is the canary of a running shift of route {other}",
+                               "to_endpoint_id")
         # Shown before the workflow starts, so its own first record is never overwritten by this one.
         await routes.set_shift(conn, name, {"status": "RUNNING", "step": "starting", "strategy": body.strategy,
+                                            "to_endpoint_id": str(body.to_endpoint_id),
                                             "workflow_id": traffic_shift_workflow_id(name)})
         await start_traffic_shift(temporal, settings, TrafficShiftInput(route_name=name,
                                                                         project_id=principal.project_id, request=body))

@@ -2,11 +2,13 @@
 
 A route is the model name clients send; it spreads requests over endpoints by weight (the gateway reads it from
 PostgreSQL). A TrafficShift moves a route's traffic to a new endpoint: at once (blue-green, after validating the
-new one) or in steps gated on the new endpoint's live SLOs, rolling back when they fail or when asked to.
+new one) or in steps, each judged by a canary analysis against the version it replaces, rolling back when one
+fails or when asked to.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 from uuid import UUID
@@ -84,13 +86,27 @@ class RouteUpdate(BaseModel):
 
 
 class Slo(RequestBody):
-    """What the new endpoint must hold at each step; the defaults are the alert thresholds (TTFT p99 500 ms, latency p99 2 s)."""
+    """How each step of a gradual shift is judged. The canary (the new endpoint) is compared with the stable version
+    (the endpoints it replaces) over the step, from the gateway's per-request timings: its TTFT p99 must stay within
+    stable x (1 + tolerance) + slack_ms, its TPOT p50 within stable x (1 + tolerance) + tpot_slack_ms, its error
+    rate within stable + error_rate_slack, its queue depth within stable x (1 + tolerance) + queue_slack; the
+    absolute maxima are a floor whatever the stable version does. A step needs min_requests canary requests: with
+    fewer it waits for traffic up to traffic_wait_s, then the shift fails."""
 
     model_config = ConfigDict(extra="forbid")
 
-    max_ttft_p99_ms: float = Field(default=500, gt=0)
-    max_latency_p99_ms: float = Field(default=2000, gt=0)
-    min_requests: int = Field(default=0, ge=0, description="fewer requests than this in a step fail it: no evidence")
+    max_ttft_p99_ms: float = Field(default=500, gt=0, le=3_600_000)
+    max_latency_p99_ms: float = Field(default=2000, gt=0, le=3_600_000)
+    max_error_rate: float = Field(default=0.05, ge=0, le=1, description="5xx answers and aborted requests, 0-1")
+    min_requests: int = Field(default=20, ge=1, le=1_000_000,
+                              description="canary requests a step needs before it is judged")
+    traffic_wait_s: float = Field(default=300, ge=0, le=86_400, description=(
+        "how long past step_interval_s a step waits for min_requests canary requests before the shift fails"))
+    tolerance: float = Field(default=0.1, ge=0, le=10, description="relative noise band against the stable version")
+    slack_ms: float = Field(default=20, ge=0, le=60_000, description="absolute noise band on TTFT p99")
+    tpot_slack_ms: float = Field(default=5, ge=0, le=60_000, description="absolute noise band on TPOT p50")
+    error_rate_slack: float = Field(default=0.01, ge=0, le=1, description="error rate the canary may add")
+    queue_slack: float = Field(default=2, ge=0, le=100_000, description="queued requests per replica it may add")
 
 
 class ShiftRequest(RequestBody):
@@ -144,19 +160,17 @@ class ShiftPlan(BaseModel):
     to_endpoint_name: str
 
 
-class SloProbe(BaseModel):
-    endpoint_id: UUID
-    baseline: dict[str, float] = Field(default_factory=dict, description="counters at the start of the step")
+class StepProbe(BaseModel):
+    """One step's window of the route, for the canary analysis."""
 
-
-class SloReading(BaseModel):
-    """The new endpoint's replicas' vLLM histograms: cumulative counters now, and the step's p99s from them."""
-
-    counters: dict[str, float]
-    requests: int = 0
-    ttft_p99_ms: float | None = None
-    latency_p99_ms: float | None = None
-    replicas_read: int = 0
+    project_id: UUID
+    route_name: str
+    weight: int
+    canary_id: UUID
+    stable_ids: list[UUID]
+    window_from: datetime
+    window_to: datetime
+    slo: Slo
 
 
 class ShiftRecord(BaseModel):
