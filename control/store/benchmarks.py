@@ -9,10 +9,11 @@ from uuid import UUID
 
 import asyncpg
 
-from control.payloads.benchmarks import BenchmarkStatus
+from control.payloads.benchmarks import MAX_DURATION_S, BenchmarkStatus
 from control.store.rows import Row
 
 ACTIVE = (BenchmarkStatus.PENDING.value, BenchmarkStatus.RUNNING.value)
+STALE_AFTER_S = float(MAX_DURATION_S + 600)  # a level reports at its start and may then run the whole sweep
 
 
 class BenchmarkRunRow(Row):
@@ -34,11 +35,13 @@ _COLUMNS = "id, project_id, endpoint_id, request, status, step, levels, error, w
 
 async def insert_run(conn: asyncpg.Connection, project_id: UUID, endpoint_id: UUID, request: dict[str, Any],
                      workflow_id_of) -> BenchmarkRunRow | None:
-    """A PENDING run; None while another run of the endpoint is PENDING or RUNNING (one sweep at a time)."""
+    """A PENDING run; None while another run of the endpoint is PENDING or RUNNING (one sweep at a time). A run
+    not updated for longer than the longest sweep (its workflow was terminated) no longer blocks."""
     async with conn.transaction():
         await conn.execute("SELECT id FROM endpoints WHERE id = $1 FOR UPDATE", endpoint_id)
-        busy = await conn.fetchval("SELECT count(*) FROM benchmark_runs WHERE endpoint_id = $1 AND status = ANY($2)",
-                                   endpoint_id, list(ACTIVE))
+        busy = await conn.fetchval(
+            "SELECT count(*) FROM benchmark_runs WHERE endpoint_id = $1 AND status = ANY($2) "
+            "AND updated_at > now() - make_interval(secs => $3)", endpoint_id, list(ACTIVE), STALE_AFTER_S)
         if busy:
             return None
         run_id = await conn.fetchval(
