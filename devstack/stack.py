@@ -123,7 +123,8 @@ class Stack:
             *workers,
             services.python_service(
                 "gateway", ["gateway", "--port", str(s.gateway_port), "--route-source",
-                            "gateway.postgres_source:from_environment"], state, env,
+                            "gateway.postgres_source:from_environment"], state,
+                {**env, "BUD_GATEWAY_ADVERTISE_URL": f"http://127.0.0.1:{s.gateway_port}"},
                 health_url=f"http://127.0.0.1:{s.gateway_port}/healthz", url=s.gateway_url),
         ]
 
