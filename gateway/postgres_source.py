@@ -33,22 +33,23 @@ log = logging.getLogger("gateway.routes")
 
 ROUTE_QUERY = """
 SELECT r.name AS route_name, r.project_id, r.spill_queue_depth,
-       b.endpoint_id, b.weight, b.fallback, e.name AS served_model_name,
+       b.endpoint_id, b.weight, b.fallback, b.fallback_position, e.name AS served_model_name,
        COALESCE(array_agg(er.url ORDER BY er.name) FILTER (WHERE er.ready), '{}') AS urls
 FROM routes r
 JOIN route_backends b ON b.route_name = r.name
 JOIN endpoints e ON e.id = b.endpoint_id
 LEFT JOIN endpoint_replicas er ON er.endpoint_id = b.endpoint_id
-GROUP BY r.name, r.project_id, r.spill_queue_depth, b.endpoint_id, b.weight, b.fallback, e.name
-ORDER BY r.name, b.endpoint_id
+GROUP BY r.name, r.project_id, r.spill_queue_depth, b.endpoint_id, b.weight, b.fallback, b.fallback_position,
+         e.name
+ORDER BY r.name, b.fallback_position NULLS FIRST, b.endpoint_id
 """
 PROVIDER_QUERY = """
 SELECT r.name AS route_name, r.project_id, r.spill_queue_depth, pb.provider_id, pb.model, pb.weight, pb.fallback,
-       p.name AS provider_name, p.base_url, p.api_key_sealed
+       pb.fallback_position, p.name AS provider_name, p.base_url, p.api_key_sealed
 FROM routes r
 JOIN route_provider_backends pb ON pb.route_name = r.name
 JOIN providers p ON p.id = pb.provider_id AND p.project_id = r.project_id
-ORDER BY r.name, pb.provider_id, pb.model
+ORDER BY r.name, pb.fallback_position NULLS FIRST, pb.provider_id, pb.model
 """
 ROUTES_QUERY = "SELECT name, project_id, spill_queue_depth FROM routes"
 VERSION_QUERY = "SELECT version FROM route_table_version"
@@ -85,45 +86,44 @@ class PostgresRouteSource:
                 route_rows = await connection.fetch(ROUTES_QUERY)
                 rows = await connection.fetch(ROUTE_QUERY)
                 provider_rows = await connection.fetch(PROVIDER_QUERY)
-        routes: dict[str, list[Backend]] = {str(row["name"]): [] for row in route_rows}
+        # (fallback position, backend): primaries carry -1 and keep their order; fallbacks are tried in theirs
+        routes: dict[str, list[tuple[int, Backend]]] = {str(row["name"]): [] for row in route_rows}
         info = {
             str(row["name"]): RouteInfo(project_id=str(row["project_id"]), spill_queue_depth=row["spill_queue_depth"])
             for row in route_rows
         }
         for row in rows:
-            routes.setdefault(row["route_name"], []).append(
-                Backend(
-                    endpoint_id=str(row["endpoint_id"]),
-                    weight=row["weight"],
-                    replicas=list(row["urls"]),
-                    served_model_name=row["served_model_name"]
-                    if row["served_model_name"] != row["route_name"]
-                    else None,
-                    fallback=row["fallback"],
-                )
+            backend = Backend(
+                endpoint_id=str(row["endpoint_id"]),
+                weight=row["weight"],
+                replicas=list(row["urls"]),
+                served_model_name=row["served_model_name"] if row["served_model_name"] != row["route_name"] else None,
+                fallback=row["fallback"],
             )
+            routes.setdefault(row["route_name"], []).append((_position(row), backend))
         opened: dict[str, str] = {}
         for row in provider_rows:
             api_key = self._open(row["api_key_sealed"], row["provider_name"], opened)
             if api_key is None:
                 continue
             provider_id = str(row["provider_id"])
-            routes.setdefault(row["route_name"], []).append(
-                Backend(
-                    endpoint_id=f"{provider_id}/{row['model']}",
-                    weight=row["weight"],
-                    fallback=row["fallback"],
-                    provider=ProviderTarget(
-                        provider_id=provider_id,
-                        name=row["provider_name"],
-                        base_url=row["base_url"],
-                        api_key=api_key,
-                        model=row["model"],
-                    ),
-                )
+            backend = Backend(
+                endpoint_id=f"{provider_id}/{row['model']}",
+                weight=row["weight"],
+                fallback=row["fallback"],
+                provider=ProviderTarget(
+                    provider_id=provider_id,
+                    name=row["provider_name"],
+                    base_url=row["base_url"],
+                    api_key=api_key,
+                    model=row["model"],
+                ),
             )
+            routes.setdefault(row["route_name"], []).append((_position(row), backend))
         self._opened = opened  # keys of providers gone from the table are forgotten
-        table = RouteTable(routes={name: tuple(backends) for name, backends in routes.items()}, info=info)
+        table = RouteTable(routes={
+            name: tuple(backend for _, backend in sorted(backends, key=lambda entry: entry[0]))  # a stable sort
+            for name, backends in routes.items()}, info=info)
         if version != self.version:
             self.version = version
             self._version_changed.set()  # heartbeat the new version now, not at the next tick
@@ -224,6 +224,15 @@ class PostgresRouteSource:
                 return None
         opened[sealed] = plaintext
         return plaintext
+
+
+def _position(row: asyncpg.Record) -> int:
+    """Where a backend goes in its route's list: primaries first (-1), then fallbacks by their position, counted
+    across endpoint and provider fallbacks together, so the balancer's first usable fallback is the first given."""
+    if not row["fallback"]:
+        return -1
+    position = row["fallback_position"]
+    return position if position is not None else 1 << 30
 
 
 def from_environment() -> PostgresRouteSource:

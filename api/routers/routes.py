@@ -41,7 +41,8 @@ class RouteOut(BaseModel):
     name: str
     project_id: UUID
     backends: list[Backend] = Field(description="the primaries; their weights add up to 100")
-    fallbacks: list[Backend] = Field(description="take traffic when the primaries cannot (spillover)")
+    fallbacks: list[Backend] = Field(description="take traffic when the primaries cannot (spillover), tried in "
+                                                 "this order: the first one usable takes the request")
     spill_queue_depth: int | None
     shift: dict[str, Any] | None
     updated_at: datetime
@@ -57,18 +58,20 @@ class RoutePublished(RouteOut):
 
 def route_out(route: routes.RouteRow) -> dict:
     def endpoint(backend: routes.RouteBackend) -> dict:
-        return {"kind": "endpoint", **backend.model_dump()}
+        return {"kind": "endpoint", **backend.model_dump(exclude={"fallback_position"})}
 
     def provider(backend: routes.ProviderBackend) -> dict:
-        return {"kind": "provider", **backend.model_dump(exclude={"fallback"})}
+        return {"kind": "provider", **backend.model_dump(exclude={"fallback", "fallback_position"})}
+
+    def either(backend: routes.RouteBackend | routes.ProviderBackend) -> dict:
+        return provider(backend) if isinstance(backend, routes.ProviderBackend) else endpoint(backend)
 
     return {
         "name": route.name, "project_id": route.project_id, "shift": route.shift, "updated_at": route.updated_at,
         "spill_queue_depth": route.spill_queue_depth,
         "backends": [endpoint(b) for b in route.backends]
                     + [provider(b) for b in route.provider_backends if not b.fallback],
-        "fallbacks": [endpoint(b) for b in route.endpoint_fallbacks]
-                     + [provider(b) for b in route.provider_backends if b.fallback],
+        "fallbacks": [either(b) for b in route.fallbacks],  # in the order they are tried
     }
 
 

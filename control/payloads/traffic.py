@@ -54,7 +54,9 @@ class RouteBackendIn(BackendTarget):
 
 class RouteFallbackIn(BackendTarget):
     """A backend that takes the route's requests only when the primaries cannot: none ready, one failed before
-    its first byte, or their queues deeper than spill_queue_depth. Tried in the order given."""
+    its first byte, or each of their replicas holding more than spill_queue_depth of the gateway's requests in
+    flight. Tried in the order given: the first fallback with a usable replica takes the request, the next one
+    only when it cannot."""
 
 
 class RouteUpdate(BaseModel):
@@ -65,10 +67,13 @@ class RouteUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backends: list[RouteBackendIn] = Field(min_length=1, max_length=16)
-    fallbacks: list[RouteFallbackIn] | None = Field(default=None, max_length=16)
+    fallbacks: list[RouteFallbackIn] | None = Field(default=None, max_length=16, description=(
+        "tried in this order when the primaries cannot take a request; [] removes them all"))
     spill_queue_depth: int | None = Field(default=None, ge=0, le=1_000_000, description=(
-        "spill to the fallbacks while the primaries' replicas report more queued requests than this; "
-        "null: not on queue depth"))
+        "spill to the fallbacks while every primary replica already has more than this many requests in flight "
+        "from the gateway: each gateway counts its own requests in flight per replica (not the queue the replicas "
+        "report, nor other gateways' requests), so with several gateways a replica may hold up to this many from "
+        "each; null: not on requests in flight"))
 
     @model_validator(mode="after")
     def _weights(self) -> "RouteUpdate":

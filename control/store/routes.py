@@ -18,12 +18,15 @@ SELECT r.name, r.project_id, r.shift, r.updated_at, r.spill_queue_depth,
                  FROM route_backends b JOIN endpoints e ON e.id = b.endpoint_id
                  WHERE b.route_name = r.name AND NOT b.fallback), '[]') AS backends,
        COALESCE((SELECT json_agg(json_build_object('provider_id', p.provider_id, 'provider_name', v.name,
-                                                   'model', p.model, 'weight', p.weight, 'fallback', p.fallback)
-                                 ORDER BY v.name, p.model)
+                                                   'model', p.model, 'weight', p.weight, 'fallback', p.fallback,
+                                                   'fallback_position', p.fallback_position)
+                                 ORDER BY p.fallback, p.fallback_position, v.name, p.model)
                  FROM route_provider_backends p JOIN providers v ON v.id = p.provider_id
                  WHERE p.route_name = r.name), '[]') AS provider_backends,
        COALESCE((SELECT json_agg(json_build_object('endpoint_id', b.endpoint_id, 'endpoint_name', e.name,
-                                                   'weight', b.weight, 'status', e.status) ORDER BY e.name)
+                                                   'weight', b.weight, 'status', e.status,
+                                                   'fallback_position', b.fallback_position)
+                                 ORDER BY b.fallback_position, e.name)
                  FROM route_backends b JOIN endpoints e ON e.id = b.endpoint_id
                  WHERE b.route_name = r.name AND b.fallback), '[]') AS endpoint_fallbacks
 FROM routes r
@@ -35,6 +38,7 @@ class RouteBackend(Row):
     endpoint_name: str
     weight: int
     status: EndpointStatus
+    fallback_position: int | None = None  # a fallback's place in the order it is tried (0 first); None: a primary
 
 
 class ProviderBackend(Row):
@@ -43,6 +47,7 @@ class ProviderBackend(Row):
     model: str
     weight: int
     fallback: bool
+    fallback_position: int | None = None
 
 
 class RouteRow(Row):
@@ -52,8 +57,15 @@ class RouteRow(Row):
     updated_at: datetime
     spill_queue_depth: int | None
     backends: list[RouteBackend]  # the primary endpoints, ordered by endpoint name
-    provider_backends: list[ProviderBackend]  # primaries and fallbacks, by provider name and model
-    endpoint_fallbacks: list[RouteBackend]
+    provider_backends: list[ProviderBackend]  # primaries by provider name and model, then fallbacks in their order
+    endpoint_fallbacks: list[RouteBackend]  # in their order
+
+    @property
+    def fallbacks(self) -> list[RouteBackend | ProviderBackend]:
+        """Endpoint and provider fallbacks together, in the order they are tried."""
+        both: list[RouteBackend | ProviderBackend] = [*self.endpoint_fallbacks,
+                                                      *(b for b in self.provider_backends if b.fallback)]
+        return sorted(both, key=lambda b: (b.fallback_position is None, b.fallback_position or 0))
 
 
 class RouteTaken(Exception):
@@ -98,7 +110,8 @@ async def set_weights(conn: asyncpg.Connection, name: str, project_id: UUID, wei
                            "AND NOT (endpoint_id = ANY($2::uuid[]))", name, list(weights))
         await conn.executemany(
             """INSERT INTO route_backends (route_name, endpoint_id, weight) VALUES ($1, $2, $3)
-               ON CONFLICT (route_name, endpoint_id) DO UPDATE SET weight = EXCLUDED.weight, fallback = false""",
+               ON CONFLICT (route_name, endpoint_id) DO UPDATE SET weight = EXCLUDED.weight, fallback = false,
+                                                                   fallback_position = NULL""",
             [(name, endpoint_id, weight) for endpoint_id, weight in weights.items()])
 
 
@@ -110,31 +123,32 @@ async def set_backends(conn: asyncpg.Connection, name: str, project_id: UUID, en
                        fallbacks: list[UUID | tuple[UUID, str]] | None = None,
                        spill_queue_depth: int | None = _UNSET) -> None:
     """Make the route's primaries exactly `endpoints` and `providers` (with their weights) and, when given, its
-    fallbacks exactly `fallbacks` and its spill depth, in one transaction. Fallbacks not given stay (less any
-    that became primaries)."""
+    fallbacks exactly `fallbacks` (tried in that order) and its spill depth, in one transaction. Fallbacks not
+    given stay, in their order (less any that became primaries)."""
     async with conn.transaction():
         await _claim(conn, name, project_id)
         if fallbacks is None:
-            kept = await conn.fetch("SELECT endpoint_id FROM route_backends WHERE route_name = $1 AND fallback", name)
-            fallback_endpoints = [row["endpoint_id"] for row in kept if row["endpoint_id"] not in endpoints]
-            kept = await conn.fetch("SELECT provider_id, model FROM route_provider_backends "
-                                    "WHERE route_name = $1 AND fallback", name)
-            fallback_providers = [(row["provider_id"], row["model"]) for row in kept
-                                  if (row["provider_id"], row["model"]) not in providers]
-        else:
-            fallback_endpoints = [t for t in fallbacks if not isinstance(t, tuple)]
-            fallback_providers = [t for t in fallbacks if isinstance(t, tuple)]
+            kept = await conn.fetch(
+                "SELECT endpoint_id AS target, NULL AS model, fallback_position FROM route_backends "
+                "WHERE route_name = $1 AND fallback UNION ALL "
+                "SELECT provider_id, model, fallback_position FROM route_provider_backends "
+                "WHERE route_name = $1 AND fallback ORDER BY fallback_position", name)
+            ordered: list[UUID | tuple[UUID, str]] = [
+                row["target"] if row["model"] is None else (row["target"], row["model"]) for row in kept]
+            fallbacks = [t for t in ordered if t not in endpoints and t not in providers]
+        position = {target: index for index, target in enumerate(fallbacks)}
         await conn.execute("DELETE FROM route_backends WHERE route_name = $1", name)
         await conn.execute("DELETE FROM route_provider_backends WHERE route_name = $1", name)
         await conn.executemany(
-            "INSERT INTO route_backends (route_name, endpoint_id, weight, fallback) VALUES ($1, $2, $3, $4)",
-            [(name, endpoint_id, weight, False) for endpoint_id, weight in endpoints.items()]
-            + [(name, endpoint_id, 0, True) for endpoint_id in fallback_endpoints])
-        await conn.executemany(
-            "INSERT INTO route_provider_backends (route_name, provider_id, model, weight, fallback) "
+            "INSERT INTO route_backends (route_name, endpoint_id, weight, fallback, fallback_position) "
             "VALUES ($1, $2, $3, $4, $5)",
-            [(name, provider_id, model, weight, False) for (provider_id, model), weight in providers.items()]
-            + [(name, provider_id, model, 0, True) for provider_id, model in fallback_providers])
+            [(name, endpoint_id, weight, False, None) for endpoint_id, weight in endpoints.items()]
+            + [(name, t, 0, True, position[t]) for t in fallbacks if not isinstance(t, tuple)])
+        await conn.executemany(
+            "INSERT INTO route_provider_backends (route_name, provider_id, model, weight, fallback, fallback_position) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            [(name, provider_id, model, weight, False, None) for (provider_id, model), weight in providers.items()]
+            + [(name, t[0], t[1], 0, True, position[t]) for t in fallbacks if isinstance(t, tuple)])
         if spill_queue_depth is not _UNSET:
             await conn.execute("UPDATE routes SET spill_queue_depth = $2 WHERE name = $1", name, spill_queue_depth)
 
