@@ -19,6 +19,7 @@ from control.store import clusters, endpoints
 from core.logging import get_logger
 
 log = get_logger(__name__)
+STOP_ROOM_S = 180  # of an attempt's start-to-close time, kept for stopping the replicas after their drain
 
 # Backend errors no retry can fix; anything else (ClusterUnreachable, OSError, ...) is transient and retried.
 PERMANENT_BACKEND_ERRORS = (DeploymentFailed, InventoryMismatch, UnknownClusterKind, MissingKubeconfig,
@@ -52,6 +53,10 @@ class ReleaseActivities:
         async with self.pool.acquire() as conn:
             await endpoints.mark_replicas_unready(conn, spec.endpoint_id, [url for _, url in leaving])
         timeout_s = spec.drain_timeout_s or self.drain_timeout_s
+        budget = activity.info().start_to_close_timeout
+        room_s = budget.total_seconds() - STOP_ROOM_S if budget else 0
+        if room_s > 0:  # the stop after the drain must still fit in this attempt
+            timeout_s = min(timeout_s, room_s)
         outcomes = await wait_drained(leaving, timeout_s, activity.heartbeat)
         notes = [outcome.describe(timeout_s) for outcome in outcomes]
         log.info("drained before stopping", release=spec.release, notes=notes)

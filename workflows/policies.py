@@ -24,8 +24,9 @@ PROBE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coeffic
 
 # One PostgreSQL read or write.
 DB_ACTIVITY: dict[str, Any] = dict(start_to_close_timeout=timedelta(seconds=30), retry_policy=INFRA_RETRY)
-# Applying or deleting a release on a cluster backend (helm, local processes), heartbeating while it works.
-RELEASE_CHANGE: dict[str, Any] = dict(start_to_close_timeout=timedelta(minutes=10),
+# Applying or deleting a release on a cluster backend (helm, local processes), heartbeating while it works; the
+# replicas it stops drain first (up to 600 s), so it may take that much longer than the backend's work.
+RELEASE_CHANGE: dict[str, Any] = dict(start_to_close_timeout=timedelta(minutes=20),
                                       heartbeat_timeout=timedelta(minutes=2), retry_policy=INFRA_RETRY)
 
 PayloadT = TypeVar("PayloadT")
