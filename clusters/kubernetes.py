@@ -27,7 +27,7 @@ from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from clusters import rollout
 from clusters.base import ClusterUnreachable, DeploymentFailed, Heartbeat
-from clusters.chart_values import CHART_DIR, ModelCache, S3Source, chart_values
+from clusters.chart_values import CHART_DIR, DEFAULT_DRAIN_TIMEOUT_S, ModelCache, S3Source, chart_values
 from clusters.helm import Helm
 from core.gpu_types import canonical_gpu_type, gpu_type_from_product
 from control.payloads.clusters import ClusterFacts, ClusterSpec
@@ -339,7 +339,9 @@ class KubernetesBackend:
         kubeconfig = self._require_kubeconfig()
         await self.helm.uninstall(spec.release, spec.namespace, kubeconfig, wait_s=int(self.delete_timeout_s))
         heartbeat()
-        deadline = time.monotonic() + self.delete_timeout_s
+        # Terminating pods drain first (preStop sleep, in-flight requests, margin: the chart's grace period).
+        drain_s = 5 + (spec.drain_timeout_s or DEFAULT_DRAIN_TIMEOUT_S) + 10
+        deadline = time.monotonic() + self.delete_timeout_s + drain_s
         while (observation := await self._observe(spec)).pods or observation.deployment is not None:
             heartbeat()
             if time.monotonic() >= deadline:
