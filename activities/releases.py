@@ -14,6 +14,7 @@ from clusters.base import ClusterBackend, DeploymentFailed
 from clusters.drain import wait_drained
 from clusters.kubernetes import InventoryMismatch
 from clusters.resolver import BackendResolver, MissingKubeconfig, UnknownClusterKind, UnusableKubeconfig
+from control import routing
 from control.payloads.deployments import DeploymentSpec, DeploymentState, ReleaseRequest
 from control.store import clusters, endpoints
 from core.logging import get_logger
@@ -52,6 +53,10 @@ class ReleaseActivities:
             return []
         async with self.pool.acquire() as conn:
             await endpoints.mark_replicas_unready(conn, spec.endpoint_id, [url for _, url in leaving])
+            # Count in-flight requests only once every live gateway has dropped the replicas from its table.
+            propagation = await routing.wait_for_gateways(conn, on_wait=activity.heartbeat)
+        if not propagation.propagated:
+            log.warning("draining before every gateway dropped the replicas", detail=routing.describe(propagation))
         timeout_s = spec.drain_timeout_s or self.drain_timeout_s
         budget = activity.info().start_to_close_timeout
         room_s = budget.total_seconds() - STOP_ROOM_S if budget else 0
