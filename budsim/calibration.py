@@ -22,7 +22,8 @@ spread the measurements showed, not a narrowed one.
 Intervals: uncalibrated predictions take the P10/P90 of log(measured / predicted) of the cold model on groups it
 was not trained on (per runtime, `budsim/artifacts/intervals.json`, written by `python -m budsim.evaluate`).
 Calibrated ones take a spread that starts from the within-group spread of the cold model and moves to the group's
-own fitted residual spread as measurements accumulate, widened by (1 + 1/n) for the level's own uncertainty.
+own fitted residual spread as measurements accumulate, widened by 1 + 1/(n + 3) for the level's own uncertainty,
+and never wider than the cold interval.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ ARTIFACT_DIR = Path(__file__).resolve().parent / "artifacts"
 INTERVALS_ARTIFACT = ARTIFACT_DIR / "intervals.json"
 
 # Prior strengths (log units): how far one measurement's log error may pull the coefficients.
-MEASUREMENT_SIGMA = {"tpot": 0.10, "ttft": 0.20}  # expected log error of one measurement against a right model
+MEASUREMENT_SIGMA = {"tpot": 0.15, "ttft": 0.40}  # expected log error of one measurement against a right model
 PRIOR_LEVEL = {"tpot": 0.5, "ttft": 0.7}  # shared level g / h
 PRIOR_TERM = 0.3  # each term's deviation from the level
 PRIOR_OVERHEAD = 0.1  # fixed overheads, in units of the group's median cold prediction
@@ -413,7 +414,9 @@ def fit_calibration(
             sigmas[target] = max(spread[target], cold.sigma(group.runtime, target))
         else:
             pooled = (SPREAD_PRIOR_COUNT * within[target] ** 2 + n * spread[target] ** 2) / (SPREAD_PRIOR_COUNT + n)
-            sigmas[target] = math.sqrt(pooled * (1.0 + 1.0 / n))
+            # the level is known from the n measurements and the prior; never less certain than the cold model
+            level = 1.0 + 1.0 / (n + SPREAD_PRIOR_COUNT)
+            sigmas[target] = min(math.sqrt(pooled * level), cold.sigma(group.runtime, target))
     message = (
         "; ".join(problems) + ": the measurements disagree with each other or with the model's shape "
         "(another software version, a different benchmark, a misrecorded config?); predictions keep the fit but "
@@ -517,7 +520,8 @@ def interval_table(backends: list[str], log_ratio_ttft: np.ndarray, log_ratio_tp
             for g in set(members):
                 mask = np.array([m == g for m in members])
                 centred[mask] -= np.mean(v[mask])
-            entry[f"{target}_within_sigma"] = float(np.sqrt(np.mean(centred**2)))
+            low, high = np.quantile(centred, [0.1, 0.9])
+            entry[f"{target}_within_sigma"] = float((high - low) / (2 * Z90))  # robust: a few 30 s TTFTs
         table[runtime] = entry
     return table
 

@@ -241,7 +241,11 @@ def calibrated_curve(
             per_group.append(
                 {"group": cal_group.label(), "k": k, "rows": len(rows), **_curve_numbers(stats)}
             )
-    overall = [{"k": k, "groups": sum(1 for g in per_group if g["k"] == k), **_curve_numbers(pooled[k])} for k in ks]
+    overall = [
+        {"k": k, "groups": sum(1 for g in per_group if g["k"] == k), **_curve_numbers(pooled[k])}
+        for k in ks
+        if pooled[k]["tpot_ape"]
+    ]
     for row in overall:
         row["tpot_mape_mean_of_groups"] = float(np.mean([g["tpot_mape"] for g in per_group if g["k"] == row["k"]]))
         row["ttft_mape_mean_of_groups"] = float(np.mean([g["ttft_mape"] for g in per_group if g["k"] == row["k"]]))
