@@ -35,3 +35,40 @@ def error_message(response: httpx.Response) -> str:
         return response.json()["error"]["message"]
     except (ValueError, KeyError, TypeError):
         return f"HTTP {response.status_code}: {response.text[:300]}"
+
+
+# ------------------------------------------------------------------------------- shared by the endpoint commands
+EXIT_REFUSED = 1  # the API refused (4xx) or could not be reached; its message is printed
+EXIT_USAGE = 2  # a command line typer or the command itself refuses
+EXIT_FAILED = 3  # a followed workflow ended FAILED
+
+
+def refuse(message: str, code: int = EXIT_REFUSED):
+    """Print MESSAGE on stderr (as is: API messages may hold [brackets]) and exit with CODE."""
+    typer.echo(message, err=True)
+    raise typer.Exit(code)
+
+
+def call(client: httpx.Client, method: str, path: str, **kwargs) -> httpx.Response:
+    """One request; a refusal (4xx/5xx) or an unreachable API prints the reason and exits 1."""
+    try:
+        response = client.request(method, path, **kwargs)
+    except httpx.TransportError as error:
+        refuse(f"cannot reach the API at {api_base_url()} ({type(error).__name__}: {error})")
+    if response.status_code >= 400:
+        refuse(error_message(response))
+    return response
+
+
+def print_json(value) -> None:
+    """The API's JSON, exactly, on stdout (for scripts: `--json`)."""
+    import json
+
+    typer.echo(json.dumps(value, indent=2))
+
+
+def temporal_ui_url(workflow_id: str) -> str:
+    """Where the dev stack's Temporal Web UI shows a workflow's history (BUD_TEMPORAL_UI_PORT, BUD_TEMPORAL_NAMESPACE)."""
+    settings = get_settings()
+    return (f"http://127.0.0.1:{settings.temporal_ui_port}/namespaces/{settings.temporal_namespace}"
+            f"/workflows/{workflow_id}")

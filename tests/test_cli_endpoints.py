@@ -1,0 +1,142 @@
+"""The `bud endpoints`, `bud keys` and `bud usage` commands against the API as `python -m api` serves it: the
+walkthrough by names alone (create, configure with targets, deploy followed to RUNNING, show, a key, usage, delete),
+`--json` answers that parse, and exit codes a script can rely on (1 refused with the API's message, 2 usage error,
+3 a followed deploy FAILED). Names resolve within the token's project only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app as bud
+from tests.deploy_helpers import available_model, local_cluster_id, wait_endpoint
+from tests.helpers import api_process, unique
+from tests.model_files import write_tiny_llama
+
+WORKLOAD = ["--input-tokens", "256", "--output-tokens", "64", "--concurrency", "8"]
+
+
+@pytest.fixture(scope="module")
+async def model(api, control_worker, settings, tmp_path_factory):
+    return await available_model(api, settings, write_tiny_llama(tmp_path_factory.mktemp("cli-endpoints") / "m"))
+
+
+@pytest.fixture
+async def api_url(settings, state_dir, db_pool, app):
+    async with api_process(settings, state_dir, unique("api-cli")) as (url, _):
+        yield url
+
+
+def runner_for(url: str, token: str):
+    runner = CliRunner()
+
+    async def bud_cli(*args: str):
+        return await asyncio.to_thread(runner.invoke, bud, list(args), env={"BUD_API_URL": url, "BUD_TOKEN": token})
+    return bud_cli
+
+
+async def test_the_walkthrough_by_names_from_create_to_delete(
+        api, api_url, admin_token, control_worker, optimizer_worker, gateway, model, settings):
+    await local_cluster_id(api)
+    cli = runner_for(api_url, admin_token)
+    name = unique("cli-ep")
+
+    created = await cli("endpoints", "create", name, "--model", model["name"], "--json")
+    assert created.exit_code == 0, created.output
+    endpoint = json.loads(created.stdout)
+    assert (endpoint["name"], endpoint["model_id"], endpoint["status"]) == (name, model["id"], "PENDING")
+
+    configured = await cli("endpoints", "config", name, "--runtime", "vllm", "--max-latency-ms", "2000",
+                           "--min-throughput-tps", "100", *WORKLOAD)
+    assert configured.exit_code == 0, configured.output
+    assert "REGRESSOR" in configured.output and "/namespaces/default/workflows/" in configured.output
+
+    started = time.monotonic()
+    deployed = await cli("endpoints", "deploy", name)
+    assert deployed.exit_code == 0, deployed.output
+    assert "RUNNING" in deployed.output and "waiting for the optimizer" in deployed.output, deployed.output
+    workflow_link = f"http://127.0.0.1:{settings.temporal_ui_port}/namespaces/{settings.temporal_namespace}/workflows/"
+    assert workflow_link in deployed.output
+    assert time.monotonic() - started < 180
+
+    shown = await cli("endpoints", "show", name, "--json")
+    assert shown.exit_code == 0, shown.output
+    running = json.loads(shown.stdout)
+    assert running["status"] == "RUNNING" and running["deployment"]["config"]["tensor_parallel_size"] >= 1
+    assert f"{workflow_link}{running['workflow_id']}" in deployed.output
+    by_id = await cli("endpoints", "show", running["id"], "--json")
+    assert json.loads(by_id.stdout) == {**running, "updated_at": json.loads(by_id.stdout)["updated_at"]}
+    listed = await cli("endpoints", "list", "--json")
+    assert name in [row["name"] for row in json.loads(listed.stdout)]
+    table = await cli("endpoints", "list")
+    assert table.exit_code == 0 and name in table.output
+
+    key = await cli("keys", "create", "--name", "chat", "--route", name, "--rpm", "600")
+    assert key.exit_code == 0, key.output
+    secret = next(line for line in key.output.splitlines() if line.startswith("bud-sk-"))
+    keys = json.loads((await cli("keys", "list", "--json")).stdout)
+    mine = next(row for row in keys if secret.startswith(row["prefix"]) and row["name"] == "chat")
+    assert (mine["routes"], mine["rpm"], mine["revoked_at"]) == ([name], 600, None)
+    assert secret not in (await cli("keys", "list")).output  # shown once: lists show the prefix
+
+    usage = await cli("usage", "--group-by", "route", "--json")
+    assert usage.exit_code == 0, usage.output
+    report = json.loads(usage.stdout)
+    assert report["group_by"] == "route" and report["totals"]["requests"] >= 0
+    assert "total" in (await cli("usage")).output
+
+    revoked = await cli("keys", "revoke", mine["id"], "--json")
+    assert revoked.exit_code == 0 and json.loads(revoked.stdout)["revoked_at"] is not None, revoked.output
+
+    deleted = await cli("endpoints", "delete", name, "--json")
+    assert deleted.exit_code == 0 and json.loads(deleted.stdout)["status"] == "DELETING", deleted.output
+    gone = await wait_endpoint(api, running["id"], lambda e: False, timeout=90)
+    assert gone == {"status": "GONE"}
+    after = await cli("endpoints", "show", name)
+    assert after.exit_code == 1 and f"no endpoint named {name!r}" in after.output
+
+
+async def test_refusals_and_failures_have_their_exit_codes(
+        api, anon_api, api_url, admin_token, control_worker, optimizer_worker, model):
+    await local_cluster_id(api)
+    cli = runner_for(api_url, admin_token)
+    name = unique("cli-ep")
+    assert (await cli("endpoints", "create", name, "--model", model["id"])).exit_code == 0
+
+    missing = await cli("endpoints", "show", "no-such-endpoint")
+    assert missing.exit_code == 1 and "no endpoint named 'no-such-endpoint'" in missing.output
+    again = await cli("endpoints", "create", name, "--model", model["name"])
+    assert again.exit_code == 1 and f"an endpoint named {name!r} exists" in again.output
+    unknown_model = await cli("endpoints", "create", unique("cli-ep"), "--model", "no-such-model")
+    assert unknown_model.exit_code == 1 and "no model named 'no-such-model'" in unknown_model.output
+    bad_route = await cli("keys", "create", "--name", "x", "--route", "no-such-route")
+    assert bad_route.exit_code == 1 and "no route or endpoint named 'no-such-route'" in bad_route.output
+
+    mixed = await cli("endpoints", "config", name, "--method", "REGRESSOR", "--tensor-parallel-size", "2")
+    assert mixed.exit_code == 2 and "--method MANUAL" in mixed.output
+    assert (await cli("endpoints", "scale", name)).exit_code == 2  # REPLICAS missing
+
+    # Targets no config meets: the followed deploy ends FAILED with the optimizer's reason and exit 3.
+    configured = await cli("endpoints", "config", name, "--max-ttft-ms", "0.001", "--min-throughput-tps", "1e12",
+                           *WORKLOAD, "--json")
+    assert configured.exit_code == 0 and json.loads(configured.stdout)["optimization_status"] == "RUNNING"
+    failed = await cli("endpoints", "deploy", name)
+    assert failed.exit_code == 3, failed.output
+    assert "FAILED" in failed.output and "reason" in failed.output and "/workflows/" in failed.output
+    no_follow = await cli("endpoints", "deploy", name, "--no-follow", "--json")
+    assert no_follow.exit_code == 0 and json.loads(no_follow.stdout)["status"] == "DEPLOYING", no_follow.output
+
+    # Another project's token finds neither the name nor the id.
+    other = (await api.post("/api/projects", json={"name": unique("cli-other")})).json()
+    stranger = runner_for(api_url, other["token"])
+    by_name = await stranger("endpoints", "show", name)
+    assert by_name.exit_code == 1 and f"no endpoint named {name!r}" in by_name.output
+    endpoint_id = next(row["id"] for row in (await api.get("/api/endpoints")).json() if row["name"] == name)
+    by_id = await stranger("endpoints", "delete", endpoint_id)
+    assert by_id.exit_code == 1 and "not found" in by_id.output.lower(), by_id.output
+    assert (await api.get(f"/api/endpoints/{endpoint_id}")).status_code == 200
+    assert (await cli("endpoints", "delete", name)).exit_code == 0
