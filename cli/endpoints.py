@@ -26,6 +26,12 @@ def _colour(status: str) -> str:
     return {"RUNNING": "green", "FAILED": "red", "DELETED": "red", "DELETING": "yellow"}.get(status, "yellow")
 
 
+def _fields(values: dict | None) -> str:
+    """key=value for the fields that are set, or "-"."""
+    shown = ", ".join(f"{key}={value}" for key, value in sorted((values or {}).items()) if value is not None)
+    return shown or "-"
+
+
 def print_endpoint(endpoint: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -39,10 +45,10 @@ def print_endpoint(endpoint: dict) -> None:
         ("step", escape(endpoint.get("step") or "-")),
         ("runtime", deployment["runtime"]),
         ("replicas", f"{deployment['ready_replicas']}/{deployment['replicas']} ready"),
-        ("config", escape(str(deployment.get("config") or "-"))),
-        ("resources", escape(str(deployment.get("resources") or "-"))),
+        ("config", escape(_fields(deployment.get("config")))),
+        ("resources", escape(_fields(deployment.get("resources")))),
         ("optimization", f"{endpoint.get('optimization_method') or '-'} {endpoint.get('optimization_status') or ''}"),
-        ("targets", escape(str(endpoint.get("performance_targets") or "-"))),
+        ("targets", escape(_fields(endpoint.get("performance_targets")))),
         ("inference URL", endpoint.get("inference_url") or "-"),
         ("workflow", endpoint.get("workflow_id") or "-"),
     ]
@@ -182,7 +188,7 @@ def config(
         console = _console()
         console.print(f"configured {row['name']}: {chosen}, optimization {row.get('optimization_status') or '-'}")
         if row["deployment"].get("config"):
-            console.print(f"  config {row['deployment']['config']}", markup=False, soft_wrap=True)
+            console.print(f"  config {_fields(row['deployment']['config'])}", markup=False, soft_wrap=True)
         if row.get("optimization_workflow_id"):
             from cli.api_client import temporal_ui_url
 

@@ -74,6 +74,13 @@ async def test_the_walkthrough_by_names_from_create_to_delete(
     assert name in [row["name"] for row in json.loads(listed.stdout)]
     table = await cli("endpoints", "list")
     assert table.exit_code == 0 and name in table.output
+    readable = await cli("endpoints", "show", name)
+    assert readable.exit_code == 0 and "RUNNING" in readable.output and "max_latency_ms=2000.0" in readable.output
+
+    scaled = await cli("endpoints", "scale", name, "2", "--json")
+    assert scaled.exit_code == 0 and json.loads(scaled.stdout)["step"] == "scaling to 2", scaled.output
+    two = await wait_endpoint(api, running["id"], lambda e: e["deployment"]["ready_replicas"] == 2, timeout=90)
+    assert (two["status"], two["deployment"]["replicas"]) == ("RUNNING", 2)
 
     key = await cli("keys", "create", "--name", "chat", "--route", name, "--rpm", "600")
     assert key.exit_code == 0, key.output
@@ -89,7 +96,7 @@ async def test_the_walkthrough_by_names_from_create_to_delete(
     assert report["group_by"] == "route" and report["totals"]["requests"] >= 0
     assert "total" in (await cli("usage")).output
 
-    revoked = await cli("keys", "revoke", mine["id"], "--json")
+    revoked = await cli("keys", "revoke", "chat", "--json")
     assert revoked.exit_code == 0 and json.loads(revoked.stdout)["revoked_at"] is not None, revoked.output
 
     deleted = await cli("endpoints", "delete", name, "--json")
@@ -119,6 +126,16 @@ async def test_refusals_and_failures_have_their_exit_codes(
     mixed = await cli("endpoints", "config", name, "--method", "REGRESSOR", "--tensor-parallel-size", "2")
     assert mixed.exit_code == 2 and "--method MANUAL" in mixed.output
     assert (await cli("endpoints", "scale", name)).exit_code == 2  # REPLICAS missing
+
+    # A manual configuration: checked and predicted, then it is the endpoint's config.
+    manual = await cli("endpoints", "config", name, "--method", "MANUAL", "--tensor-parallel-size", "1",
+                       "--max-model-len", "2048", "--max-num-seqs", "8", "--replicas", "1", "--wait", "--json")
+    assert manual.exit_code == 0, manual.output
+    chosen = json.loads(manual.stdout)
+    assert chosen["optimization_method"] == "MANUAL" and chosen["optimization_status"] != "RUNNING"
+    assert (chosen["deployment"]["config"]["max_num_seqs"], chosen["deployment"]["config"]["max_model_len"]) == (8, 2048)
+    too_long = await cli("endpoints", "config", name, "--method", "MANUAL", "--max-model-len", "100000000")
+    assert too_long.exit_code == 1 and "max_model_len" in too_long.output, too_long.output
 
     # Targets no config meets: the followed deploy ends FAILED with the optimizer's reason and exit 3.
     configured = await cli("endpoints", "config", name, "--max-ttft-ms", "0.001", "--min-throughput-tps", "1e12",
