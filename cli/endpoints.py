@@ -11,6 +11,8 @@ import typer
 app = typer.Typer(help="Create, configure, deploy, scale and delete endpoints.", no_args_is_help=True)
 SETTLED = {"RUNNING", "FAILED", "DELETED"}
 POLL_S = 0.5
+METHODS = ("REGRESSOR", "HEURISTIC", "MANUAL")
+RUNTIMES = ("vllm", "sglang", "tensorrt-llm")
 
 JsonOption = typer.Option(False, "--json", help="print the API's JSON answer instead of a table")
 EndpointArg = typer.Argument(..., help="endpoint name or id")
@@ -156,6 +158,10 @@ def config(
                              gpu_memory_utilization=gpu_memory_utilization,
                              max_num_batched_tokens=max_num_batched_tokens))
     chosen = (method or ("MANUAL" if manual else "REGRESSOR")).upper()
+    if chosen not in METHODS:
+        refuse(f"--method is one of {', '.join(METHODS)}", EXIT_USAGE)
+    if runtime not in RUNTIMES:
+        refuse(f"--runtime is one of {', '.join(RUNTIMES)}", EXIT_USAGE)
     if manual and chosen != "MANUAL":
         refuse(f"manual fields ({', '.join(sorted(manual))}) go with --method MANUAL", EXIT_USAGE)
     if (gpu_type is None) != (gpu_count is None):

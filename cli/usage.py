@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+GROUPS = ("project", "key", "route", "backend")
+
 
 def usage(
     group_by: str = typer.Option("project", "--group-by", help="project, key, route or backend"),
@@ -13,8 +15,10 @@ def usage(
     as_json: bool = typer.Option(False, "--json", help="print the API's JSON answer instead of a table"),
 ) -> None:
     """Usage and realized cost per project, key, route or backend."""
-    from cli.api_client import api_client, call, print_json
+    from cli.api_client import EXIT_USAGE, api_client, call, print_json, refuse
 
+    if group_by not in GROUPS:
+        refuse(f"--group-by is one of {', '.join(GROUPS)}", EXIT_USAGE)
     params = {k: v for k, v in {"group_by": group_by, "from": window_from, "to": to, "step": step}.items()
               if v is not None}
     with api_client() as client:

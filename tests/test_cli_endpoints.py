@@ -126,6 +126,10 @@ async def test_refusals_and_failures_have_their_exit_codes(
     mixed = await cli("endpoints", "config", name, "--method", "REGRESSOR", "--tensor-parallel-size", "2")
     assert mixed.exit_code == 2 and "--method MANUAL" in mixed.output
     assert (await cli("endpoints", "scale", name)).exit_code == 2  # REPLICAS missing
+    assert (await cli("endpoints", "config", name, "--runtime", "llamacpp")).exit_code == 2
+    assert (await cli("usage", "--group-by", "model")).exit_code == 2
+    unreachable = await runner_for("http://127.0.0.1:9", admin_token)("endpoints", "list")
+    assert unreachable.exit_code == 1 and "cannot reach the API at http://127.0.0.1:9" in unreachable.output
 
     # A manual configuration: checked and predicted, then it is the endpoint's config.
     manual = await cli("endpoints", "config", name, "--method", "MANUAL", "--tensor-parallel-size", "1",
