@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -90,10 +91,29 @@ async def test_the_walkthrough_by_names_from_create_to_delete(
     assert (mine["routes"], mine["rpm"], mine["revoked_at"]) == ([name], 600, None)
     assert secret not in (await cli("keys", "list")).output  # shown once: lists show the prefix
 
-    usage = await cli("usage", "--group-by", "route", "--json")
-    assert usage.exit_code == 0, usage.output
-    report = json.loads(usage.stdout)
-    assert report["group_by"] == "route" and report["totals"]["requests"] >= 0
+    # One request with the new key through the gateway shows in `bud usage` under the endpoint's route.
+    headers = {"Authorization": f"Bearer {secret}"}
+    async with httpx.AsyncClient(timeout=60, headers=headers) as client:
+        async with asyncio.timeout(20):  # the gateway polls its keys and routes
+            while True:
+                served = await client.get(f"{gateway}/models")
+                if served.status_code == 200 and name in [m["id"] for m in served.json()["data"]]:
+                    break
+                await asyncio.sleep(0.2)
+        answer = await client.post(f"{gateway}/chat/completions", json={
+            "model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+    assert answer.status_code == 200, answer.text
+    async with asyncio.timeout(30):
+        while True:
+            usage = await cli("usage", "--group-by", "route", "--json")
+            assert usage.exit_code == 0, usage.output
+            report = json.loads(usage.stdout)
+            routes = {group["group"]: group for group in report["groups"]}
+            if name in routes:
+                break
+            await asyncio.sleep(0.5)
+    assert report["group_by"] == "route" and routes[name]["requests"] == 1 and routes[name]["errors"] == 0
+    assert routes[name]["completion_tokens"] >= 1
     assert "total" in (await cli("usage")).output
 
     revoked = await cli("keys", "revoke", "chat", "--json")
