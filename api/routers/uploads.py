@@ -136,7 +136,8 @@ async def upload_file(
     content_sha256: Annotated[str | None, Header(
         alias="x-content-sha256", pattern=r"^[0-9a-fA-F]{64}$",
         description="SHA-256 of the body, checked before it is stored")] = None,
-    content_length: Annotated[int | None, Header(alias="content-length", ge=0)] = None,
+    # A transport header (clients and proxies set it), so not a documented parameter; checked early for a 413.
+    content_length: Annotated[int | None, Header(alias="content-length", ge=0, include_in_schema=False)] = None,
 ) -> dict:
     """Store the body as one file of the model version (replacing it if present); 201 with its size and SHA-256."""
     if problem := upload_path_problem(path):
