@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
+from uuid import UUID
 
 import asyncpg
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
-from api.errors import ApiError
+from api.errors import ApiError, not_found
+from control.errors import invalid_field
 from core.settings import Settings
 from control.store import projects
 from control.store.projects import Principal
@@ -61,3 +64,16 @@ async def _admin(principal: PrincipalDep) -> Principal:
 
 
 AdminDep = Annotated[Principal, Depends(_admin)]
+
+
+def require_project_access(principal: Principal, project_id: UUID) -> None:
+    """A project's own token may manage its tokens and keys; an admin may manage any project's. Others see
+    nothing (404, not 403)."""
+    if principal.project_id != project_id and not principal.is_admin:
+        raise not_found("project", project_id)
+
+
+def refuse_past_expiry(expires_at: datetime | None) -> None:
+    """An expiry must lie in the future (a 422 naming expires_at)."""
+    if expires_at is not None and expires_at <= datetime.now(UTC):
+        raise invalid_field("expires_at", "must be in the future")

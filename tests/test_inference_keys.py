@@ -9,16 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from core.inference_keys import digest
 from tests.helpers import unique
-
-
-def bearer(token: str) -> dict:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def new_project(api) -> tuple[str, str]:
-    created = await api.post("/api/projects", json={"name": unique("team")})
-    assert created.status_code == 201, created.text
-    return created.json()["id"], created.json()["token"]
+from tests.inference_helpers import bearer, new_project
 
 
 async def test_a_key_is_shown_once_and_listed_by_its_prefix(api, anon_api, db_pool):

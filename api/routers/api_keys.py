@@ -6,14 +6,14 @@ may list them), an admin token any project's; other projects see nothing (404).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Response, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from api.deps import PoolDep, PrincipalDep
+from api.deps import PoolDep, PrincipalDep, refuse_past_expiry, require_project_access
 from api.errors import not_found
 from control.errors import invalid_field
 from control.store import inference_keys, projects
@@ -55,32 +55,19 @@ class InferenceKeyOut(InferenceKeyInfo):
     key: str = Field(description="the inference key; shown once, stored only as a digest")
 
 
-def _own_project(principal, project_id: UUID) -> None:
-    if principal.project_id != project_id and not principal.is_admin:
-        raise not_found("project", project_id)
-
-
-async def _unknown_routes(conn, project_id: UUID, names: list[str]) -> list[str]:
-    known = {row["name"] for row in await conn.fetch(
-        "SELECT name FROM routes WHERE project_id = $1 AND name = ANY($2::text[]) UNION "
-        "SELECT name FROM endpoints WHERE project_id = $1 AND name = ANY($2::text[]) AND status <> 'DELETED'",
-        project_id, names)}
-    return [name for name in names if name not in known]
-
 
 @router.post("/{project_id}/api-keys", response_model=InferenceKeyOut, status_code=status.HTTP_201_CREATED,
              responses={404: {"description": "no such project for this token"}})
 async def create_api_key(project_id: UUID, body: InferenceKeyCreate, pool: PoolDep, principal: PrincipalDep) -> dict:
     """Create an inference key; the response holds the key, shown this once."""
-    _own_project(principal, project_id)
-    if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
-        raise invalid_field("expires_at", "must be in the future")
+    require_project_access(principal, project_id)
+    refuse_past_expiry(body.expires_at)
     routes = list(dict.fromkeys(body.routes)) if body.routes is not None else None
     async with pool.acquire() as conn:
         if not await projects.list_projects(conn, only=project_id):
             raise not_found("project", project_id)
         if routes:
-            unknown = await _unknown_routes(conn, project_id, routes)
+            unknown = await inference_keys.unknown_route_names(conn, project_id, routes)
             if unknown:
                 raise invalid_field("routes", f"no route or endpoint named {unknown[0]!r} in this project")
         row, key = await inference_keys.create_key(conn, project_id, body.name, routes, body.rpm, body.tpm,
@@ -90,7 +77,7 @@ async def create_api_key(project_id: UUID, body: InferenceKeyCreate, pool: PoolD
 
 @router.get("/{project_id}/api-keys", response_model=list[InferenceKeyInfo])
 async def list_api_keys(project_id: UUID, pool: PoolDep, principal: PrincipalDep) -> list[dict]:
-    _own_project(principal, project_id)
+    require_project_access(principal, project_id)
     async with pool.acquire() as conn:
         return [row.model_dump() for row in await inference_keys.list_keys(conn, project_id)]
 
@@ -99,7 +86,7 @@ async def list_api_keys(project_id: UUID, pool: PoolDep, principal: PrincipalDep
                responses={404: {"description": "no such key in this project"}})
 async def revoke_api_key(project_id: UUID, key_id: UUID, pool: PoolDep, principal: PrincipalDep) -> Response:
     """Revoke a key (idempotent); the gateway refuses it within a second."""
-    _own_project(principal, project_id)
+    require_project_access(principal, project_id)
     async with pool.acquire() as conn:
         if await inference_keys.revoke_key(conn, project_id, key_id) is None:
             raise not_found("api key", key_id)

@@ -3,14 +3,14 @@ project; a member token mints member or read-only tokens for its own project; to
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 from fastapi import APIRouter, Response, status
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from api.deps import AdminDep, PoolDep, PrincipalDep
+from api.deps import AdminDep, PoolDep, PrincipalDep, refuse_past_expiry, require_project_access
 from api.errors import not_found
 from control.errors import Conflict, invalid_field
 from control.payloads.common import NAME_PATTERN, RequestBody
@@ -104,7 +104,7 @@ async def update_project(project_id: UUID, body: ProjectUpdate, pool: PoolDep, _
 
 @router.get("/{project_id}/quota", response_model=ProjectQuotaOut, responses={404: {"description": "no such project"}})
 async def get_project_quota(project_id: UUID, pool: PoolDep, principal: PrincipalDep) -> dict:
-    _own_project(principal, project_id)
+    require_project_access(principal, project_id)
     async with pool.acquire() as conn:
         row = await inference_keys.get_quota(conn, project_id)
     if row is None:
@@ -112,20 +112,14 @@ async def get_project_quota(project_id: UUID, pool: PoolDep, principal: Principa
     return row.model_dump()
 
 
-def _own_project(principal, project_id: UUID) -> None:
-    """A project's own token may manage its tokens; an admin may manage any project's. Others see nothing."""
-    if principal.project_id != project_id and not principal.is_admin:
-        raise not_found("project", project_id)
-
 
 @router.post("/{project_id}/tokens", response_model=TokenOut, status_code=status.HTTP_201_CREATED,
              responses={404: {"description": "no such project for this token"}})
 async def create_token(project_id: UUID, body: TokenCreate, pool: PoolDep, principal: PrincipalDep) -> dict:
-    _own_project(principal, project_id)
+    require_project_access(principal, project_id)
     if body.role == TokenRole.ADMIN and not principal.is_admin:
         raise invalid_field("role", "only an admin token may mint admin tokens")
-    if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
-        raise invalid_field("expires_at", "must be in the future")
+    refuse_past_expiry(body.expires_at)
     async with pool.acquire() as conn:
         if not await projects.list_projects(conn, only=project_id):
             raise not_found("project", project_id)
@@ -135,7 +129,7 @@ async def create_token(project_id: UUID, body: TokenCreate, pool: PoolDep, princ
 
 @router.get("/{project_id}/tokens", response_model=list[TokenInfo])
 async def list_tokens(project_id: UUID, pool: PoolDep, principal: PrincipalDep) -> list[dict]:
-    _own_project(principal, project_id)
+    require_project_access(principal, project_id)
     async with pool.acquire() as conn:
         return [row.model_dump() for row in await projects.list_tokens(conn, project_id)]
 
@@ -144,7 +138,7 @@ async def list_tokens(project_id: UUID, pool: PoolDep, principal: PrincipalDep) 
                responses={404: {"description": "no such token in this project"}})
 async def revoke_token(project_id: UUID, token_id: UUID, pool: PoolDep, principal: PrincipalDep) -> Response:
     """Revoke a token (idempotent); the next request with it gets 401."""
-    _own_project(principal, project_id)
+    require_project_access(principal, project_id)
     async with pool.acquire() as conn:
         if await projects.revoke_token(conn, project_id, token_id) is None:
             raise not_found("token", token_id)

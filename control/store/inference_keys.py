@@ -91,3 +91,12 @@ async def set_monthly_quota(conn: asyncpg.Connection, project_id: UUID, quota: i
 async def get_quota(conn: asyncpg.Connection, project_id: UUID) -> ProjectQuotaRow | None:
     return ProjectQuotaRow.one(await conn.fetchrow(
         "SELECT id, name, monthly_token_quota, updated_at FROM projects WHERE id = $1", project_id))
+
+
+async def unknown_route_names(conn: asyncpg.Connection, project_id: UUID, names: list[str]) -> list[str]:
+    """Those of `names` that are neither a route nor a live endpoint of the project, in the order given."""
+    known = {row["name"] for row in await conn.fetch(
+        "SELECT name FROM routes WHERE project_id = $1 AND name = ANY($2::text[]) UNION "
+        "SELECT name FROM endpoints WHERE project_id = $1 AND name = ANY($2::text[]) AND status <> 'DELETED'",
+        project_id, names)}
+    return [name for name in names if name not in known]
