@@ -181,3 +181,6 @@ async def test_refusals_and_failures_have_their_exit_codes(
     assert by_id.exit_code == 1 and "not found" in by_id.output.lower(), by_id.output
     assert (await api.get(f"/api/endpoints/{endpoint_id}")).status_code == 200
     assert (await cli("endpoints", "delete", name)).exit_code == 0
+    # The --no-follow deploy above runs the closest config (every GPU of the local cluster): the tests that follow
+    # need them back.
+    assert await wait_endpoint(api, endpoint_id, lambda e: False, timeout=120) == {"status": "GONE"}
