@@ -15,7 +15,7 @@ from api.bootstrap import ensure_admin_token, ensure_inference_key, ensure_local
 from core.db import apply_migrations, create_pool
 from core.logging import configure_logging
 from core.settings import Settings, get_settings
-from core.temporal import connect_temporal
+from core.temporal import connect_temporal, temporal_tls
 from workflows.starters import ensure_reoptimize_schedule
 
 
@@ -27,7 +27,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         configure_logging(settings.env)
         pool = await create_pool(settings.database_url, settings.db_pool_min, settings.db_pool_max)
         await apply_migrations(pool)
-        temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace)
+        temporal = await connect_temporal(settings.temporal_address, settings.temporal_namespace,
+                                          tls=temporal_tls(settings))
         app.state.settings, app.state.pool, app.state.temporal = settings, pool, temporal
         await ensure_admin_token(pool, settings)
         await ensure_inference_key(pool, settings)

@@ -132,8 +132,8 @@ class KubernetesBackend:
         self.helm_binary = helm
         self.chart = Path(chart)
         if s3 is None and settings is not None:
-            # The registry's store as this process reaches it; pods of a remote cluster may need another address.
-            s3 = S3Source(endpoint_url=settings.s3_endpoint, access_key_id=settings.s3_access_key,
+            # The registry's store as the cluster's pods reach it (BUD_S3_ENDPOINT_FOR_PODS), not as this process does.
+            s3 = S3Source(endpoint_url=settings.pod_s3_endpoint, access_key_id=settings.s3_access_key,
                           secret_access_key=settings.s3_secret_key, region=settings.s3_region)
         self.s3 = s3
         self.model_cache = model_cache or ModelCache()

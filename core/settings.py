@@ -68,6 +68,14 @@ class Settings(BaseSettings):
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
+    temporal_tls: bool = Field(default=False, description=(
+        "connect to Temporal over TLS (a production cluster's frontend); the files below are optional"))
+    temporal_tls_ca_file: str = Field(default="", description=(
+        "PEM CA bundle for Temporal's certificate; empty: the system's roots"))
+    temporal_tls_cert_file: str = Field(default="", description="PEM client certificate for mutual TLS")
+    temporal_tls_key_file: str = Field(default="", description="PEM private key of the client certificate")
+    temporal_tls_server_name: str = Field(default="", description=(
+        "the name checked on Temporal's certificate; empty: the address's host"))
     temporal_ui_port: int = 8233
     control_queue: str = "bud-control"
     optimizer_queue: str = "bud-optimizer"
@@ -78,6 +86,9 @@ class Settings(BaseSettings):
     db_pool_max: int = 10
 
     s3_endpoint: str = "http://127.0.0.1:9000"
+    s3_endpoint_for_pods: str = Field(default="", description=(
+        "the same store as a Kubernetes cluster's pods reach it (their model copy), e.g. "
+        "http://s3.storage.svc:9000; empty: s3_endpoint"))
     s3_access_key: str = "budadmin"
     s3_secret_key: str = "budadmin-secret"
     s3_region: str = "us-east-1"
@@ -114,6 +125,9 @@ class Settings(BaseSettings):
         default=60, ge=1, le=86_400, description="the shortest idle period an endpoint may scale to zero after"
     )
     worker_metrics_port: int = Field(default=0, description="Prometheus port for the worker's SDK metrics; 0 = off")
+    worker_shutdown_grace_s: float = Field(default=10, ge=0, le=3600, description=(
+        "after SIGTERM the worker stops polling and its running activities get this long before they are "
+        "cancelled (Temporal retries them on another worker)"))
     secret_key: str = Field(default="", repr=False, description=(
         "Fernet key sealing kubeconfigs and provider keys at rest; the dev stack generates one into "
         "<state_dir>/secret-key, production must set it"))
@@ -176,6 +190,11 @@ class Settings(BaseSettings):
     def admin_token_path(self) -> Path:
         """The first admin token, written once (mode 600) on the first start."""
         return self.state_dir / "admin-token"
+
+    @property
+    def pod_s3_endpoint(self) -> str:
+        """Where a Kubernetes cluster's pods fetch models from (this process's 127.0.0.1 is not theirs)."""
+        return self.s3_endpoint_for_pods or self.s3_endpoint
 
     @property
     def gateway_url(self) -> str:

@@ -15,7 +15,7 @@ from temporalio.worker import Worker
 
 from core.logging import configure_logging, get_logger
 from core.settings import get_settings
-from core.temporal import connect_temporal
+from core.temporal import connect_temporal, temporal_tls
 from worker.clients import build_clients, supervise_local_replicas
 from worker.queues import setup_for
 
@@ -39,7 +39,8 @@ async def run_worker(queue: str, ready_file: Path | None = None) -> None:
         # The SDK's own metrics (task latencies, slots, polls) for Prometheus.
         runtime = Runtime(telemetry=TelemetryConfig(
             metrics=PrometheusConfig(bind_address=f"127.0.0.1:{settings.worker_metrics_port}")))
-    client = await connect_temporal(settings.temporal_address, settings.temporal_namespace, runtime=runtime)
+    client = await connect_temporal(settings.temporal_address, settings.temporal_namespace, runtime=runtime,
+                                    tls=temporal_tls(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -55,7 +56,7 @@ async def run_worker(queue: str, ready_file: Path | None = None) -> None:
             task_queue=queue,
             workflows=setup.workflows,
             activities=setup.activities,
-            graceful_shutdown_timeout=timedelta(seconds=10),
+            graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
         )
         log.info("worker started", queue=queue, workflows=[w.__name__ for w in setup.workflows])
         async with worker:  # polling its task queue from here on
