@@ -8,6 +8,9 @@ import time
 
 import typer
 
+from cli.tables import console as _console
+from cli.tables import print_table
+
 app = typer.Typer(help="Create, configure, deploy, scale and delete endpoints.", no_args_is_help=True)
 SETTLED = {"RUNNING", "FAILED", "DELETED"}
 POLL_S = 0.5
@@ -16,12 +19,6 @@ RUNTIMES = ("vllm", "sglang", "tensorrt-llm")
 
 JsonOption = typer.Option(False, "--json", help="print the API's JSON answer instead of a table")
 EndpointArg = typer.Argument(..., help="endpoint name or id")
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(highlight=False)
 
 
 def _colour(status: str) -> str:
@@ -71,14 +68,10 @@ def list_endpoints(as_json: bool = JsonOption) -> None:
     if as_json:
         print_json(rows)
         return
-    from rich.table import Table
-
-    table = Table("name", "status", "step", "replicas", "runtime", "id")
-    for row in rows:
-        table.add_row(row["name"], f"[{_colour(row['status'])}]{row['status']}[/]", row.get("step") or "-",
-                      f"{row['deployment']['ready_replicas']}/{row['deployment']['replicas']}",
-                      row["deployment"]["runtime"], row["id"])
-    _console().print(table)
+    print_table(("name", "status", "step", "replicas", "runtime", "id"),
+                ((row["name"], f"[{_colour(row['status'])}]{row['status']}[/]", row.get("step") or "-",
+                  f"{row['deployment']['ready_replicas']}/{row['deployment']['replicas']}",
+                  row["deployment"]["runtime"], row["id"]) for row in rows))
 
 
 @app.command()

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import typer
 
+from cli.tables import console as _console
+from cli.tables import print_table
+
 app = typer.Typer(help="Create, list and revoke inference keys.", no_args_is_help=True)
 JsonOption = typer.Option(False, "--json", help="print the API's JSON answer instead of a table")
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(highlight=False)
 
 
 @app.command()
@@ -56,14 +53,10 @@ def list_keys(as_json: bool = JsonOption) -> None:
     if as_json:
         print_json(rows)
         return
-    from rich.table import Table
-
-    table = Table("name", "prefix", "routes", "rpm", "tpm", "last used", "revoked", "id")
-    for row in rows:
-        table.add_row(row["name"], row["prefix"], ", ".join(row["routes"]) if row["routes"] else "all",
-                      str(row["rpm"] or "-"), str(row["tpm"] or "-"), row.get("last_used_at") or "-",
-                      row.get("revoked_at") or "-", row["id"])
-    _console().print(table)
+    print_table(("name", "prefix", "routes", "rpm", "tpm", "last used", "revoked", "id"),
+                ((row["name"], row["prefix"], ", ".join(row["routes"]) if row["routes"] else "all",
+                  str(row["rpm"] or "-"), str(row["tpm"] or "-"), row.get("last_used_at") or "-",
+                  row.get("revoked_at") or "-", row["id"]) for row in rows))
 
 
 @app.command()
