@@ -12,7 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from core.processes import ManagedProcess, http_ok, tcp_open
@@ -227,7 +227,31 @@ def rclone_auth_key_env(access_key: str, secret_key: str) -> dict[str, str]:
     return {"RCLONE_AUTH_KEY": f'"{pair}"'}
 
 
-def s3_server(state_dir: Path, port: int, access_key: str, secret_key: str, buckets: tuple[str, ...] = ("models",)) -> ManagedProcess:
+OBJECT_STORES = ("seaweedfs", "rclone")
+DEFAULT_OBJECT_STORE = "rclone"
+
+
+def object_store_kind(store: str | None = None) -> str:
+    """Which S3 server the stack and the tests run: `store`, else BUD_OBJECT_STORE, else the default."""
+    kind = (store or os.environ.get("BUD_OBJECT_STORE") or DEFAULT_OBJECT_STORE).strip().lower()
+    if kind not in OBJECT_STORES:
+        raise ValueError(f"BUD_OBJECT_STORE: {kind!r} is none of {', '.join(OBJECT_STORES)}")
+    return kind
+
+
+def s3_server(state_dir: Path, port: int, access_key: str, secret_key: str, buckets: tuple[str, ...] = ("models",),
+              store: str | None = None) -> ManagedProcess:
+    """The S3 server on 127.0.0.1:`port` holding `buckets`, named "s3": SeaweedFS (devstack/seaweedfs.py) or rclone
+    (see object_store_kind). Either refuses requests signed with any other key pair and unsigned ones."""
+    if object_store_kind(store) == "seaweedfs":
+        from devstack.seaweedfs import seaweedfs_s3_server
+
+        return seaweedfs_s3_server(state_dir, port, access_key, secret_key, buckets)
+    return rclone_s3_server(state_dir, port, access_key, secret_key, buckets)
+
+
+def rclone_s3_server(state_dir: Path, port: int, access_key: str, secret_key: str,
+                     buckets: tuple[str, ...] = ("models",)) -> ManagedProcess:
     """rclone's S3 server over a local folder: each top-level folder is a bucket. The key pair reaches rclone through
     its environment, never its command line; requests signed with any other secret are refused."""
     root = state_dir / "s3"
@@ -241,11 +265,16 @@ def s3_server(state_dir: Path, port: int, access_key: str, secret_key: str, buck
 
 
 # ---------------------------------------------------------------------------------------------- Prometheus
+ALERT_RULES = PROJECT_ROOT / "monitoring" / "rules" / "bud-alerts.yml"
+
+
 def prometheus_server(state_dir: Path, port: int, static_targets: dict[str, list[str]],
-                      scrape_interval_s: int = 5) -> ManagedProcess:
-    """Prometheus scraping the stack's components (static) and runtime replicas (file_sd, written by the backend)."""
+                      scrape_interval_s: int = 5, rule_files: Sequence[Path] = (ALERT_RULES,),
+                      targets_dir: Path | None = None) -> ManagedProcess:
+    """Prometheus scraping the stack's components (static) and runtime replicas (file_sd, written by the backend into
+    targets_dir, default STATE/prometheus/targets), evaluating the alert rules every scrape interval."""
     prom_dir = state_dir / "prometheus"
-    targets_dir = prom_dir / "targets"
+    targets_dir = targets_dir or prom_dir / "targets"
     targets_dir.mkdir(parents=True, exist_ok=True)
     jobs = [
         f"  - job_name: {job}\n    static_configs:\n      - targets: [{', '.join(repr(t) for t in targets)}]\n"
@@ -253,6 +282,7 @@ def prometheus_server(state_dir: Path, port: int, static_targets: dict[str, list
     ]
     config = (
         f"global:\n  scrape_interval: {scrape_interval_s}s\n  evaluation_interval: {scrape_interval_s}s\n"
+        f"rule_files: [{', '.join(json.dumps(str(path)) for path in rule_files)}]\n"
         "scrape_configs:\n"
         + "".join(jobs)
         + f"  - job_name: runtimes\n    file_sd_configs:\n      - files: ['{targets_dir}/*.json']\n"
