@@ -25,6 +25,7 @@ class EngineStats:
     waiting: int
     kv_tokens_in_use: int
     kv_capacity_tokens: int
+    busy_s: float = 0.0  # seconds so far with at least one sequence running (the simulated GPU computing)
 
     @property
     def kv_usage(self) -> float:
@@ -85,9 +86,17 @@ class SimEngine:
         self._waiting: deque[_Sequence] = deque()
         self._kv_reserved = 0
         self._kv_in_use = 0
+        self._busy_s = 0.0  # closed busy periods
+        self._busy_since: float | None = None  # perf_counter() when the open busy period began
 
     def stats(self) -> EngineStats:
-        return EngineStats(len(self._running), len(self._waiting), self._kv_in_use, self.kv_capacity_tokens)
+        return EngineStats(len(self._running), len(self._waiting), self._kv_in_use, self.kv_capacity_tokens,
+                           self.busy_seconds())
+
+    def busy_seconds(self) -> float:
+        """Time so far during which a batch was running: what GPU utilization samples."""
+        open_period = time.perf_counter() - self._busy_since if self._busy_since is not None else 0.0
+        return self._busy_s + open_period
 
     def prefill_seconds(self, prompt_tokens: int) -> float:
         ref = self.timing.ref_prompt_tokens
@@ -163,6 +172,8 @@ class SimEngine:
             raise
 
     def _start(self, seq: _Sequence) -> None:
+        if not self._running:
+            self._busy_since = time.perf_counter()
         self._running.add(seq)
         self._kv_reserved += seq.reserved_tokens
 
@@ -171,6 +182,9 @@ class SimEngine:
             self._running.discard(seq)
             self._kv_reserved -= seq.reserved_tokens
             self._kv_in_use -= seq.kv_tokens
+            if not self._running and self._busy_since is not None:
+                self._busy_s += time.perf_counter() - self._busy_since
+                self._busy_since = None
             self._admit_waiting()
 
     def _admit_waiting(self) -> None:

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from runtime.engine import EngineStats, SimEngine
 from runtime.loader import ModelLoadError, check_model_source, check_weights_fit, max_position_embeddings
-from runtime.metrics import CONTENT_TYPE, VllmMetrics
+from runtime.metrics import CONTENT_TYPE, SimulatedGpus, VllmMetrics
 from runtime.protocol import ChatCompletionRequest, CompletionRequest, error_body
 from runtime.settings import DEFAULT_MAX_MODEL_LEN, FaultState, FaultUpdate, RuntimeSettings
 from runtime.text import count_tokens, generate_words, render_chat
@@ -85,7 +85,7 @@ class SimRuntime:
             )
         self.faults: FaultState = settings.faults.model_copy()
         self.loaded = False
-        self.metrics = VllmMetrics(settings.model_name, self._stats)
+        self.metrics = VllmMetrics(settings.model_name, self._stats, SimulatedGpus.of(settings))
         self.engine = SimEngine(
             max_num_seqs=settings.max_num_seqs,
             kv_capacity_tokens=kv_tokens,

@@ -102,3 +102,17 @@ async def test_full_batch_slows_each_token_by_the_occupancy_factor():
     engine.faults.slowdown = 3.0
     assert engine.decode_seconds(1) == pytest.approx(0.060)
     assert engine.prefill_seconds(100) == pytest.approx(0.003)
+
+
+async def test_busy_time_counts_only_while_a_batch_runs():
+    engine = make_engine(ttft_ms=100, tpot_ms=1)
+    assert engine.stats().busy_s == 0
+    await asyncio.gather(consume(engine, 50, 1), consume(engine, 50, 1))  # two overlapping ~0.1 s requests
+    after_first = engine.stats().busy_s
+    assert 0.09 <= after_first < 0.3  # counted once, not once per request
+    await asyncio.sleep(0.2)  # idle: no busy time accrues
+    assert engine.stats().busy_s == after_first
+    running = asyncio.create_task(consume(engine, 50, 1))
+    await asyncio.sleep(0.05)
+    assert engine.stats().busy_s > after_first  # the open busy period counts while it lasts
+    await running

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import httpx
@@ -344,3 +345,39 @@ def test_api_key_and_unknown_vllm_flags(start_runtime, log_text):
     assert ok.status_code == 200
     assert httpx.get(f"{process.url}/health").status_code == 200  # health stays open for probes
     assert "ignoring flags the simulated runtime does not know: --some-new-flag x" in log_text(process)
+
+
+def dcgm_samples(base_url: str) -> dict[str, list]:
+    text = httpx.get(f"{base_url}/metrics").text
+    return {f.name: f.samples for f in text_string_to_metric_families(text) if f.name.startswith("DCGM_")}
+
+
+def test_simulated_gpus_export_dcgm_metrics(start_runtime):
+    """Two GPUs (tensor parallel 2) of 80 GB, half reserved by the engine: DCGM's per-GPU framebuffer figures, and
+    utilization that follows whether a batch runs."""
+    process = start_runtime("--tensor-parallel-size", "2", "--sim-gpu-memory-gb", "80", "--gpu-memory-utilization",
+                            "0.5", "--sim-ttft-ms", "1500", "--sim-tpot-ms", "1")
+    idle = dcgm_samples(process.url)
+    assert [s.labels["gpu"] for s in idle["DCGM_FI_DEV_GPU_UTIL"]] == ["0", "1"]
+    assert {s.value for s in idle["DCGM_FI_DEV_GPU_UTIL"]} == {0}
+    total_mib = round(80e9 / 2**20)
+    assert {s.value for s in idle["DCGM_FI_DEV_FB_USED"]} == {round(total_mib * 0.5)}
+    assert {s.value for s in idle["DCGM_FI_DEV_FB_FREE"]} == {total_mib - round(total_mib * 0.5)}
+    assert "DCGM_FI_DEV_POWER_USAGE" not in idle  # not simulated, so not made up
+
+    with httpx.Client(timeout=30) as client:
+        request = threading.Thread(target=client.post, args=(f"{process.url}/v1/completions",),
+                                   kwargs={"json": {"model": "sim-model", "prompt": "x", "max_tokens": 1}})
+        request.start()
+        time.sleep(0.3)
+        dcgm_samples(process.url)  # a sample begins while the prefill runs
+        time.sleep(0.6)
+        busy = dcgm_samples(process.url)
+        request.join()
+    assert all(s.value >= 90 for s in busy["DCGM_FI_DEV_GPU_UTIL"]), busy["DCGM_FI_DEV_GPU_UTIL"]
+
+
+def test_gpu_memory_unknown_means_no_framebuffer_metrics(runtime):
+    samples = dcgm_samples(runtime.url)
+    assert len(samples["DCGM_FI_DEV_GPU_UTIL"]) == 1
+    assert "DCGM_FI_DEV_FB_USED" not in samples and "DCGM_FI_DEV_FB_FREE" not in samples
