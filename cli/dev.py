@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import signal
 import threading
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from core.settings import get_settings
-from devstack.kube_stack import CLUSTER_NAME
-from core.processes import StartupError
-from devstack.stack import Stack
+from cli.app import command_group
+from cli.tables import console as _console
 
-app = typer.Typer(help="Run the embedded stack (Temporal, PostgreSQL, S3, clamd, Prometheus, API, workers).")
-console = Console()
+if TYPE_CHECKING:  # the stack (and the Kubernetes client under it) loads inside the commands: `--help` stays fast
+    from devstack.stack import Stack
+
+app = command_group("Run the embedded stack (Temporal, PostgreSQL, S3, clamd, Prometheus, API, workers).")
 
 
 def _print_admin_token(stack: Stack) -> None:
+    console = _console()
     token_file = stack.settings.admin_token_path
     shown_marker = stack.state / ".admin-token-shown"
     if token_file.exists() and not shown_marker.exists():
@@ -36,10 +36,18 @@ def _print_admin_token(stack: Stack) -> None:
 def up(
     detach: bool = typer.Option(False, "--detach", "-d", help="start in the background and return"),
     kube: bool = typer.Option(
-        False, "--kube", help=f"also start a local Kubernetes cluster with fake GPU nodes, registered as {CLUSTER_NAME}"
+        False, "--kube", help="also start a local Kubernetes cluster with fake GPU nodes, registered as a cluster "
+                              "(`bud clusters list` names it)"
     ),
 ) -> None:
     """Start every part, wait for each to be healthy, print its URL. Ctrl-C stops everything (unless --detach)."""
+    from core.login_links import CODE_TTL_S, issue_code
+    from core.processes import StartupError
+    from core.settings import get_settings
+    from devstack.kube_stack import CLUSTER_NAME
+    from devstack.stack import Stack
+
+    console = _console()
     stack = Stack(get_settings(), kube=kube)
     console.print(f"Starting the Bud Foundry stack (state in {stack.state})")
     try:
@@ -51,6 +59,8 @@ def up(
     if kube:
         console.print(f"Kubernetes export KUBECONFIG={stack.kube.kubeconfig_path}  (cluster {CLUSTER_NAME}; try kubectl get nodes)")
     _print_admin_token(stack)
+    console.print(f"Dashboard sign-in link (works once, for {CODE_TTL_S // 60} minutes): "
+                  f"http://127.0.0.1:{stack.settings.api_port}/ui/login?code={issue_code(stack.settings.state_dir)}")
     if detach:
         console.print("\nRunning in the background: `bud dev status`, `bud dev down`.")
         return
@@ -66,6 +76,12 @@ def up(
 @app.command()
 def status() -> None:
     """Show each part: running or not, healthy or not, and its URL."""
+    from rich.table import Table
+
+    from core.settings import get_settings
+    from devstack.stack import Stack
+
+    console = _console()
     stack = Stack(get_settings())
     table = Table("part", "state", "url")
     rows = stack.status()
@@ -80,4 +96,7 @@ def status() -> None:
 @app.command()
 def down() -> None:
     """Stop every part this stack started (by the pids it recorded)."""
-    Stack(get_settings()).down(console.print)
+    from core.settings import get_settings
+    from devstack.stack import Stack
+
+    Stack(get_settings()).down(_console().print)
