@@ -125,6 +125,8 @@ def _assemble(
         ttft_p90_ms=bands["ttft_p90"],
         tpot_p10_ms=bands["tpot_p10"],
         tpot_p90_ms=bands["tpot_p90"],
+        e2e_latency_p10_ms=bands["ttft_p10"] + max(workload.output_tokens - 1, 0) * bands["tpot_p10"],
+        e2e_latency_p90_ms=bands["ttft_p90"] + max(workload.output_tokens - 1, 0) * bands["tpot_p90"],
         calibrated=calibration is not None,
         calibration_warning=None if calibration is None or calibration.consistent else calibration.message,
     )

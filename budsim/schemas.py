@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from budsim.calibration import Calibration
 from core.model_facts import ModelArchitecture
 
 RUNTIMES = ("vllm", "sglang", "tensorrt-llm")
@@ -72,6 +74,8 @@ class Prediction(BaseModel):
     ttft_p90_ms: float | None = Field(default=None, description="P90 of the TTFT the predictor's errors allow")
     tpot_p10_ms: float | None = Field(default=None, description="P10 of the TPOT the predictor's errors allow")
     tpot_p90_ms: float | None = Field(default=None, description="P90 of the TPOT the predictor's errors allow")
+    e2e_latency_p10_ms: float | None = Field(default=None, description="ttft_p10 + (output_tokens - 1) * tpot_p10")
+    e2e_latency_p90_ms: float | None = Field(default=None, description="ttft_p90 + (output_tokens - 1) * tpot_p90")
     calibrated: bool = Field(default=False, description="whether a group calibration (measurements) was applied")
     calibration_warning: str | None = Field(
         default=None, description="set when the calibration found its measurements inconsistent"
@@ -97,6 +101,11 @@ class Targets(BaseModel):
     max_ttft_ms: float | None = None
     min_throughput_tps: float | None = Field(default=None, description="output tokens/s, all replicas")
     max_cost_per_hour: float | None = None
+    confidence: Literal["expected", "high"] = Field(
+        default="expected",
+        description="expected: a config meets a target when its predicted value does; high: when the pessimistic "
+        "side of its P10-P90 interval does (P90 TTFT and latency, the throughput they give)",
+    )
 
 
 class ProductionCalibration(BaseModel):
@@ -120,6 +129,11 @@ class OptimizationRequest(BaseModel):
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
     price_per_hour: float | None = Field(default=None, description="USD per GPU-hour; default: the catalog's")
     calibration: ProductionCalibration = Field(default_factory=ProductionCalibration)
+    group_calibration: Calibration | None = Field(
+        default=None,
+        description="the model / GPU type / runtime / precision's correction fitted from its measurements "
+        "(budsim.calibration.calibrate); every prediction of the search uses it",
+    )
     seed: int = 0
     population_size: int = Field(default=48, ge=8, le=400)
     generations: int = Field(default=25, ge=1, le=400)
@@ -142,6 +156,9 @@ class TargetMiss(BaseModel):
     limit: float
     predicted: float
     shortfall_pct: float = Field(description="how far past the limit, in percent of the limit")
+    basis: Literal["expected", "p90"] = Field(
+        default="expected", description="judged on the predicted value, or (confidence high) its pessimistic side"
+    )
 
 
 class Recommendation(BaseModel):
@@ -166,6 +183,9 @@ class OptimizationResult(BaseModel):
     rejected: list[RejectedConfig] = Field(default_factory=list)
     evaluated: int = Field(default=0, description="distinct configs predicted")
     message: str = ""
+    calibration: Calibration | None = Field(
+        default=None, description="the group calibration every prediction used: its measurements and coefficients"
+    )
 
 
 class SearchState(BaseModel):

@@ -35,6 +35,7 @@ from budsim.catalog import GpuSpec, get_gpu
 from budsim.constraints import resource_problems, runtime_supports, structural_problems
 from budsim.errors import InvalidRequest
 from budsim.predictor import predict_many
+from budsim.roofline import normalize_backend
 from budsim.schemas import (
     RUNTIMES,
     TARGET_MAX,
@@ -74,7 +75,7 @@ def validate_request(request: OptimizationRequest) -> GpuSpec:
         raise InvalidRequest("runtime", f"unknown runtime {request.runtime!r}; use one of {', '.join(RUNTIMES)}")
     if not runtime_supports(request.runtime, request.model.model_type):
         raise InvalidRequest("runtime", f"{request.runtime} does not implement model_type {request.model.model_type!r}")
-    for name, value in request.targets.model_dump().items():
+    for name, value in request.targets.model_dump(exclude={"confidence"}).items():
         if value is not None and not (TARGET_MIN <= value <= TARGET_MAX):
             raise InvalidRequest(f"targets.{name}", f"must be between {TARGET_MIN:g} and {TARGET_MAX:g}, got {value}")
     if request.price_per_hour is not None and not request.price_per_hour >= 0:
@@ -89,6 +90,15 @@ def validate_request(request: OptimizationRequest) -> GpuSpec:
         raise InvalidRequest(
             "max_model_len", f"{request.max_model_len} is shorter than input + output tokens ({context})"
         )
+    calibration = request.group_calibration
+    if calibration is not None:
+        group = calibration.group
+        wanted = (gpu.name, normalize_backend(request.runtime), request.model.precision.name)
+        if wanted != (group.gpu, group.runtime, group.precision):
+            raise InvalidRequest(
+                "group_calibration",
+                f"calibrated for {group.label()}, not for {' / '.join(wanted)}",
+            )
     if request.method == Method.MANUAL:
         if request.config is None:
             raise InvalidRequest("config", "MANUAL optimization needs a config to check")
@@ -247,29 +257,53 @@ def _config_key(config: ServingConfig) -> tuple:
     )
 
 
+def judged_values(request: OptimizationRequest, prediction: Prediction) -> tuple[float, float, float]:
+    """(TTFT, end-to-end latency, throughput) the targets are judged on: the predicted values, or with
+    `confidence: high` the interval's pessimistic side (P90 TTFT and latency, and the throughput that latency
+    gives the workload's clients)."""
+    if request.targets.confidence != "high" or prediction.e2e_latency_p90_ms is None:
+        return prediction.ttft_ms, prediction.e2e_latency_ms, prediction.output_throughput_tps
+    latency = prediction.e2e_latency_p90_ms
+    workload = request.workload
+    return prediction.ttft_p90_ms, latency, workload.concurrency * workload.output_tokens / (latency / 1000.0)
+
+
 def target_misses(request: OptimizationRequest, prediction: Prediction) -> list[TargetMiss]:
     targets, misses = request.targets, []
+    basis = "p90" if targets.confidence == "high" else "expected"
+    ttft, latency, throughput = judged_values(request, prediction)
 
-    def over(name: str, limit: float | None, value: float) -> None:
+    def over(name: str, limit: float | None, value: float, judged: str = basis) -> None:
         if limit is not None and value > limit:
             misses.append(
-                TargetMiss(target=name, limit=limit, predicted=value, shortfall_pct=(value - limit) / limit * 100)
+                TargetMiss(
+                    target=name, limit=limit, predicted=value, shortfall_pct=(value - limit) / limit * 100,
+                    basis=judged,
+                )
             )
 
-    over("max_latency_ms", targets.max_latency_ms, prediction.e2e_latency_ms)
-    over("max_ttft_ms", targets.max_ttft_ms, prediction.ttft_ms)
-    over("max_cost_per_hour", targets.max_cost_per_hour, prediction.cost_per_hour)
-    if targets.min_throughput_tps is not None and prediction.output_throughput_tps < targets.min_throughput_tps:
+    over("max_latency_ms", targets.max_latency_ms, latency)
+    over("max_ttft_ms", targets.max_ttft_ms, ttft)
+    over("max_cost_per_hour", targets.max_cost_per_hour, prediction.cost_per_hour, "expected")  # cost is exact
+    if targets.min_throughput_tps is not None and throughput < targets.min_throughput_tps:
         limit = targets.min_throughput_tps
         misses.append(
             TargetMiss(
                 target="min_throughput_tps",
                 limit=limit,
-                predicted=prediction.output_throughput_tps,
-                shortfall_pct=(limit - prediction.output_throughput_tps) / limit * 100,
+                predicted=throughput,
+                shortfall_pct=(limit - throughput) / limit * 100,
+                basis=basis,
             )
         )
     return misses
+
+
+def prediction_calibration(request: OptimizationRequest):
+    """What corrects the request's predictions: its group calibration, else its plain (TTFT, TPOT) scales."""
+    if request.group_calibration is not None:
+        return request.group_calibration
+    return (request.calibration.ttft_scale, request.calibration.tpot_scale)
 
 
 class ConfigEvaluator:
@@ -294,10 +328,9 @@ class ConfigEvaluator:
             if not problems:
                 runnable.append(config)
         if runnable:
-            calibration = self.request.calibration
             predictions = predict_many(
                 self.request.model, self.gpu, runnable, self.request.workload, self.request.price_per_hour,
-                calibration=(calibration.ttft_scale, calibration.tpot_scale),
+                calibration=prediction_calibration(self.request),
             )
             for config, prediction in zip(runnable, predictions):
                 evaluation = self.cache[_config_key(config)]
@@ -443,6 +476,17 @@ def advance_search(state: SearchState, generations: int) -> SearchState:
 # ----------------------------------------------------------------------------------------------- results
 
 
+def _leanness(e: Evaluation) -> tuple:
+    """Among configs that predict the same, the one reported (front and recommendation alike): fewest GPUs, then
+    the smallest max_num_seqs and token budget, then the config itself so the choice never depends on the order
+    configs were evaluated in."""
+    return (e.config.total_gpus, e.config.max_num_seqs, e.config.max_num_batched_tokens, _config_key(e.config))
+
+
+def _same_prediction(e: Evaluation) -> tuple:
+    return tuple(round(v, 6) for v in e.objectives())
+
+
 def pareto_front(evaluations: list[Evaluation]) -> list[Evaluation]:
     """Runnable configs not dominated on (capacity up, latency down, cost down), most capacity first."""
     runnable = [e for e in evaluations if e.prediction is not None]
@@ -450,10 +494,8 @@ def pareto_front(evaluations: list[Evaluation]) -> list[Evaluation]:
         return []
     # Configs that predict the same (e.g. max_num_seqs above the concurrency) collapse to the leanest one.
     leanest: dict[tuple, Evaluation] = {}
-    for e in sorted(
-        runnable, key=lambda e: (e.config.total_gpus, e.config.max_num_seqs, e.config.max_num_batched_tokens)
-    ):
-        leanest.setdefault(tuple(round(v, 6) for v in e.objectives()), e)
+    for e in sorted(runnable, key=_leanness):
+        leanest.setdefault(_same_prediction(e), e)
     distinct = list(leanest.values())
     F = np.array([e.objectives() for e in distinct])
     front = NonDominatedSorting().do(F, only_non_dominated_front=True)
@@ -462,23 +504,38 @@ def pareto_front(evaluations: list[Evaluation]) -> list[Evaluation]:
     )
 
 
-def _recommend(evaluations: list[Evaluation]) -> Recommendation | None:
+def _recommend(request: OptimizationRequest, evaluations: list[Evaluation]) -> Recommendation | None:
     runnable = [e for e in evaluations if e.prediction is not None]
     if not runnable:
         return None
     meeting = [e for e in runnable if e.meets_targets]
     if meeting:
+        # Cheapest, then fastest, then the most capacity: a config that is cheapest and fastest but has less
+        # capacity than an equally cheap and fast one is dominated, so it would not be on the front. Ties left
+        # after that predict the same; the leanest is the one the front keeps too.
         best = min(
             meeting,
             key=lambda e: (
-                e.prediction.cost_per_hour,
-                -e.prediction.output_throughput_tps,
-                e.prediction.e2e_latency_ms,
+                round(e.prediction.cost_per_hour, 6),
+                round(e.prediction.e2e_latency_ms, 6),
+                -round(e.prediction.max_throughput_tps, 6),
+                _leanness(e),
             ),
         )
         reason = f"cheapest of {len(meeting)} evaluated configs that meet every target"
+        if request.targets.confidence == "high":
+            reason += " with the pessimistic side (P90) of their predicted interval"
         return Recommendation(config=best.config, prediction=best.prediction, meets_targets=True, reason=reason)
-    best = min(runnable, key=lambda e: (sum(m.shortfall_pct for m in e.misses), e.prediction.cost_per_hour))
+    best = min(
+        runnable,
+        key=lambda e: (
+            round(sum(m.shortfall_pct for m in e.misses), 6),
+            round(e.prediction.cost_per_hour, 6),
+            round(e.prediction.e2e_latency_ms, 6),
+            -round(e.prediction.max_throughput_tps, 6),
+            _leanness(e),
+        ),
+    )
     fails = ", ".join(f"{m.target} by {m.shortfall_pct:.0f} %" for m in best.misses)
     return Recommendation(
         config=best.config,
@@ -496,7 +553,7 @@ def result_front(evaluations: list[Evaluation]) -> list[Evaluation]:
 
 
 def _result(request: OptimizationRequest, gpu: GpuSpec, evaluations: list[Evaluation]) -> OptimizationResult:
-    recommendation = _recommend(evaluations)
+    recommendation = _recommend(request, evaluations)
     front = result_front(evaluations)[:MAX_PARETO_REPORTED]
     rejected = [RejectedConfig(config=e.config, reasons=e.problems) for e in evaluations if e.problems]
     rejected.sort(key=lambda r: _config_key(r.config))
@@ -506,6 +563,7 @@ def _result(request: OptimizationRequest, gpu: GpuSpec, evaluations: list[Evalua
         message = recommendation.reason
     else:
         message = "none meets the targets: " + recommendation.reason
+    message += "; " + calibration_note(request)
     return OptimizationResult(
         method=request.method,
         gpu_type=gpu.name,
@@ -515,7 +573,18 @@ def _result(request: OptimizationRequest, gpu: GpuSpec, evaluations: list[Evalua
         rejected=rejected[:MAX_REJECTED_REPORTED],
         evaluated=len(evaluations),
         message=message,
+        calibration=request.group_calibration,
     )
+
+
+def calibration_note(request: OptimizationRequest) -> str:
+    """What the predictions rest on, for the result's message."""
+    calibration = request.group_calibration
+    if calibration is None:
+        return "uncalibrated predictions (no measurements of this model, GPU type, runtime and precision)"
+    if not calibration.consistent:
+        return f"calibrated on {calibration.n} measurement(s), but {calibration.message}"
+    return f"calibrated on {calibration.n} measurement(s) of {calibration.group.label()}"
 
 
 def finish_search(state: SearchState) -> OptimizationResult:
@@ -567,7 +636,10 @@ def _manual(request: OptimizationRequest) -> OptimizationResult:
     evaluation = ConfigEvaluator(request, gpu).evaluate([config])[0]
     if evaluation.prediction is None:
         # It cannot run here (memory, GPU count): still say what it would do, and why it is rejected.
-        prediction = predict_many(request.model, gpu, [config], request.workload, request.price_per_hour)[0]
+        prediction = predict_many(
+            request.model, gpu, [config], request.workload, request.price_per_hour,
+            calibration=prediction_calibration(request),
+        )[0]
         recommendation = Recommendation(
             config=config,
             prediction=prediction,
@@ -583,7 +655,8 @@ def _manual(request: OptimizationRequest) -> OptimizationResult:
             pareto=[],
             rejected=[RejectedConfig(config=config, reasons=evaluation.problems)],
             evaluated=1,
-            message=recommendation.reason,
+            message=recommendation.reason + "; " + calibration_note(request),
+            calibration=request.group_calibration,
         )
     return _result(request, gpu, [evaluation])
 

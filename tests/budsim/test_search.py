@@ -101,3 +101,99 @@ def test_more_gpus_never_recommend_a_worse_config(llama8b):
     large = optimize(_request(llama8b, available_gpus=8, targets=targets))
     assert small.meets_targets and large.meets_targets
     assert large.recommendation.prediction.cost_per_hour <= small.recommendation.prediction.cost_per_hour * 1.0001
+
+
+def test_the_recommendation_is_the_front_member_that_predicts_the_same(llama8b):
+    # max_num_seqs 16 and 128 predict the same at 16 clients, but 128 has more capacity: the front keeps 128, so
+    # the recommendation (once 16 with identical predicted numbers) must be that same config.
+    request = OptimizationRequest(model=llama8b, gpu_type="h100_sxm", available_gpus=8,
+                                  targets=Targets(max_ttft_ms=500), seed=0)
+    result = optimize(request)
+    rec = result.recommendation
+    assert rec.meets_targets
+    assert rec.config in [c.config for c in result.pareto]
+    same = [c for c in result.pareto if c.prediction.cost_per_hour == rec.prediction.cost_per_hour
+            and abs(c.prediction.e2e_latency_ms - rec.prediction.e2e_latency_ms) < 1e-6]
+    assert [c.config for c in same] == [rec.config] and same[0].prediction == rec.prediction
+
+
+def test_confidence_high_judges_the_targets_on_the_interval_s_pessimistic_side(llama8b):
+    expected = optimize(_request(llama8b, method=Method.HEURISTIC, targets=Targets(max_latency_ms=4000)))
+    p = expected.recommendation.prediction
+    assert p.e2e_latency_p10_ms < p.e2e_latency_ms < p.e2e_latency_p90_ms  # every prediction carries its interval
+    assert all(c.prediction.ttft_p90_ms > c.prediction.ttft_ms for c in expected.pareto)
+    # a limit between the recommendation's predicted latency and its P90: met when expected, not with confidence
+    limit = (p.e2e_latency_ms + p.e2e_latency_p90_ms) / 2
+    sure = optimize(_request(llama8b, method=Method.HEURISTIC,
+                             targets=Targets(max_latency_ms=limit, confidence="high")))
+    loose = optimize(_request(llama8b, method=Method.HEURISTIC, targets=Targets(max_latency_ms=limit)))
+    assert loose.meets_targets and loose.recommendation.prediction.e2e_latency_ms <= limit
+    chosen = sure.recommendation
+    if sure.meets_targets:
+        assert chosen.prediction.e2e_latency_p90_ms <= limit and "P90" in chosen.reason
+        assert chosen.config != loose.recommendation.config
+        assert chosen.prediction.cost_per_hour >= loose.recommendation.prediction.cost_per_hour
+    else:
+        assert {m.basis for m in chosen.failed_targets} == {"p90"}
+    with pytest.raises(ValueError):
+        Targets(confidence="certain")
+
+
+def _slow_measurements(model, factor: float, spread: float = 0.0):
+    """Measured rows of the 8B on one H100 under vLLM whose TPOT is `factor` x the cold prediction."""
+    from budsim.calibration import Measurement
+    from budsim.catalog import get_gpu
+    from budsim.predictor import predict, serving_point
+
+    rows = []
+    for index, (seqs, concurrency) in enumerate([(16, 1), (64, 16), (256, 64), (128, 32)]):
+        config = ServingConfig(max_num_seqs=seqs, max_model_len=2048)
+        workload = Workload(input_tokens=1024, output_tokens=256, concurrency=concurrency)
+        cold = predict(model, "h100_sxm", config, workload)
+        wobble = 1 + spread * (-1) ** index
+        rows.append(Measurement(serving_point(model, get_gpu("h100_sxm"), config, workload),
+                                cold.ttft_ms * factor * wobble, cold.tpot_ms * factor * wobble, id=f"m{index}"))
+    return rows
+
+
+def test_a_group_calibration_is_used_by_the_search_and_reported(llama8b):
+    from budsim.calibration import calibrate, group_of
+
+    rows = _slow_measurements(llama8b, 2.5)
+    calibration = calibrate(group_of(rows[0].point, "meta-llama/Llama-3.1-8B-Instruct"), rows)
+    targets = Targets(max_latency_ms=3000)
+    cold = optimize(_request(llama8b, method=Method.HEURISTIC, targets=targets))
+    calibrated = optimize(_request(llama8b, method=Method.HEURISTIC, targets=targets, group_calibration=calibration))
+    assert cold.calibration is None and "uncalibrated" in cold.message
+    assert calibrated.calibration == calibration and calibrated.calibration.measurements == ["m0", "m1", "m2", "m3"]
+    assert "calibrated on 4 measurement(s)" in calibrated.message
+    assert calibrated.recommendation.prediction.calibrated
+    # measured 2.5x slower: the cold choice no longer meets the latency target, a larger config is needed
+    assert calibrated.recommendation.config.total_gpus > cold.recommendation.config.total_gpus
+    cold_config = cold.recommendation.config
+    assert cold_config not in [c.config for c in calibrated.pareto]
+    # the same request and measurements give the same answer
+    again = optimize(_request(llama8b, method=Method.HEURISTIC, targets=targets,
+                              group_calibration=calibrate(group_of(rows[0].point, "meta-llama/Llama-3.1-8B-Instruct"),
+                                                          rows)))
+    assert again == calibrated
+
+
+def test_measurements_the_calibration_cannot_explain_are_said_in_the_answer(llama8b):
+    from budsim.calibration import calibrate, group_of
+
+    rows = _slow_measurements(llama8b, 1.0, spread=0.8)
+    calibration = calibrate(group_of(rows[0].point, "meta-llama/Llama-3.1-8B-Instruct"), rows)
+    assert not calibration.consistent
+    result = optimize(_request(llama8b, method=Method.HEURISTIC, group_calibration=calibration))
+    assert "disagree" in result.message and result.recommendation.prediction.calibration_warning
+
+
+def test_a_calibration_of_another_group_is_refused(llama8b):
+    from budsim.calibration import calibrate, group_of
+
+    rows = _slow_measurements(llama8b, 2.0)
+    calibration = calibrate(group_of(rows[0].point, "meta-llama/Llama-3.1-8B-Instruct"), rows)
+    with pytest.raises(InvalidRequest) as error:
+        optimize(_request(llama8b, gpu_type="nvidia-l4", group_calibration=calibration))
+    assert error.value.field == "group_calibration"
