@@ -17,14 +17,18 @@ Most requests skip the round trip. A Redis call on the request path costs more t
 streams (the reply waits for its turn on a busy event loop), so each gateway remembers the counts Redis last reported
 for the keys it serves (refreshed by every flush, at most `fresh_s` old) and admits a request locally while the
 count it knows plus what it admitted since stays under (1 - LOCAL_HEADROOM) of every limit, sending the request
-counts with the token sums. Limits below MIN_LOCAL_LIMIT, counts it does not know or that are stale, and keys close
-to a limit go through the script, so small limits (and every key near its limit) are exact. Above that, several
-gateways can overshoot a limit by at most what they admitted locally in one flush interval.
+counts with the token sums. Limits below MIN_LOCAL_LIMIT and keys close to a limit go through the script, so small
+limits (and every key near its limit) are exact. Above that, several gateways can overshoot a limit by at most what
+they admitted locally in one flush interval. Counts it does not know or that are stale (a key's first request, a
+new month, a flush that came late) are read once for all the requests waiting on them (one MGET, not one script per
+request), then judged as above. In the last second of each minute the flush also reads the next minute's counters,
+so a minute boundary costs no round trip either.
 
-Redis down or slow (a 250 ms socket timeout): requests are admitted (fail open) rather than refused or failed; each
-failure adds to `bud_gateway_limit_store_errors_total`, a warning is logged at most every 10 s, and for one second
-after a failure the gateway does not try Redis at all, so an outage costs no latency. Token sums that could not be
-sent are dropped (counted in the same counter); the usage rows in PostgreSQL remain the record.
+Redis down or slow (a 250 ms socket timeout on the request path, 1 s for the background flush): requests are
+admitted (fail open) rather than refused or failed; each failure adds to `bud_gateway_limit_store_errors_total`, a
+warning is logged at most every 10 s, and for one second after a failure the gateway does not try Redis at all, so
+an outage costs no latency. Token sums that could not be sent are dropped (counted in the same counter); the usage
+rows in PostgreSQL remain the record.
 """
 
 from __future__ import annotations
@@ -85,6 +89,19 @@ class Refusal:
         return "insufficient_quota" if self.kind == "quota" else "rate_limit_error"
 
 
+def _client(url: str, timeout_s: float, *, max_connections: int) -> redis_asyncio.Redis:
+    return redis_asyncio.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry_on_timeout=False,
+        retry=None,
+        health_check_interval=0,
+        max_connections=max_connections,
+        driver_info=None,  # no CLIENT SETINFO round trip (nor a package metadata lookup) per new connection
+    )
+
+
 def month_of(now: float) -> tuple[str, int]:
     """('YYYY-MM', seconds until the next month starts) for a UTC epoch time."""
     moment = datetime.fromtimestamp(now, UTC)
@@ -102,19 +119,14 @@ class Limiter:
         on_error: Callable[[], None] = lambda: None,
         flush_interval_s: float = 0.05,
         socket_timeout_s: float = 0.25,
+        flush_timeout_s: float = 1.0,
         prefix: str = "bud:",
         clock: Callable[[], float] = time.time,
         fresh_s: float = 0.25,
     ) -> None:
-        self.redis = redis_asyncio.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout_s,
-            socket_connect_timeout=socket_timeout_s,
-            retry_on_timeout=False,
-            retry=None,
-            health_check_interval=0,
-            max_connections=256,
-        )
+        self.redis = _client(url, socket_timeout_s, max_connections=256)
+        # The flush is off the request path: a busy machine delaying its reply is no reason to fail open.
+        self._background = _client(url, max(flush_timeout_s, socket_timeout_s), max_connections=2)
         self._admit = self.redis.register_script(ADMIT_SCRIPT)
         self.prefix = prefix
         self.flush_interval_s = flush_interval_s
@@ -127,6 +139,7 @@ class Limiter:
         self._watched: set[str] = set()  # keys admitted locally since the last flush: their counts are re-read
         self.fresh_s = fresh_s
         self._month_cache: tuple[int, str, float] = (-1, "", 0.0)  # (hour bucket, 'YYYY-MM', next month epoch)
+        self._reads: dict[tuple[str, ...], asyncio.Future[bool]] = {}  # counts being read, shared by their waiters
         self._task: asyncio.Task[None] | None = None
 
     # ----- lifecycle --------------------------------------------------------------------------------------------
@@ -141,8 +154,9 @@ class Limiter:
             self._task = None
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.flush(), timeout=1)
-        with contextlib.suppress(Exception):
-            await self.redis.aclose()
+        for client in (self.redis, self._background):
+            with contextlib.suppress(Exception):
+                await client.aclose()
 
     async def _run(self) -> None:
         while True:
@@ -178,10 +192,17 @@ class Limiter:
         if now < self._skip_until:
             return None
         rpm_key, tpm_key, quota_key, minute = self._keys(key_id, project_id, now)
-        if self._clear(rpm_key, rpm, now) and self._clear(tpm_key, tpm, now) and self._clear(quota_key, quota, now):
+        keys, limits = (rpm_key, tpm_key, quota_key), (rpm, tpm, quota)
+        verdict = self._local_verdict(keys, limits, now)
+        if verdict is None:
+            stale = tuple(k for k, limit in zip(keys, limits, strict=True) if limit and not self._fresh(k, now))
+            if not await self._read_counts(stale):
+                return None  # Redis failed: fail open
+            verdict = self._local_verdict(keys, limits, self._clock())
+        if verdict:
             if rpm:
                 self._pending[rpm_key] = self._pending.get(rpm_key, 0) + 1
-            self._watched.update((rpm_key, tpm_key, quota_key))
+            self._watched.update(keys)
             return None
         try:
             verdict, *counts = await self._admit(
@@ -199,16 +220,47 @@ class Limiter:
             return Refusal("quota", max(1, math.ceil(self._month(now)[1] - now)))
         return Refusal("rpm" if verdict == 1 else "tpm", max(1, math.ceil((minute + 1) * 60 - now)))
 
-    def _clear(self, redis_key: str, limit: int | None, now: float) -> bool:
-        """Whether this gateway may admit against `limit` without asking Redis (see the module docstring)."""
-        if not limit:
-            return True
-        if limit < MIN_LOCAL_LIMIT:
-            return False
+    def _fresh(self, redis_key: str, now: float) -> bool:
         known = self._known.get(redis_key)
-        if known is None or now - known[1] > self.fresh_s:
+        return known is not None and now - known[1] <= self.fresh_s
+
+    def _local_verdict(self, keys: tuple[str, ...], limits: tuple[int | None, ...], now: float) -> bool | None:
+        """True: admit without asking Redis; False: ask the script (a small limit, or one close to its end);
+        None: a count is unknown or stale (reading it may allow a local admission)."""
+        verdict: bool | None = True
+        for redis_key, limit in zip(keys, limits, strict=True):
+            if not limit:
+                continue
+            if limit < MIN_LOCAL_LIMIT:
+                return False
+            known = self._known.get(redis_key)
+            if known is None or now - known[1] > self.fresh_s:
+                verdict = None
+            elif known[0] + self._pending.get(redis_key, 0) >= limit * (1 - LOCAL_HEADROOM):
+                return False
+        return verdict
+
+    async def _read_counts(self, keys: tuple[str, ...]) -> bool:
+        """Read `keys`' counts into what this gateway knows, one MGET shared by every request waiting on the same
+        keys. False when Redis failed (the failure is counted and Redis skipped for a second)."""
+        if not keys:
+            return True
+        read = self._reads.get(keys)
+        if read is None:
+            read = self._reads[keys] = asyncio.ensure_future(self._mget(keys))
+            read.add_done_callback(lambda _: self._reads.pop(keys, None))
+        return await asyncio.shield(read)  # a waiter that leaves does not cancel the others' read
+
+    async def _mget(self, keys: tuple[str, ...]) -> bool:
+        try:
+            counts = await self.redis.mget(keys)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            self._failed(exc)
             return False
-        return known[0] + self._pending.get(redis_key, 0) < limit * (1 - LOCAL_HEADROOM)
+        read_at = self._clock()
+        for redis_key, count in zip(keys, counts, strict=True):
+            self._known[redis_key] = (int(count or 0), read_at)
+        return True
 
     def add_tokens(self, key_id: str, project_id: str, tokens: int, *, tpm: bool, quota: bool) -> None:
         """Count an answer's tokens (sent to Redis by the background task)."""
@@ -236,12 +288,13 @@ class Limiter:
             if batch:
                 self.on_error()
             return
+        read = [*watched, *self._next_minute(now, [*batch, *watched])]
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
+            async with self._background.pipeline(transaction=False) as pipe:
                 for key, count in batch.items():
                     pipe.incrby(key, count)
                     pipe.expire(key, MONTH_TTL_S if ":quota:" in key else MINUTE_TTL_S)
-                for key in watched:
+                for key in read:
                     pipe.get(key)
                 replies = await pipe.execute()
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
@@ -249,9 +302,19 @@ class Limiter:
             return
         read_at = self._clock()
         totals = replies[0 : 2 * len(batch) : 2]
-        for key, total in zip([*batch, *watched], [*totals, *replies[2 * len(batch) :]], strict=True):
+        for key, total in zip([*batch, *read], [*totals, *replies[2 * len(batch) :]], strict=True):
             # Counts added locally after this pipeline went out are in _pending again and are added on top.
             self._known[key] = (int(total or 0), read_at)
+
+    def _next_minute(self, now: float, keys: list[str]) -> list[str]:
+        """In a minute's last second: the next minute's counters of the per-minute `keys` (read ahead)."""
+        minute = int(now // 60)
+        if now - minute * 60 < 59:
+            return []
+        this, following = f":{minute}", f":{minute + 1}"
+        p = self.prefix
+        return [k[: -len(this)] + following for k in keys
+                if k.endswith(this) and (k.startswith(f"{p}rpm:") or k.startswith(f"{p}tpm:"))]  # fmt: skip
 
     def _failed(self, exc: BaseException) -> None:
         self.on_error()
