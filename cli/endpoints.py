@@ -8,10 +8,11 @@ import time
 
 import typer
 
+from cli.app import command_group
 from cli.tables import console as _console
 from cli.tables import print_table
 
-app = typer.Typer(help="Create, configure, deploy, scale and delete endpoints.", no_args_is_help=True)
+app = command_group("Create, configure, deploy, scale and delete endpoints.")
 SETTLED = {"RUNNING", "FAILED", "DELETED"}
 POLL_S = 0.5
 METHODS = ("REGRESSOR", "HEURISTIC", "MANUAL")
@@ -295,3 +296,314 @@ def delete(endpoint: str = EndpointArg, as_json: bool = JsonOption) -> None:
         print_json(row)
     else:
         _console().print(f"{row['name']}: {row['status']}", markup=False, soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------------------ autoscaling
+@app.command()
+def autoscale(
+    endpoint: str = EndpointArg,
+    min_replicas: int = typer.Option(1, "--min", min=0, max=1000, help="fewest replicas (0: scale to zero when "
+                                                                       "idle, local cluster)"),
+    max_replicas: int = typer.Option(4, "--max", min=1, max=1000, help="most replicas"),
+    target_queue_depth: float | None = typer.Option(
+        None, "--target-queue-depth", help="requests waiting + running over all replicas (inference_queue_depth, a "
+                                           "Value target): more adds replicas"),
+    target_queue_per_replica: float | None = typer.Option(
+        None, "--target-queue-per-replica", help="the same per replica (an AverageValue target)"),
+    target_cpu: int | None = typer.Option(None, "--target-cpu", min=1, max=1000,
+                                          help="average CPU of the replicas, percent of their requested cores"),
+    scale_down_window_s: int | None = typer.Option(
+        None, "--scale-down-window", min=0, max=3600, help="seconds of lower recommendations before scaling down "
+                                                           "(autoscaling/v2's default: 300)"),
+    scale_to_zero_after_s: int | None = typer.Option(None, "--scale-to-zero-after", min=1,
+                                                     help="with --min 0: idle seconds before the last replica stops"),
+    off: bool = typer.Option(False, "--off", help="disable the autoscaler: the replica count is yours again"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Hand the replica count to the autoscaler (an autoscaling/v2 HPA spec; on the local cluster the
+    AutoscaleEndpoint workflow applies the same rules). No target given: 80 % CPU or 100 requests queued."""
+    from cli import resolve
+    from cli.api_client import EXIT_USAGE, api_client, call, print_json, refuse
+
+    metrics = []
+    if target_queue_depth is not None:
+        metrics.append(_queue_metric({"type": "Value", "value": target_queue_depth}))
+    if target_queue_per_replica is not None:
+        metrics.append(_queue_metric({"type": "AverageValue", "averageValue": target_queue_per_replica}))
+    if target_cpu is not None:
+        metrics.append({"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization",
+                                                                                     "averageUtilization": target_cpu}}})
+    if off and (metrics or scale_to_zero_after_s is not None or scale_down_window_s is not None):
+        refuse("--off takes no targets", EXIT_USAGE)
+    body: dict = {"enabled": not off, "min_replicas": min_replicas, "max_replicas": max_replicas}
+    if metrics:
+        body["metrics"] = metrics
+    if scale_down_window_s is not None:
+        body["behavior"] = {"scaleDown": {"stabilizationWindowSeconds": scale_down_window_s}}
+    if scale_to_zero_after_s is not None:
+        body["scale_to_zero_after_s"] = scale_to_zero_after_s
+    with api_client() as client:
+        row = call(client, "PUT", f"/api/endpoints/{resolve.endpoint_id(client, endpoint)}/autoscaling",
+                   json=body).json()
+    if as_json:
+        print_json(row)
+        return
+    spec = row.get("autoscaling") or body
+    if not spec.get("enabled"):
+        _console().print(f"{row['name']}: autoscaler off; `bud endpoints scale` sets the replicas", markup=False)
+        return
+    _console().print(f"{row['name']}: autoscaling {spec['min_replicas']}..{spec['max_replicas']} replicas on "
+                     f"{', '.join(_target(m) for m in spec.get('metrics') or [])}; watch it with "
+                     f"`bud endpoints metrics {row['name']}` or drive it with `bud endpoints load {row['name']}`",
+                     markup=False, soft_wrap=True)
+
+
+def _queue_metric(target: dict) -> dict:
+    return {"type": "External", "external": {"metric": {"name": "inference_queue_depth"}, "target": target}}
+
+
+def _target(metric: dict) -> str:
+    """One metric of an autoscaling spec, readable: `inference_queue_depth > 100`, `cpu > 80 %`."""
+    if metric["type"] == "Resource":
+        return f"cpu > {metric['resource']['target']['averageUtilization']} %"
+    target = metric["external"]["target"]
+    if target["type"] == "AverageValue":
+        return f"{metric['external']['metric']['name']} > {target['averageValue']:g} per replica"
+    return f"{metric['external']['metric']['name']} > {target['value']:g}"
+
+
+# ------------------------------------------------------------------------------------------------- benchmarks
+BENCHMARK_SETTLED = {"COMPLETED", "FAILED"}
+
+
+def _levels(text: str) -> list[int]:
+    from cli.api_client import EXIT_USAGE, refuse
+
+    try:
+        return [int(level) for level in text.split(",")]
+    except ValueError:
+        refuse(f"--concurrency {text!r}: comma-separated client counts, e.g. 1,4,16", EXIT_USAGE)
+
+
+def _figure(value, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_benchmark(run: dict) -> None:
+    """Per level: measured TTFT, TPOT and throughput beside the optimizer's prediction for the same workload."""
+    console = _console()
+    colour = {"COMPLETED": "green", "FAILED": "red"}.get(run["status"], "yellow")
+    console.print(f"[bold {colour}]{run['status']}[/] benchmark {run['id']} ({run['request']['input_tokens']} in / "
+                  f"{run['request']['output_tokens']} out tokens): {run.get('step') or ''}", soft_wrap=True)
+    rows = []
+    for level in run["levels"]:
+        predicted = level.get("predicted") or {}
+        rows.append((str(level["concurrency"]), f"{level['completed']}/{level['requests']}", str(level["errors"]),
+                     _figure(level.get("ttft_p50_ms")), _figure(level.get("ttft_p99_ms")),
+                     _figure(predicted.get("ttft_ms")), _figure(level.get("tpot_p50_ms"), 1),
+                     _figure(predicted.get("tpot_ms"), 1), _figure(level.get("throughput_tps")),
+                     _figure(predicted.get("throughput_tps"))))
+    print_table(("clients", "done", "errors", "TTFT p50 ms", "TTFT p99 ms", "predicted TTFT", "TPOT p50 ms",
+                 "predicted TPOT", "tokens/s", "predicted tokens/s"), rows, whole=("clients",))
+    if run.get("error"):
+        console.print(f"  reason: {run['error']}", markup=False, style="red", soft_wrap=True)
+
+
+@app.command()
+def benchmark(
+    endpoint: str = EndpointArg,
+    input_tokens: int = typer.Option(256, "--input-tokens", min=1, help="prompt tokens per request"),
+    output_tokens: int = typer.Option(64, "--output-tokens", min=1, help="tokens generated per request"),
+    concurrency: str = typer.Option("1,4,16", "--concurrency", help="concurrent clients of each level"),
+    requests_per_level: int | None = typer.Option(None, "--requests-per-level", min=1,
+                                                  help="requests each level sends (default: 4 per client, >= 8)"),
+    max_duration_s: float | None = typer.Option(None, "--max-duration", help="seconds for the whole sweep (API "
+                                                                             "default 600)"),
+    follow_it: bool = typer.Option(True, "--follow/--no-follow", help="wait for the sweep and print its table"),
+    timeout_s: float = typer.Option(3600, "--timeout", help="seconds to follow"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Sweep load levels through the gateway against a RUNNING endpoint: per level measured TTFT, TPOT and
+    throughput beside the prediction (each level is also stored as a measurement)."""
+    from cli import resolve
+    from cli.api_client import EXIT_FAILED, api_client, call, print_json, temporal_ui_url
+
+    body = _drop_none({"input_tokens": input_tokens, "output_tokens": output_tokens,
+                       "concurrency": _levels(concurrency), "requests_per_level": requests_per_level,
+                       "max_duration_s": max_duration_s})
+    with api_client() as client:
+        endpoint_id = resolve.endpoint_id(client, endpoint)
+        run = call(client, "POST", f"/api/endpoints/{endpoint_id}/benchmark", json=body).json()
+        if not as_json and run.get("workflow_id"):
+            _console().print(f"benchmark {run['id']}: workflow {temporal_ui_url(run['workflow_id'])}", markup=False,
+                             soft_wrap=True)
+        deadline = time.monotonic() + timeout_s
+        shown = None
+        with _nothing() if as_json or not follow_it else _console().status("benchmarking...") as status:
+            while follow_it and run["status"] not in BENCHMARK_SETTLED and time.monotonic() < deadline:
+                time.sleep(POLL_S)
+                run = call(client, "GET", f"/api/endpoints/{endpoint_id}/benchmarks/{run['id']}").json()
+                if not as_json and run.get("step") != shown:
+                    status.update(run.get("step") or "...")
+                    shown = run.get("step")
+    if as_json:
+        print_json(run)
+    else:
+        print_benchmark(run)
+    if follow_it and run["status"] == "FAILED":
+        raise typer.Exit(EXIT_FAILED)
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+NOT_MEASURED = "not measured"
+METRIC_ROWS = (  # (label, field of the monitoring's metrics, unit, digits)
+    ("TTFT p50", "ttft_p50_ms", "ms", 0), ("TTFT p99", "ttft_p99_ms", "ms", 0), ("TPOT p50", "tpot_p50_ms", "ms", 1),
+    ("latency p99", "inference_latency_p99_ms", "ms", 0), ("throughput", "throughput_tps", "tokens/s", 1),
+    ("requests", "requests_per_s", "/s", 2), ("queue depth", "queue_depth", "waiting", 1),
+    ("running", "running", "requests", 1), ("GPU utilization", "gpu_utilization", "%", 0),
+)
+
+
+def _measured(value, unit: str, digits: int) -> str:
+    return NOT_MEASURED if value is None else f"{value:.{digits}f} {unit}"
+
+
+def _alert_text(alert) -> str:
+    """An alert as the monitoring lists it: a name, or an object with a name and its details."""
+    if not isinstance(alert, dict):
+        return str(alert)
+    name = alert.get("name") or alert.get("alertname") or alert.get("labels", {}).get("alertname") or "alert"
+    detail = alert.get("summary") or alert.get("message") or alert.get("annotations", {}).get("summary") or ""
+    state = alert.get("state")
+    return " ".join(part for part in (name, f"({state})" if state else "", detail) if part)
+
+
+def print_metrics(endpoint: dict, metrics: dict) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = _console()
+    deployment = endpoint["deployment"]
+    console.print(f"[bold]{escape(endpoint['name'])}[/] [{_colour(endpoint['status'])}]{endpoint['status']}[/]  "
+                  f"replicas {deployment['ready_replicas']}/{deployment['replicas']} ready", soft_wrap=True)
+    spec, state = endpoint.get("autoscaling") or {}, endpoint.get("autoscaling_state") or {}
+    if spec.get("enabled"):
+        console.print(f"  autoscaling {spec['min_replicas']}..{spec['max_replicas']} on "
+                      f"{', '.join(_target(m) for m in spec.get('metrics') or [])}: "
+                      f"{state.get('message') or ', '.join(state.get('reasons') or []) or '-'}",
+                      markup=False, soft_wrap=True)
+    monitoring = metrics.get("monitoring")
+    if not monitoring:
+        console.print(f"  {NOT_MEASURED} yet: the monitoring schedule has not observed it "
+                      f"(`bud endpoints metrics {endpoint['name']} --refresh` observes it now)", markup=False,
+                      soft_wrap=True)
+        return
+    live, expectation = monitoring.get("metrics") or {}, monitoring.get("expectation") or {}
+    predicted = {"ttft_p50_ms": expectation.get("predicted_ttft_ms"), "tpot_p50_ms": expectation.get("predicted_tpot_ms")}
+    table = Table("metric", "measured", "predicted", title=f"over the last {monitoring.get('window_s')} s")
+    for label, field, unit, digits in METRIC_ROWS:
+        table.add_row(label, _measured(live.get(field), unit, digits),
+                      "-" if predicted.get(field) is None else f"{predicted[field]:.{digits}f} {unit}")
+    console.print(table)
+    alerts = monitoring.get("alerts") or []
+    console.print("alerts firing: " + (", ".join(_alert_text(a) for a in alerts) if alerts else "none"),
+                  markup=False, soft_wrap=True)
+    if monitoring.get("reoptimize_because"):
+        console.print("re-optimization advised: " + "; ".join(monitoring["reoptimize_because"]), markup=False,
+                      soft_wrap=True)
+
+
+@app.command()
+def metrics(
+    endpoint: str = EndpointArg,
+    refresh: bool = typer.Option(False, "--refresh", help="observe now (over --window seconds) instead of showing "
+                                                          "the schedule's last observation"),
+    window_s: int = typer.Option(300, "--window", min=10, max=86_400, help="seconds observed with --refresh"),
+    timeout_s: float = typer.Option(60, "--timeout", help="seconds to wait for the new observation"),
+    as_json: bool = JsonOption,
+) -> None:
+    """TTFT and latency p99, throughput, queue depth, GPU use (measured beside predicted), replicas, the
+    autoscaler's state and the alerts firing; "not measured" where nothing was."""
+    from cli import resolve
+    from cli.api_client import api_client, call, print_json
+
+    with api_client() as client:
+        endpoint_id = resolve.endpoint_id(client, endpoint)
+        observed = call(client, "GET", f"/api/endpoints/{endpoint_id}/metrics").json()
+        if refresh:
+            before = observed["monitoring"]
+            call(client, "POST", f"/api/endpoints/{endpoint_id}/metrics/refresh", params={"window_s": window_s})
+            deadline = time.monotonic() + timeout_s
+            with _nothing() if as_json else _console().status("observing..."):
+                while observed["monitoring"] == before and time.monotonic() < deadline:
+                    time.sleep(POLL_S)
+                    observed = call(client, "GET", f"/api/endpoints/{endpoint_id}/metrics").json()
+        row = call(client, "GET", f"/api/endpoints/{endpoint_id}").json()
+    if as_json:
+        print_json(observed)
+    else:
+        print_metrics(row, observed)
+
+
+# ------------------------------------------------------------------------------------------------------- load
+@app.command()
+def load(
+    endpoint: str = EndpointArg,
+    concurrency: int = typer.Option(8, "--concurrency", min=1, max=1024, help="requests kept in flight"),
+    duration_s: float = typer.Option(60, "--duration", min=1, max=3600, help="seconds to send for"),
+    max_tokens: int = typer.Option(128, "--max-tokens", min=1, max=8192, help="tokens each request generates"),
+    every_s: float = typer.Option(5, "--every", min=0.5, max=600, help="seconds between progress lines"),
+    key: str | None = typer.Option(None, "--key", help="inference key (default: BUD_INFERENCE_KEY, else "
+                                                       ".bud/inference-key, which `make up` writes)"),
+    model: str | None = typer.Option(None, "--model", help="model name to send (default: the endpoint's name; a "
+                                                           "route's name spreads over its backends)"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Drive bounded streaming load through the gateway and print, every few seconds, requests sent and failed, TTFT
+    p99 and the endpoint's replicas: run it beside an autoscaling block to watch replicas rise, and fall after."""
+    import asyncio
+
+    from cli import resolve
+    from cli.api_client import EXIT_REFUSED, api_client, call, print_json, refuse
+    from cli.load import run_load
+
+    secret = key or _inference_key()
+    with api_client() as client:
+        endpoint_id = resolve.endpoint_id(client, endpoint)
+        row = call(client, "GET", f"/api/endpoints/{endpoint_id}").json()
+    if not row.get("inference_url"):
+        refuse(f"{row['name']} has no inference URL yet ({row['status']}): deploy it first")
+    console = _console()
+
+    def replicas() -> str:
+        with api_client() as client:
+            current = call(client, "GET", f"/api/endpoints/{endpoint_id}").json()
+        return f"{current['deployment']['ready_replicas']}/{current['deployment']['replicas']}"
+
+    def report(line: str) -> None:
+        if not as_json:
+            console.print(line, markup=False, soft_wrap=True)
+
+    if not as_json:
+        console.print(f"{concurrency} streaming clients for {duration_s:g} s -> {row['inference_url']} "
+                      f"(model {model or row['name']!r})", markup=False, soft_wrap=True)
+    summary = asyncio.run(run_load(row["inference_url"], secret, model or row["name"], concurrency, duration_s,
+                                   max_tokens, every_s, report, replicas))
+    if as_json:
+        print_json(summary)
+    if summary["sent"] and not summary["ok"]:
+        refuse(f"every request failed: {summary['error_sample']}", EXIT_REFUSED)
+
+
+def _inference_key() -> str:
+    import os
+
+    from cli.api_client import refuse
+    from core.settings import get_settings
+
+    if os.environ.get("BUD_INFERENCE_KEY"):
+        return os.environ["BUD_INFERENCE_KEY"]
+    path = get_settings().state_dir / "inference-key"
+    if not path.exists():
+        refuse(f"no inference key: pass --key, set BUD_INFERENCE_KEY, or run `make up` (it writes {path})")
+    return path.read_text().strip()

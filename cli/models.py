@@ -1,32 +1,27 @@
-"""`bud models upload|list|show`: put a model folder in the registry and follow its security scan."""
+"""`bud models upload|list|show|make-example`: put a model folder in the registry and follow its security scan.
+Heavy packages load inside the commands, so `bud --help` stays fast."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import NoReturn
-from uuid import UUID
 
-import httpx
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-from rich.table import Table
 
-from cli.api_client import api_client, error_message
-from cli.upload import UploadError, model_files, upload_folder
-from core.model_facts import ConfigError, architecture_from_config, load_config_json, supported_context_length
-from registry.safetensors_check import check_safetensors_file
+from cli.app import command_group
+from cli.tables import console as _console
 
-app = typer.Typer(help="Upload, register and browse models.", no_args_is_help=True)
-console = Console()
+app = command_group("Upload, register and browse models.")
 SETTLED = {"AVAILABLE", "QUARANTINED", "FAILED"}
 UPLOAD_TIMEOUT_S = 600.0  # per read or write: the API answers a large file once S3 has assembled it
 
 
 def declared_facts(folder: Path) -> tuple[str, int, int]:
     """(architecture, parameter_count, context_length) read from the folder, as the registration declares them."""
+    from core.model_facts import ConfigError, architecture_from_config, load_config_json, supported_context_length
+    from registry.safetensors_check import check_safetensors_file
+
     config_path = folder / "config.json"
     if not config_path.exists():
         raise typer.BadParameter(f"{config_path} not found: a model folder needs config.json", param_hint="DIR")
@@ -44,7 +39,7 @@ def declared_facts(folder: Path) -> tuple[str, int, int]:
 
 def follow_scan(client, model_id: str, timeout_s: float) -> dict:
     deadline = time.monotonic() + timeout_s
-    with console.status("scanning (checksums, ClamAV, pickle and safetensors checks)...") as status:
+    with _console().status("scanning (checksums, ClamAV, pickle and safetensors checks)...") as status:
         while True:
             response = client.get(f"/api/models/{model_id}")
             response.raise_for_status()
@@ -58,6 +53,9 @@ def follow_scan(client, model_id: str, timeout_s: float) -> dict:
 
 
 def print_report(model: dict) -> None:
+    from rich.table import Table
+
+    console = _console()
     colour = {"AVAILABLE": "green", "QUARANTINED": "red", "FAILED": "red"}.get(model["status"], "yellow")
     console.print(f"[bold {colour}]{model['status']}[/]  {model['name']} {model['version']}  id={model['id']}")
     if model.get("error"):
@@ -84,6 +82,14 @@ def upload(
 ) -> None:
     """Upload FOLDER through the API (files streamed, several at once, unchanged files skipped) into this token's
     project, register it, and follow its scan. Only the token is needed: the platform holds the S3 credentials."""
+    import httpx
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
+    from cli.api_client import api_client, error_message
+    from cli.upload import UploadError, model_files, upload_folder
+
+    console = _console()
     architecture, parameters, context = declared_facts(folder)
     total = sum(f.size for f in model_files(folder))
     with api_client(timeout=UPLOAD_TIMEOUT_S) as client, \
@@ -117,67 +123,73 @@ def upload(
         raise typer.Exit(2)
 
 
+JsonOption = typer.Option(False, "--json", help="print the API's JSON answer instead of a table")
+
+
 @app.command("list")
 def list_models(
     architecture: str | None = None, status: str | None = None, license: str | None = None,
     benchmark: str | None = None, min_score: float | None = None, sort: str = "created_at", limit: int = 50,
+    as_json: bool = JsonOption,
 ) -> None:
-    """List models with the API's filters."""
+    """List models with the API's filters (--json: the API's page, items and next_cursor)."""
+    from cli.api_client import api_client, call, print_json
+    from cli.tables import print_table
+
     params = {k: v for k, v in dict(architecture=architecture, status=status, license=license, benchmark=benchmark,
                                     min_score=min_score, sort=sort, limit=limit).items() if v is not None}
     with api_client() as client:
-        response = client.get("/api/models", params=params)
-    if response.status_code != 200:
-        console.print(f"[red]{error_message(response)}[/red]")
-        raise typer.Exit(1)
-    table = Table("id", "name", "version", "architecture", "parameters", "license", "status")
-    for model in response.json()["items"]:
-        table.add_row(model["id"], model["name"], model["version"], model["architecture"],
-                      f"{model['effective_parameter_count']:,}", model.get("license") or "-", model["status"])
-    console.print(table)
+        page = call(client, "GET", "/api/models", params=params).json()
+    if as_json:
+        print_json(page)
+        return
+    print_table(("name", "version", "architecture", "parameters", "license", "status", "id"),
+                ((model["name"], model["version"], model["architecture"], f"{model['effective_parameter_count']:,}",
+                  model.get("license") or "-", model["status"], model["id"]) for model in page["items"]))
 
 
 def fail(message: str) -> NoReturn:
-    console.print(message, style="red", markup=False, highlight=False)  # API messages may hold [brackets]
+    _console().print(message, style="red", markup=False, highlight=False)  # API messages may hold [brackets]
     raise typer.Exit(1)
-
-
-def resolve_model_id(client, model: str, version: str | None) -> str:
-    """MODEL as given when it is an id; else the id of the project's model of that name (and version: a name
-    repeats only across versions). The API lists without a name filter, so this pages through the list."""
-    try:
-        return str(UUID(model))
-    except ValueError:
-        pass
-    matches: list[dict] = []
-    params: dict = {"limit": 200}
-    while True:
-        response = client.get("/api/models", params=params)
-        if response.status_code != 200:
-            fail(error_message(response))
-        page = response.json()
-        matches += [m for m in page["items"] if m["name"] == model and version in (None, m["version"])]
-        if not page.get("next_cursor"):
-            break
-        params["cursor"] = page["next_cursor"]
-    if not matches:
-        fail(f"no model named {model!r}{f' with version {version!r}' if version else ''} in this project "
-             "(`bud models list` shows them)")
-    if len(matches) > 1:
-        versions = ", ".join(m["version"] for m in matches)
-        fail(f"{model!r} has versions {versions}: choose one with --version")
-    return matches[0]["id"]
 
 
 @app.command()
 def show(
     model: str = typer.Argument(..., help="model id, or its name"),
     version: str | None = typer.Option(None, "--version", help="which version, when the name has several"),
+    as_json: bool = JsonOption,
 ) -> None:
     """Facts, checksums and the scan report of one model, by id or by name."""
+    import json
+
+    from cli import resolve
+    from cli.api_client import api_client, call, print_json
+
     with api_client() as client:
-        response = client.get(f"/api/models/{resolve_model_id(client, model, version)}")
-    if response.status_code != 200:
-        fail(error_message(response))
-    print_report(response.json())
-    console.print_json(json.dumps({k: response.json()[k] for k in ("facts", "files", "benchmarks")}))
+        row = call(client, "GET", f"/api/models/{resolve.model_id(client, model, version)}").json()
+    if as_json:
+        print_json(row)
+        return
+    print_report(row)
+    _console().print_json(json.dumps({k: row[k] for k in ("facts", "files", "benchmarks")}))
+
+
+@app.command("make-example")
+def make_example(
+    folder: Path = typer.Argument(..., file_okay=False, help="where to write the model folder (created; must be "
+                                                             "empty or absent)"),
+) -> None:
+    """Write a small valid Llama-architecture model folder (config.json, safetensors weights that match it, a
+    tokenizer, LICENSE) to try the platform with: `bud models upload DIR --name NAME` registers it."""
+    from registry.example_model import write_tiny_llama
+
+    if folder.exists() and any(folder.iterdir()):
+        from cli.api_client import EXIT_USAGE, refuse
+
+        refuse(f"{folder} is not empty: give a new folder", EXIT_USAGE)
+    written = write_tiny_llama(folder)
+    console = _console()
+    console.print(f"wrote {len(written.files)} files ({written.total_bytes:,} bytes, "
+                  f"{written.parameter_count:,} parameters) to {folder}", markup=False, soft_wrap=True)
+    console.print(f"next: bud models upload {folder} --name my-model --license apache-2.0", markup=False,
+                  soft_wrap=True)

@@ -60,11 +60,11 @@ def cluster_id(client, cluster: str | None) -> str:
         local = [row for row in rows if row["name"] == "local"]
         if local:
             return local[0]["id"]
-        refuse("several clusters: choose one with --cluster (`curl .../api/clusters` lists them)")
+        refuse("several clusters: choose one with --cluster (`bud clusters list` shows them)")
     for row in rows:
         if row["name"] == cluster:
             return row["id"]
-    refuse(f"no cluster named {cluster!r} for this project")
+    refuse(f"no cluster named {cluster!r} for this project (`bud clusters list` shows them)")
 
 
 def project_id(client) -> str:

@@ -9,24 +9,24 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from budsim.calibration import Calibration, CalibrationGroup, Measurement, calibrate
-from budsim.catalog import get_model
-from budsim.dataset import point_from_row
-from budsim.errors import InvalidRequest
-from budsim.predictor import default_predictor
-from budsim.schemas import Method, OptimizationRequest, OptimizationResult, Targets, Workload
-from budsim.search import optimize
-from core.model_facts import ConfigError, ModelArchitecture, architecture_from_config, load_config_json
+from cli.app import command_group
 
-app = typer.Typer(help="Predict LLM serving performance and recommend deployment configs.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
+if TYPE_CHECKING:  # loaded inside the commands: numpy, scipy and the predictor take seconds to import
+    from budsim.calibration import Calibration
+    from budsim.schemas import OptimizationResult
+    from core.model_facts import ModelArchitecture
+
+app = command_group("Predict LLM serving performance and recommend deployment configs.")
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
 
 PREDICTED_COLUMNS = [
     "predicted_ttft_ms",
@@ -44,7 +44,7 @@ MEASURED_COLUMNS = ("silicon_ttft_ms", "silicon_tpot_ms")
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}")
+    _console(stderr=True).print(f"[red]error:[/red] {message}")
     raise typer.Exit(code=2)
 
 
@@ -60,6 +60,12 @@ def _group_key(row: dict[str, str], point) -> tuple[str, str, str, str]:
 
 def _calibrations(path: Path) -> dict[tuple[str, str, str, str], Calibration]:
     """One calibration per (model, GPU, runtime, precision) measured in `path`; exits 2 naming the first bad row."""
+    from budsim.calibration import CalibrationGroup, Measurement, calibrate
+    from budsim.dataset import point_from_row
+    from budsim.errors import InvalidRequest
+    from budsim.predictor import default_predictor
+
+    console = _console()
     columns, rows = _read_csv(path)
     missing = [c for c in MEASURED_COLUMNS if c not in columns]
     if missing:
@@ -117,6 +123,11 @@ def predict(
 ) -> None:
     """Predict TTFT and TPOT, with P10-P90 intervals, for every agg-mode row of a CSV shaped like aiconfigurator's
     silicon_sample.csv; optionally calibrated on measured rows first."""
+    from budsim.dataset import point_from_row
+    from budsim.errors import InvalidRequest
+    from budsim.predictor import default_predictor
+
+    console = _console()
     calibrations = _calibrations(calibration_csv) if calibration_csv is not None else {}
     columns, rows = _read_csv(csv_in)
     points, keys, errors = {}, {}, {}
@@ -180,6 +191,10 @@ def _ape(measured: str | None, predicted: float) -> list[float]:
 
 
 def _load_model(model: str) -> ModelArchitecture:
+    from budsim.catalog import get_model
+    from budsim.errors import InvalidRequest
+    from core.model_facts import ConfigError, architecture_from_config, load_config_json
+
     path = Path(model)
     if path.is_dir():
         path = path / "config.json"
@@ -197,7 +212,7 @@ def recommend(
     gpu: str = typer.Option(..., "--gpu", help="GPU type, e.g. h100_sxm or nvidia-h100-80gb"),
     gpus: int = typer.Option(..., "--gpus", help="free GPUs of that type"),
     runtime: str = typer.Option("vllm", "--runtime", help="vllm | sglang | tensorrt-llm"),
-    method: Method = typer.Option(Method.REGRESSOR, "--method", case_sensitive=False),
+    method: str = typer.Option("REGRESSOR", "--method", help="REGRESSOR, HEURISTIC or MANUAL (any case)"),
     input_tokens: int = typer.Option(1024, "--input-tokens"),
     output_tokens: int = typer.Option(256, "--output-tokens"),
     concurrency: int = typer.Option(16, "--concurrency", help="concurrent requests across all replicas"),
@@ -211,13 +226,20 @@ def recommend(
     plot: Optional[Path] = typer.Option(None, "--plot", help="draw the Pareto front to this PNG"),
 ) -> None:
     """Search TP/PP/batching/replicas for the cheapest config meeting the targets; show the Pareto front."""
+    from budsim.errors import InvalidRequest
+    from budsim.schemas import Method, OptimizationRequest, Targets, Workload
+    from budsim.search import optimize
+
+    methods = {m.value: m for m in Method}
+    if method.upper() not in methods:
+        _fail(f"--method is one of {', '.join(methods)}")
     try:
         request = OptimizationRequest(
             model=_load_model(model),
             gpu_type=gpu,
             available_gpus=gpus,
             runtime=runtime,
-            method=method,
+            method=methods[method.upper()],
             targets=Targets(
                 max_ttft_ms=max_ttft_ms,
                 max_latency_ms=max_latency_ms,
@@ -239,10 +261,13 @@ def recommend(
         return
     print_result(result)
     if plot is not None:
-        console.print(f"Pareto plot written to {plot}")
+        _console().print(f"Pareto plot written to {plot}")
 
 
 def print_result(result: OptimizationResult) -> None:
+    from rich.table import Table
+
+    console = _console()
     table = Table(title=f"Pareto front ({result.gpu_type}, {result.evaluated} configs evaluated)")
     for column in (
         "TP",
