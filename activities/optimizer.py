@@ -8,12 +8,14 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from budsim.calibration import calibrate, group_of
 from budsim.errors import InvalidRequest
 from budsim.schemas import OptimizationRequest, OptimizationResult, SearchState
 from budsim.search import advance_search, finish_search, start_search
 from control import translate
-from control.payloads.optimization import OptimizationOutcome, SearchStep
-from control.store import endpoints, optimizations
+from control.measurements import group_measurements
+from control.payloads.optimization import CalibrateSearch, OptimizationOutcome, SearchStep
+from control.store import endpoints, models, optimizations
 
 
 def _invalid(error: InvalidRequest) -> ApplicationError:
@@ -23,6 +25,25 @@ def _invalid(error: InvalidRequest) -> ApplicationError:
 class OptimizerActivities:
     def __init__(self, pool: asyncpg.Pool):
         self.pool = pool
+
+    @activity.defn
+    async def calibrate_search(self, step: CalibrateSearch) -> OptimizationRequest:
+        """The request with its group's calibration: fitted on the project's measurements of the model on that GPU
+        type and runtime (the same rows give the same coefficients); unchanged when there are none."""
+        request, source = step.request, step.source
+        async with self.pool.acquire() as conn:
+            model = await models.get_model(conn, source.model_id, source.project_id)
+            if model is None:
+                raise _invalid(InvalidRequest("model_id", f"model {source.model_id} no longer exists"))
+            rows = await group_measurements(conn, source.project_id, source.model_id, request.model,
+                                            request.gpu_type, request.runtime)
+        if not rows:
+            return request.model_copy(update={"group_calibration": None})
+        try:
+            calibration = await asyncio.to_thread(calibrate, group_of(rows[0].point, model.name), rows)
+        except InvalidRequest as error:
+            raise _invalid(error) from error
+        return request.model_copy(update={"group_calibration": calibration})
 
     @activity.defn
     async def start_search(self, request: OptimizationRequest) -> SearchState:

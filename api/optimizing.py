@@ -12,7 +12,7 @@ from temporalio.client import Client
 from budsim.schemas import OptimizationRequest
 from control.capacity import ConfigurationPlan
 from control.payloads.deployments import EndpointConfigRequest
-from control.payloads.optimization import OptimizeDeploymentInput
+from control.payloads.optimization import CalibrationSource, OptimizeDeploymentInput
 from control.store import endpoints, optimizations
 from core.settings import Settings
 from workflows.starters import optimization_workflow_id, start_optimize_deployment
@@ -36,7 +36,8 @@ async def start_optimization(pool: asyncpg.Pool, temporal: Client, settings: Set
                 config=plan.config.model_dump() if plan.config else None, replicas=plan.replicas,
                 resources=plan.resources.model_dump() if plan.resources else None, recommendation=None,
                 optimization_status="RUNNING", optimization_workflow_id=workflow_id)
-    run = OptimizeDeploymentInput(optimization_id=row.id, endpoint_id=endpoint_id, request=request)
+    run = OptimizeDeploymentInput(optimization_id=row.id, endpoint_id=endpoint_id, request=request,
+                                  calibrate_from=CalibrationSource(project_id=project_id, model_id=model_id))
     try:
         await start_optimize_deployment(temporal, settings, run)
     except Exception:

@@ -1,7 +1,11 @@
-"""Reading measurement imports: a JSON list of MeasurementCreate, or a CSV with aiconfigurator's silicon columns
+"""Measurements in and out.
+
+In: reading imports, a JSON list of MeasurementCreate, or a CSV with aiconfigurator's silicon columns
 (silicon_sample.csv: backend, system, isl, osl, batch_size, tp_size, silicon_ttft_ms, ...) or with this API's own
 field names. Either every row is good or the import is refused, with one problem per bad row naming the row and
-the column."""
+the column.
+
+Out: a deployment group's stored rows as the measurements budsim calibrates its predictor on."""
 
 from __future__ import annotations
 
@@ -188,3 +192,44 @@ def _csv_item(row: dict[str, str], columns: dict[str, str]) -> MeasurementCreate
             fields[field] = value
     source.setdefault("kind", "import")
     return MeasurementCreate.model_validate({**fields, "source": source})
+
+
+# ------------------------------------------------------------------------------------------ calibrating on them
+MAX_CALIBRATION_ROWS = 1000  # the newest rows of a group a calibration is fitted on
+_PAGE = 500
+
+
+def calibration_measurement(row, facts, gpu_type: str):
+    """A stored measurement as budsim sees one: the config and workload it ran (one serving instance with the row's
+    concurrency; a row without max_num_seqs admitted every client at once) and its TTFT and TPOT."""
+    from budsim.calibration import Measurement
+    from budsim.catalog import get_gpu
+    from budsim.predictor import serving_point
+    from budsim.schemas import ServingConfig, Workload
+
+    config = ServingConfig(
+        tensor_parallel_size=row.tp, pipeline_parallel_size=row.pp,
+        max_num_seqs=row.max_num_seqs or row.concurrency,
+        max_num_batched_tokens=row.max_num_batched_tokens or ServingConfig.model_fields["max_num_batched_tokens"].default,
+        runtime=row.runtime)
+    workload = Workload(input_tokens=row.input_tokens, output_tokens=row.output_tokens, concurrency=row.concurrency)
+    return Measurement(serving_point(facts, get_gpu(gpu_type), config, workload), row.ttft_p50_ms, row.tpot_p50_ms,
+                       id=str(row.id))
+
+
+async def group_measurements(conn, project_id, model_id, facts, gpu_type: str, runtime: str) -> list:
+    """The project's measurements of one deployment group (the registered model on one GPU type under one runtime,
+    at the model's precision: rows naming another precision are left out), as budsim Measurements, oldest first,
+    at most the newest MAX_CALIBRATION_ROWS. Rows with a zero TTFT or TPOT say nothing about speed and are left
+    out too."""
+    from control.store import measurements as store
+
+    precision = facts.precision.name
+    rows, cursor = [], None
+    while True:
+        page, cursor = await store.list_measurements(conn, project_id, model_id=model_id, gpu_type=gpu_type,
+                                                     runtime=runtime, limit=_PAGE, cursor=cursor)
+        rows += [r for r in page if (r.precision in (None, precision)) and r.ttft_p50_ms > 0 and r.tpot_p50_ms > 0]
+        rows = rows[-MAX_CALIBRATION_ROWS:]
+        if cursor is None:
+            return [calibration_measurement(row, facts, gpu_type) for row in rows]

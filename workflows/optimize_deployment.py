@@ -1,5 +1,9 @@
 """OptimizeDeployment (bud-optimizer queue): budsim's search as a durable workflow, whole generations per activity.
 
+First the group's measurements (the model on that GPU type and runtime) calibrate the request; the calibrated
+request travels in the search state, so every later chunk and the result use the same coefficients, and the result
+says which measurements and coefficients they were.
+
 A crash between activities loses at most one chunk of generations; the search resumes from the stored state
 (population, archive and the random generator's words), so the result is the one an uninterrupted run gives.
 """
@@ -15,7 +19,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.optimizer import OptimizerActivities
     from budsim.schemas import Method
-    from control.payloads.optimization import OptimizationOutcome, OptimizeDeploymentInput, SearchStep
+    from control.payloads.optimization import CalibrateSearch, OptimizationOutcome, OptimizeDeploymentInput, SearchStep
     from workflows.policies import failure_reason, run_db_activity
 
 # One chunk of the search: pure CPU work, so a failure is a bug or a lost worker, worth only a few tries.
@@ -38,6 +42,10 @@ class OptimizeDeployment:
         search = request.request
         self._total = search.generations if search.method == Method.REGRESSOR else 0
         try:
+            if request.calibrate_from is not None:  # runs started before calibration existed carry no source
+                search = await workflow.execute_activity_method(
+                    OptimizerActivities.calibrate_search, CalibrateSearch(request=search, source=request.calibrate_from),
+                    **SEARCH_STEP)
             state = await workflow.execute_activity_method(OptimizerActivities.start_search, search, **SEARCH_STEP)
             self._generation = state.generation
             while not state.done:

@@ -123,6 +123,9 @@ class PerformanceTargets(RequestBody):
     max_ttft_ms: float | None = _target("time to first token, ms")
     min_throughput_tps: float | None = _target("output tokens/s over all replicas")
     max_cost_per_hour: float | None = _target("$ per hour over all replicas")
+    confidence: Literal["expected", "high"] = Field(
+        default="expected", description="high: a config meets a target only with the pessimistic side (P90) of its "
+        "predicted interval")
 
 
 class WorkloadSpec(RequestBody):

@@ -27,11 +27,26 @@ class OptimizationCreate(RequestBody):
     workload: WorkloadSpec = Field(default_factory=WorkloadSpec)
 
 
+class CalibrationSource(BaseModel):
+    """Whose measurements calibrate a search: the project's rows of the registered model (on the request's GPU
+    type and runtime, at the model's precision)."""
+
+    project_id: UUID
+    model_id: UUID
+
+
 class OptimizeDeploymentInput(BaseModel):
     optimization_id: UUID
     endpoint_id: UUID | None = None
     request: OptimizationRequest
     generations_per_activity: int = Field(default=5, ge=1)
+    calibrate_from: CalibrationSource | None = Field(
+        default=None, description="where the group's measurements are; None: the search is not calibrated")
+
+
+class CalibrateSearch(BaseModel):
+    request: OptimizationRequest
+    source: CalibrationSource
 
 
 class SearchStep(BaseModel):
