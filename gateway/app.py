@@ -76,6 +76,7 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 _USAGE = re.compile(rb'"usage"\s*:\s*\{')
 _PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+UPSTREAM_KEEPALIVE_S = 4.0
 _MAX_ERROR_BODY = 256 * 1024  # an upstream error body held to be relayed later, or reshaped
 _MAX_ROUTE_LABEL = 200
 _NONE = "_none"  # project label for requests without a valid key
@@ -211,9 +212,11 @@ class GatewayApp:
 
     def _session(self, guarded: bool = False) -> aiohttp.ClientSession:
         resolver = GuardedResolver() if guarded else None  # providers: see gateway.provider_guard
+        # Idle connections are closed before the runtimes' servers close them (uvicorn, vLLM's server: 5 s), so a
+        # request never picks a connection the other side is closing at that moment (it would be retried).
         return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                limit=self.max_connections, limit_per_host=0, keepalive_timeout=30.0, resolver=resolver
+                limit=self.max_connections, limit_per_host=0, keepalive_timeout=UPSTREAM_KEEPALIVE_S, resolver=resolver
             ),
             timeout=self._timeout,
             auto_decompress=False,  # relay bytes exactly as the upstream sent them

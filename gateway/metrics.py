@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -11,6 +12,26 @@ from prometheus_client.registry import Collector
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 UNKNOWN = "_unknown"  # label for models that have no route: client-chosen strings must not become label values
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+class _Labelled(Generic[M]):
+    """A labelled metric whose child per label set is looked up once: prometheus_client's labels() validates the
+    values and takes a lock on every call, several times per proxied request. The label values are bounded (routes of
+    the table, projects of loaded keys, statuses), and prometheus_client keeps every child anyway."""
+
+    __slots__ = ("metric", "_children")
+
+    def __init__(self, metric: M) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def labels(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
 
 
 class _StateGauges(Collector):
@@ -35,58 +56,60 @@ class _StateGauges(Collector):
 class GatewayMetrics:
     def __init__(self, route_count: Callable[[], int], outstanding: Callable[[], dict[str, int]]) -> None:
         self.registry = reg = CollectorRegistry()
-        self.requests = Counter(
+        self.requests = _Labelled(Counter(
             "bud_gateway_requests",
             "Requests answered, by model, endpoint and HTTP status.",
             ["model", "endpoint", "status"],
             registry=reg,
-        )
-        self.upstream_latency = Histogram(
+        ))
+        self.upstream_latency = _Labelled(Histogram(
             "bud_gateway_upstream_latency_seconds",
             "From sending a request upstream to its first response byte (the TTFT of a stream).",
             ["model", "endpoint"],
             buckets=LATENCY_BUCKETS,
             registry=reg,
-        )
-        self.duration = Histogram(
+        ))
+        self.duration = _Labelled(Histogram(
             "bud_gateway_request_duration_seconds",
             "From request arrival to the last byte relayed.",
             ["model", "endpoint"],
             buckets=LATENCY_BUCKETS,
             registry=reg,
+        ))
+        self.in_flight = _Labelled(
+            Gauge("bud_gateway_requests_in_flight", "Requests being proxied now.", ["model"], registry=reg)
         )
-        self.in_flight = Gauge("bud_gateway_requests_in_flight", "Requests being proxied now.", ["model"], registry=reg)
-        self.upstream_errors = Counter(
+        self.upstream_errors = _Labelled(Counter(
             "bud_gateway_upstream_errors",
             "Upstream failures by endpoint and kind (connect, protocol, timeout).",
             ["endpoint", "kind"],
             registry=reg,
-        )
+        ))
         # Metering by who used what: project id, route and backend (endpoint id or provider/model). Only routes of
         # the table and projects of loaded keys become label values (client-chosen strings never do).
-        self.project_requests = Counter(
+        self.project_requests = _Labelled(Counter(
             "bud_gateway_project_requests",
             "Requests by project, route, backend and HTTP status (401s under project _none).",
             ["project", "route", "backend", "status"],
             registry=reg,
-        )
-        self.prompt_tokens = Counter(
+        ))
+        self.prompt_tokens = _Labelled(Counter(
             "bud_gateway_prompt_tokens", "Prompt tokens of completed answers.", ["project", "route", "backend"],
             registry=reg,
-        )
-        self.completion_tokens = Counter(
+        ))
+        self.completion_tokens = _Labelled(Counter(
             "bud_gateway_completion_tokens", "Completion tokens of completed answers.", ["project", "route", "backend"],
             registry=reg,
-        )
+        ))
         self.limit_store_errors = Counter(
             "bud_gateway_limit_store_errors",
             "Redis calls of the limiter that failed (requests were admitted without limits: fail open).",
             registry=reg,
         )
-        self.rate_limited = Counter(
+        self.rate_limited = _Labelled(Counter(
             "bud_gateway_rate_limited", "Requests refused with 429, by limit (rpm, tpm, quota).", ["limit"],
             registry=reg,
-        )
+        ))
         self.usage_rows_written = Counter(
             "bud_gateway_usage_rows_written", "Usage rows written to PostgreSQL.", registry=reg
         )

@@ -27,6 +27,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import asyncpg
 
@@ -174,6 +175,7 @@ class UsageRecorder:
         return count
 
 
+@lru_cache(maxsize=4096)  # a handful of projects and keys, parsed for every row of every batch otherwise
 def _uuid_or(value: str, default: str | None) -> uuid.UUID | None:
     """A project or key id as a UUID; ids that are not (a hand-written routes file) fall back to `default`."""
     try:
