@@ -15,6 +15,7 @@ from core.model_facts import ModelArchitecture
 from control.payloads.autoscaling import AutoscalingSpec
 from control.payloads.deployments import (
     DeployEndpointInput,
+    DeployedGeneration,
     DeploymentPlan,
     DeploymentSpec,
     EndpointProgress,
@@ -24,12 +25,17 @@ from control.payloads.deployments import (
     PublishInput,
     ReleaseRequest,
     Resources,
+    RollingUpdateInput,
+    RolloutPrepared,
+    RolloutRecord,
     RuntimeConfig,
 )
 from control.payloads.clusters import ClusterStatus
 from control.payloads.models import BenchmarkCreate, ModelStatus
 from control import routing
-from control.planning import fit_problems, simulated_timing
+from control.capacity import check_rollout_gpus, serving_generation
+from control.errors import DomainError
+from control.planning import WARMUP_TTFT_MS_DEFAULT, fit_problems, simulated_timing
 from control.translate import serving_config
 from core.settings import Settings
 from control.store import clusters, endpoints, models, optimizations
@@ -47,6 +53,11 @@ def release_name(endpoint_id: UUID, color: str | None = None) -> str:
     return f"ep-{str(endpoint_id)[:8]}" + (f"-{color}" if color else "")
 
 
+def generation_release(endpoint_id: UUID, generation: int) -> str:
+    """The first generation keeps the endpoint's release name; each rolling update runs the next under its own."""
+    return release_name(endpoint_id, None if generation == 1 else f"g{generation}")
+
+
 class EndpointActivities:
     def __init__(self, pool: asyncpg.Pool, settings: Settings):
         self.pool = pool
@@ -54,43 +65,54 @@ class EndpointActivities:
 
     @activity.defn
     async def load_deployment_plan(self, request: DeployEndpointInput) -> DeploymentPlan:
-        """Validation: resources, model/runtime compatibility, configuration parameters."""
+        """Validation: resources, model/runtime compatibility, configuration parameters. A scale (a replica count
+        given) scales the generation that serves, whatever configuration waits to be deployed."""
         async with self.pool.acquire() as conn:
             endpoint = await endpoints.get_endpoint(conn, request.endpoint_id)
             if endpoint is None:
                 raise invalid(f"endpoint {request.endpoint_id} no longer exists")
-            model = await models.get_model(conn, endpoint.model_id)
-            cluster = await clusters.get_cluster(conn, endpoint.cluster_id)
-            files = await models.model_files(conn, endpoint.model_id)
-            if model.status != ModelStatus.AVAILABLE:
-                raise invalid(f"model {model.name} is {model.status}, not AVAILABLE: it cannot be deployed")
-            if cluster.status != ClusterStatus.READY:
-                raise invalid(f"cluster {cluster.name} is {cluster.status}, not READY")
-            if endpoint.config is None or endpoint.resources is None:
-                raise invalid("the endpoint has no configuration yet: PUT /api/endpoints/{id}/config first")
-            resources = Resources.model_validate(endpoint.resources)
-            config = RuntimeConfig.model_validate(endpoint.config)
-            if not any(pool["gpu_type"] == resources.gpu_type for pool in cluster.gpus):
-                raise invalid(f"cluster {cluster.name} has no {resources.gpu_type} GPUs")
-            free, total = await endpoints.free_gpus(conn, cluster.id, resources.gpu_type, excluding=endpoint.id)
+            serving = DeployedGeneration.model_validate(endpoint.deployed) if endpoint.deployed else None
+            if request.replicas is not None and serving is not None:
+                return await self._plan(conn, endpoint, serving.runtime, serving.config, serving.resources,
+                                        request.replicas, serving.spec.release, request.drain_timeout_s)
+            return await self._plan(conn, endpoint, endpoint.runtime, endpoint.config, endpoint.resources,
+                                    request.replicas if request.replicas is not None else endpoint.replicas,
+                                    release_name(endpoint.id), request.drain_timeout_s)
+
+    async def _plan(self, conn: asyncpg.Connection, endpoint: EndpointRow, runtime: str, config: dict | None,
+                    resources: dict | None, replicas: int, release: str,
+                    drain_timeout_s: float | None = None) -> DeploymentPlan:
+        model = await models.get_model(conn, endpoint.model_id)
+        cluster = await clusters.get_cluster(conn, endpoint.cluster_id)
+        files = await models.model_files(conn, endpoint.model_id)
+        if model.status != ModelStatus.AVAILABLE:
+            raise invalid(f"model {model.name} is {model.status}, not AVAILABLE: it cannot be deployed")
+        if cluster.status != ClusterStatus.READY:
+            raise invalid(f"cluster {cluster.name} is {cluster.status}, not READY")
+        if config is None or resources is None:
+            raise invalid("the endpoint has no configuration yet: PUT /api/endpoints/{id}/config first")
+        resources = Resources.model_validate(resources)
+        config = RuntimeConfig.model_validate(config)
+        if not any(pool["gpu_type"] == resources.gpu_type for pool in cluster.gpus):
+            raise invalid(f"cluster {cluster.name} has no {resources.gpu_type} GPUs")
+        free, total = await endpoints.free_gpus(conn, cluster.id, resources.gpu_type, excluding=endpoint.id)
         facts = ModelArchitecture.model_validate(model.facts)
-        replicas = request.replicas if request.replicas is not None else endpoint.replicas
-        serving = serving_config(config, replicas, endpoint.runtime, model.context_length)
+        serving = serving_config(config, replicas, runtime, model.context_length)
         problems = fit_problems(facts, resources.gpu_type, serving, free)
         if problems:
             raise invalid("configuration does not fit: " + "; ".join(problems))
         spec = DeploymentSpec(
-            endpoint_id=endpoint.id, release=release_name(endpoint.id), served_model_name=endpoint.name,
+            endpoint_id=endpoint.id, release=release, served_model_name=endpoint.name,
             model_id=model.id, model_uri=model.source_path,
             model_sha256={f.path: f.sha256 for f in files if f.sha256},
-            architecture=facts.model_type, runtime=endpoint.runtime,
+            architecture=facts.model_type, runtime=runtime,
             config=config.model_copy(update={"max_model_len": serving.max_model_len}),
-            replicas=request.replicas if request.replicas is not None else endpoint.replicas, resources=resources,
+            replicas=replicas, resources=resources,
             timing=simulated_timing(facts, resources.gpu_type, serving, self.settings.sim_load_delay_s),
             labels={"bud.ai/project-id": str(endpoint.project_id)},
             startup_timeout_s=self.settings.deploy_ready_timeout_s,
             autoscaling=AutoscalingSpec.model_validate(endpoint.autoscaling) if endpoint.autoscaling else None,
-            drain_timeout_s=request.drain_timeout_s or self.settings.drain_timeout_s,
+            drain_timeout_s=drain_timeout_s or self.settings.drain_timeout_s,
         )
         return DeploymentPlan(
             spec=spec, cluster_id=cluster.id, cluster_kind=cluster.kind,
@@ -98,6 +120,60 @@ class EndpointActivities:
             model_prefix=model.source_path[len("s3://"):].split("/", 1)[1],
             model_files=[f.model_dump() for f in files],
         )
+
+    @activity.defn
+    async def prepare_rollout(self, request: RollingUpdateInput) -> RolloutPrepared:
+        """A rolling update's starting point: the serving generation, the next one (the endpoint's configuration,
+        validated like a deploy, under a release of its own) and the batches between them, planned from the GPUs
+        this endpoint may hold now. A plan that cannot keep a replica serving fails here, before anything starts."""
+        async with self.pool.acquire() as conn:
+            endpoint = await endpoints.get_endpoint(conn, request.endpoint_id)
+            if endpoint is None:
+                raise invalid(f"endpoint {request.endpoint_id} no longer exists")
+            try:
+                old = serving_generation(endpoint)
+                plan = await self._plan(conn, endpoint, endpoint.runtime, endpoint.config, endpoint.resources,
+                                        endpoint.replicas, generation_release(endpoint.id, old.generation + 1))
+                available, _ = await endpoints.free_gpus(conn, endpoint.cluster_id, plan.spec.resources.gpu_type,
+                                                         excluding=endpoint.id)
+                rollout = check_rollout_gpus(old, plan.spec.resources, plan.spec.replicas, available)
+            except DomainError as error:
+                raise ApplicationError(error.message, type="RolloutRefused", non_retryable=True) from error
+        new = DeployedGeneration.of(old.generation + 1, plan.spec, endpoint.config, endpoint.resources)
+        targets = endpoint.performance_targets or {}
+        return RolloutPrepared(old=old, new=new, cluster_id=plan.cluster_id, cluster_kind=plan.cluster_kind,
+                               available_gpus=available, plan=rollout,
+                               warmup_ttft_ms=targets.get("max_ttft_ms") or WARMUP_TTFT_MS_DEFAULT,
+                               model_bucket=plan.model_bucket, model_prefix=plan.model_prefix,
+                               model_files=plan.model_files)
+
+    @activity.defn
+    async def route_generations(self, request: PublishInput) -> None:
+        """Mid-rollout: the routable replicas of both generations into the route table, then until every running
+        gateway serves it. The serving generation's record is left as it is until the rollout ends."""
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                await endpoints.replace_replicas(conn, request.endpoint_id, request.replicas)
+                await conn.execute("UPDATE endpoints SET ready_replicas = $2 WHERE id = $1", request.endpoint_id,
+                                   sum(r.ready for r in request.replicas))
+            propagation = await routing.wait_for_gateways(conn, on_wait=activity.heartbeat)
+        if not propagation.propagated:
+            raise ApplicationError(routing.describe(propagation), type="RoutesNotPropagated")
+
+    @activity.defn
+    async def record_rollout(self, record: RolloutRecord) -> None:
+        async with self.pool.acquire() as conn:
+            await endpoints.set_rollout(conn, record.endpoint_id, record.rollout)
+
+    @activity.defn
+    async def finish_rollout(self, prepared: RolloutPrepared) -> None:
+        """The new generation serves alone: it becomes what the replicas run, the old one what revert goes back to."""
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                await endpoints.set_deployed(conn, prepared.new.spec.endpoint_id, prepared.new.model_dump(mode="json"),
+                                             prepared.old.model_dump(mode="json"))
+                await endpoints.set_replicas_count(conn, prepared.new.spec.endpoint_id, prepared.new.replicas,
+                                                   prepared.new.replicas)
 
     @activity.defn
     async def reserve_gpus(self, request: GpuReservationRequest) -> None:
@@ -134,6 +210,9 @@ class EndpointActivities:
             if request.health:
                 await endpoints.set_health(conn, request.endpoint_id, request.health.model_dump())
                 await record_measured_performance(conn, endpoint, request)
+            if request.first_generation is not None:  # PUT /config waits while deploying: the row is what ran
+                first = DeployedGeneration.of(1, request.first_generation, endpoint.config, endpoint.resources)
+                await endpoints.set_deployed(conn, request.endpoint_id, first.model_dump(mode="json"))
             propagation = await routing.wait_for_gateways(conn, on_wait=activity.heartbeat)
         if not propagation.propagated:
             raise ApplicationError(routing.describe(propagation), type="RoutesNotPropagated")
@@ -145,9 +224,14 @@ class EndpointActivities:
 
     @activity.defn
     async def release_target(self, ref: EndpointRef) -> ReleaseRequest | None:
-        """What to delete for an endpoint (the release name derives from its id); None if it never had a config."""
+        """What to delete for an endpoint: its serving generation's release (the first one's name derives from its
+        id); None if it never had a config."""
         async with self.pool.acquire() as conn:
             endpoint = await endpoints.get_endpoint(conn, ref.endpoint_id)
+            if endpoint is not None and endpoint.deployed:
+                serving = DeployedGeneration.model_validate(endpoint.deployed)
+                return ReleaseRequest(cluster_id=endpoint.cluster_id,
+                                      spec=serving.spec.model_copy(update={"replicas": 0}))
             if endpoint is None or endpoint.resources is None:
                 return None
             model = await models.get_model(conn, endpoint.model_id)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from uuid import UUID
 
 import asyncpg
+import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -15,7 +18,7 @@ from clusters.drain import wait_drained
 from clusters.kubernetes import InventoryMismatch
 from clusters.resolver import BackendResolver, MissingKubeconfig, UnknownClusterKind, UnusableKubeconfig
 from control import routing
-from control.payloads.deployments import DeploymentSpec, DeploymentState, ReleaseRequest
+from control.payloads.deployments import DeploymentSpec, DeploymentState, ReleaseRequest, WarmUpInput, WarmUpReport
 from control.store import clusters, endpoints
 from core.logging import get_logger
 
@@ -23,6 +26,9 @@ log = get_logger(__name__)
 STOP_ROOM_S = 180  # of an attempt's start-to-close time, kept for stopping the replicas after their drain
 
 # Backend errors no retry can fix; anything else (ClusterUnreachable, OSError, ...) is transient and retried.
+WARMUP_PROMPT = [{"role": "user", "content": "Warm up: reply with a few words."}]
+WARMUP_TIMEOUT_S = 60.0
+
 PERMANENT_BACKEND_ERRORS = (DeploymentFailed, InventoryMismatch, UnknownClusterKind, MissingKubeconfig,
                             UnusableKubeconfig)
 
@@ -102,3 +108,57 @@ class ReleaseActivities:
         drained = await self.drain(backend, request.spec, deleting=True)
         await backend.delete(request.spec, heartbeat=activity.heartbeat)
         return drained
+
+    @activity.defn
+    async def warm_up(self, request: WarmUpInput) -> WarmUpReport:
+        """The gate before new replicas join the route: each answers `requests` streamed completions as a client
+        would send them (200, tokens, [DONE]), and every one after the first (which may pay for compiling and
+        caches) has its first token within `max_ttft_ms`. Ready on /health is not enough. A request not answered
+        fails the attempt (the workflow tries a few times); a TTFT above the target fails for good, with the numbers."""
+        body = {"model": request.served_model_name, "messages": WARMUP_PROMPT, "max_tokens": 8, "stream": True}
+        report: dict[str, list[float]] = {}
+        async with httpx.AsyncClient(timeout=WARMUP_TIMEOUT_S) as client:
+            for url in request.urls:
+                timings = []
+                for attempt in range(request.requests):
+                    ttft_ms = await _streamed_ttft_ms(client, f"{url}/v1/chat/completions", body)
+                    activity.heartbeat()
+                    if attempt > 0:
+                        timings.append(round(ttft_ms, 2))
+                report[url] = timings
+                worst = max(timings)
+                if worst > request.max_ttft_ms:
+                    raise ApplicationError(
+                        f"warm-up: replica {url} answered with TTFT {worst:.0f} ms, above the target "
+                        f"{request.max_ttft_ms:g} ms (timed requests: {timings})", type="WarmUpFailed",
+                        non_retryable=True)
+        return WarmUpReport(ttft_ms=report)
+
+
+async def _streamed_ttft_ms(client: httpx.AsyncClient, url: str, body: dict) -> float:
+    """One streamed completion; its time to the first token in ms. A non-200, an error or a stream that does not
+    end with [DONE] fails the warm-up."""
+    started, first = time.perf_counter(), None
+    try:
+        async with client.stream("POST", url, json=body) as stream:
+            if stream.status_code != 200:
+                text = (await stream.aread()).decode(errors="replace")[:200]
+                raise ApplicationError(f"warm-up: {url} answered HTTP {stream.status_code}: {text}",
+                                       type="WarmUpUnanswered")
+            done = False
+            async for line in stream.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                if line == "data: [DONE]":
+                    done = True
+                    break
+                json.loads(line[len("data: "):])
+                if first is None:
+                    first = time.perf_counter()
+    except httpx.HTTPError as error:
+        raise ApplicationError(f"warm-up: {url} failed: {type(error).__name__}: {error}",
+                               type="WarmUpUnanswered") from error
+    if not done or first is None:
+        raise ApplicationError(f"warm-up: the stream from {url} ended without tokens and [DONE]",
+                               type="WarmUpUnanswered")
+    return (first - started) * 1000

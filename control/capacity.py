@@ -12,16 +12,23 @@ import asyncpg
 from budsim.schemas import OptimizationRequest
 from control.errors import Conflict, invalid_field
 from control.payloads.autoscaling import AutoscalingSpec
-from control.payloads.deployments import EndpointConfigRequest, EndpointStatus, Resources, RuntimeConfig
+from control.payloads.deployments import (
+    DeployedGeneration,
+    EndpointConfigRequest,
+    EndpointStatus,
+    Resources,
+    RolloutPlan,
+    RuntimeConfig,
+)
 from control.payloads.models import ModelStatus
 from control.payloads.traffic import BackendTarget, RouteBackendIn, RouteFallbackIn
-from control.planning import check_request, optimization_request
+from control.planning import check_request, optimization_request, plan_rollout
 from control.store import endpoints, providers, routes
 from control.store.clusters import ClusterRow
 from control.store.endpoints import EndpointRow
 from control.store.models import ModelRow
 
-BUSY = {EndpointStatus.DEPLOYING, EndpointStatus.DELETING}
+BUSY = {EndpointStatus.DEPLOYING, EndpointStatus.UPDATING, EndpointStatus.DELETING}
 
 
 async def require_name_of_project(conn: asyncpg.Connection, name: str, project_id: UUID) -> None:
@@ -32,6 +39,9 @@ async def require_name_of_project(conn: asyncpg.Connection, name: str, project_i
 
 
 def require_settled(endpoint: EndpointRow) -> None:
+    if endpoint.status == EndpointStatus.UPDATING:
+        raise Conflict(f"a rolling update is in progress ({endpoint.step}): wait for it to finish, or POST "
+                       "/api/endpoints/{id}/revert to go back to the serving generation")
     if endpoint.status in BUSY:
         raise Conflict(f"endpoint is {endpoint.status}: wait for it to settle")
 
@@ -84,13 +94,59 @@ def optimization_to_wait_for(endpoint: EndpointRow, model: ModelRow) -> str | No
     if model.status != ModelStatus.AVAILABLE:
         raise Conflict(f"model {model.name} is {model.status}: only AVAILABLE models can be deployed",
                        "model_id", status=str(model.status))
-    if endpoint.status in BUSY or endpoint.status == EndpointStatus.RUNNING:
+    require_settled(endpoint)
+    if endpoint.status == EndpointStatus.RUNNING:
         raise Conflict(f"endpoint is {endpoint.status}")
     if endpoint.config is not None:
         return None
     if endpoint.optimization_status == "RUNNING" and endpoint.optimization_workflow_id:
         return endpoint.optimization_workflow_id
     raise Conflict("the endpoint has no configuration: PUT /api/endpoints/{id}/config first")
+
+
+# ------------------------------------------------------------------------------------------ generations
+def serving_generation(endpoint: EndpointRow) -> DeployedGeneration:
+    if not endpoint.deployed:
+        raise Conflict("this endpoint's serving configuration was not recorded (deployed before rolling updates "
+                       "existed): delete and deploy it again to update it")
+    return DeployedGeneration.model_validate(endpoint.deployed)
+
+
+def pending_configuration(endpoint: EndpointRow) -> dict | None:
+    """The configuration a PUT /config stored that the replicas do not run yet (None when they run it)."""
+    if not endpoint.deployed:
+        return None
+    serving = DeployedGeneration.model_validate(endpoint.deployed)
+    stored = {"runtime": endpoint.runtime, "config": endpoint.config, "resources": endpoint.resources,
+              "replicas": endpoint.replicas}
+    running = {"runtime": serving.runtime, "config": serving.config, "resources": serving.resources,
+               "replicas": serving.replicas}
+    return None if stored == running else stored
+
+
+def check_rollout_gpus(old: DeployedGeneration, new: Resources, replicas: int, available_gpus: int) -> RolloutPlan:
+    """The batches from the serving generation to `replicas` of `new` resources within the GPUs this endpoint may
+    hold (Conflict if none keeps a replica serving)."""
+    if new.gpu_type != old.spec.resources.gpu_type:
+        raise Conflict(f"a rolling update keeps the GPU type ({old.spec.resources.gpu_type}); to move to "
+                       f"{new.gpu_type}, deploy a new endpoint and shift its traffic", "resources.gpu_type")
+    return plan_rollout(old.replicas, old.spec.resources.gpu_count, replicas, new.gpu_count, available_gpus)
+
+
+async def check_rollout(conn: asyncpg.Connection, endpoint: EndpointRow) -> RolloutPlan | None:
+    """POST /deploy on a RUNNING endpoint: a configuration is pending, and a plan keeps a replica serving (the
+    plan; None while the optimizer still chooses the configuration, planned when it has)."""
+    serving = serving_generation(endpoint)
+    if endpoint.config is None or endpoint.resources is None:
+        if endpoint.optimization_status == "RUNNING":
+            return None
+        raise Conflict("the endpoint has no configuration: PUT /api/endpoints/{id}/config first")
+    if pending_configuration(endpoint) is None:
+        raise Conflict("nothing to deploy: the replicas already run this configuration (PUT "
+                       "/api/endpoints/{id}/config to change it)")
+    resources = Resources.model_validate(endpoint.resources)
+    available, _ = await endpoints.free_gpus(conn, endpoint.cluster_id, resources.gpu_type, excluding=endpoint.id)
+    return check_rollout_gpus(serving, resources, endpoint.replicas, available)
 
 
 async def check_scale(conn: asyncpg.Connection, endpoint: EndpointRow, replicas: int) -> None:

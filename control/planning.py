@@ -19,7 +19,14 @@ from budsim.schemas import Method, OptimizationRequest, ProductionCalibration, S
 from budsim.search import validate_request
 from control import translate
 from control.errors import Conflict, Invalid, invalid_field
-from control.payloads.deployments import PerformanceTargets, RuntimeConfig, SimulatedTiming, WorkloadSpec
+from control.payloads.deployments import (
+    PerformanceTargets,
+    RolloutPlan,
+    RolloutStep,
+    RuntimeConfig,
+    SimulatedTiming,
+    WorkloadSpec,
+)
 from control.payloads.models import ModelStatus
 from control.store import endpoints
 from control.store.clusters import ClusterRow
@@ -39,6 +46,57 @@ def simulated_timing(facts: ModelArchitecture, gpu_type: str, config: ServingCon
     """The optimizer's single-request prediction: how the simulated runtime times its tokens."""
     prediction = predict(facts, gpu_type, config.model_copy(update={"replicas": 1}), PROBE_WORKLOAD)
     return SimulatedTiming(ttft_ms=prediction.ttft_ms, tpot_ms=prediction.tpot_ms, load_delay_s=load_delay_s)
+
+
+# ------------------------------------------------------------------------------------------ rolling updates
+# The warm-up gate's TTFT bound when the endpoint's targets name none: generous, so only a replica that cannot serve
+# (or serves far slower than any target would allow) is held back.
+WARMUP_TTFT_MS_DEFAULT = 10_000.0
+
+
+def surge_batch(replicas: int) -> int:
+    """New replicas started at once when GPUs allow: a quarter of the target, at least one."""
+    return max(1, -(-replicas // 4))
+
+
+def plan_rollout(old_replicas: int, old_gpus: int, new_replicas: int, new_gpus: int, available_gpus: int,
+                 new_running: int = 0) -> RolloutPlan:
+    """The batches that take an endpoint from `old_replicas` (of `old_gpus` GPUs each) to `new_replicas` of the new
+    generation (`new_gpus` each; `new_running` already up) within `available_gpus` (what the endpoint may hold: its
+    own plus the free ones). A batch of new replicas starts on spare GPUs (a surge) and joins the route before as
+    many old ones drain and stop; without a spare GPU for even one new replica, old replicas are stopped first, one
+    batch at a time (maxSurge 0). Conflict when even that would leave no replica serving, or the new generation
+    cannot fit at all. Running it with the roles swapped plans a rollback."""
+    if new_gpus * new_replicas > available_gpus:
+        raise Conflict(f"the new configuration needs {new_gpus * new_replicas} GPUs for {new_replicas} replicas; this "
+                       f"endpoint can hold {available_gpus} (its own and the free ones)", "replicas")
+    old, new, steps, first_surge = old_replicas, new_running, [], None
+    while new < new_replicas or old > 0:
+        free = available_gpus - old * old_gpus - new * new_gpus
+        start = min(new_replicas - new, free // new_gpus, surge_batch(new_replicas))
+        if first_surge is None:
+            first_surge = max(0, start)
+        if start > 0:
+            new += start
+            steps.append(RolloutStep(action="start", new_replicas=new, old_replicas=old))
+            stop = old if new == new_replicas else min(old, start)
+        else:
+            stop = old if new == new_replicas else min(old, -(-(new_gpus - free) // old_gpus))
+            if new + old - stop < 1:
+                raise Conflict(f"no spare GPU to start a new replica beside the old one ({free} free, a new replica "
+                               f"needs {new_gpus}), and replacing it in place would leave no replica serving: free "
+                               f"{new_gpus - free} GPU(s) or scale the endpoint to 2 replicas first", "replicas")
+        if stop > 0:
+            old -= stop
+            steps.append(RolloutStep(action="stop", new_replicas=new, old_replicas=old))
+    if first_surge:
+        summary = (f"surge: up to {first_surge} new replica(s) start on spare GPUs and pass the warm-up gate before "
+                   f"as many old ones drain and stop; {len(steps)} steps")
+    else:
+        summary = ("replace in place (maxSurge 0): no spare GPU for a new replica beside the old ones, so one old "
+                   "replica drains and stops before each new one starts; serving capacity is one replica lower "
+                   f"during each step; {len(steps)} steps")
+    return RolloutPlan(max_surge=first_surge or 0, summary=summary, steps=steps)
 
 
 # ------------------------------------------------------------------------------------------ the optimizer's request

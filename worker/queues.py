@@ -29,12 +29,13 @@ from workflows.optimize_deployment import OptimizeDeployment
 from workflows.register_cluster import RegisterCluster
 from workflows.register_model import RegisterModel
 from workflows.reoptimize import Reoptimize
+from workflows.rolling_update import RollingUpdate
 from workflows.traffic_shift import TrafficShift
 from workflows.transfer_model import TransferModel
 
 CONTROL_WORKFLOWS: list[type] = [RegisterCluster, RegisterModel, DeployEndpoint, TransferModel, HealthCheck,
                                  ScaleEndpoint, DeleteEndpoint, AutoscaleEndpoint, TrafficShift,
-                                 Reoptimize, BenchmarkEndpoint]
+                                 Reoptimize, BenchmarkEndpoint, RollingUpdate]
 OPTIMIZER_WORKFLOWS: list[type] = [OptimizeDeployment]
 ALL_WORKFLOWS = CONTROL_WORKFLOWS + OPTIMIZER_WORKFLOWS
 

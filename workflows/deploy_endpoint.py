@@ -146,7 +146,7 @@ class DeployEndpoint:
         await self._enter(request, "publishing route")
         await run_db_activity(EndpointActivities.publish_endpoint, PublishInput(
             endpoint_id=request.endpoint_id, route_name=spec.served_model_name, replicas=replicas,
-            replica_count=spec.replicas, ready_replicas=state.ready_replicas, health=health))
+            replica_count=spec.replicas, ready_replicas=state.ready_replicas, health=health, first_generation=spec))
         outcome = EndpointProgress(endpoint_id=request.endpoint_id, status=EndpointStatus.RUNNING, step="running",
                                    ready_replicas=state.ready_replicas)
         await run_db_activity(EndpointActivities.set_endpoint_progress, outcome)

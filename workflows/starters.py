@@ -30,7 +30,7 @@ from control.errors import Conflict
 from control.payloads.autoscaling import AutoscaleInput, AutoscalingSpec
 from control.payloads.benchmarks import BenchmarkInput
 from control.payloads.clusters import ClusterSpec, RegisterClusterInput
-from control.payloads.deployments import DeployEndpointInput, EndpointRef, ScaleEndpointInput
+from control.payloads.deployments import DeployEndpointInput, EndpointRef, RollingUpdateInput, ScaleEndpointInput
 from control.payloads.models import RegisterModelInput
 from control.payloads.monitoring import ReoptimizeInput
 from control.payloads.optimization import OptimizeDeploymentInput
@@ -39,6 +39,7 @@ from core.settings import Settings
 from workflows.autoscale_endpoint import AutoscaleEndpoint
 from workflows.benchmark_endpoint import BenchmarkEndpoint
 from workflows.deploy_endpoint import DeployEndpoint
+from workflows.rolling_update import RollingUpdate
 from workflows.ids import (
     autoscale_endpoint_workflow_id,
     benchmark_endpoint_workflow_id,
@@ -134,6 +135,29 @@ async def start_deploy_endpoint(client: Client, settings: Settings, run: DeployE
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
     except WorkflowAlreadyStartedError:
         raise Conflict("a deployment of this endpoint is already running") from None
+
+
+async def start_rolling_update(client: Client, settings: Settings, run: RollingUpdateInput) -> WorkflowHandle:
+    """Under the deploy's id: one deploy or rolling update of an endpoint at a time, and a DELETE cancels either."""
+    try:
+        return await client.start_workflow(
+            RollingUpdate.run, run, id=deploy_endpoint_workflow_id(run.endpoint_id), task_queue=settings.control_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, id_conflict_policy=WorkflowIDConflictPolicy.FAIL)
+    except WorkflowAlreadyStartedError:
+        raise Conflict("a deployment or rolling update of this endpoint is already running") from None
+
+
+async def revert_rolling_update(client: Client, endpoint_id: UUID, reason: str) -> bool:
+    """The running rolling update's `revert` signal; False when none runs (it finished, or a deploy runs)."""
+    handle = client.get_workflow_handle(deploy_endpoint_workflow_id(endpoint_id))
+    try:
+        description = await handle.describe()
+        if description.status != WorkflowExecutionStatus.RUNNING or description.workflow_type != "RollingUpdate":
+            return False
+        await handle.signal(RollingUpdate.revert, reason)
+    except RPCError:  # none ran, or it finished between the check and the signal
+        return False
+    return True
 
 
 async def start_scale_endpoint(client: Client, settings: Settings, run: ScaleEndpointInput) -> WorkflowHandle:

@@ -9,12 +9,14 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.errors import not_found
+from api.live_monitoring import EndpointAlerts, GpuRows, prometheus_view
 from api.optimizing import start_optimization
 from control import capacity
+from control.planning import available_facts
 from control.errors import Conflict, invalid_field
 from control.payloads.autoscaling import MAX_SCALE_TO_ZERO_AFTER_S, AutoscalingSpec
 from control.payloads.deployments import (
@@ -23,6 +25,7 @@ from control.payloads.deployments import (
     EndpointConfigRequest,
     EndpointCreate,
     EndpointStatus,
+    RollingUpdateInput,
     ScaleEndpointInput,
     ScaleRequest,
 )
@@ -37,16 +40,30 @@ from workflows.starters import (
     start_delete_endpoint,
     start_deploy_endpoint,
     start_endpoint_reoptimize,
+    start_rolling_update,
+    revert_rolling_update,
     start_scale_endpoint,
 )
 
 router = APIRouter(prefix="/api/endpoints", tags=["endpoints"])
 
 class Deployment(BaseModel):
+    """What the replicas run (the serving generation); before the first deploy, the configuration stored for it."""
+
     runtime: str
     replicas: int
     ready_replicas: int
     config: dict[str, Any] | None
+    resources: dict[str, Any] | None
+    generation: int | None = Field(default=None, description="counts the rolling updates; null before a deploy")
+
+
+class PendingConfig(BaseModel):
+    """A configuration stored by PUT /config that the replicas do not run yet: POST /deploy rolls it out."""
+
+    runtime: str
+    replicas: int
+    config: dict[str, Any] | None = Field(description="null while the optimizer is still choosing it")
     resources: dict[str, Any] | None
 
 
@@ -61,6 +78,8 @@ class EndpointOut(BaseModel):
     status: str
     step: str | None
     deployment: Deployment
+    pending_config: PendingConfig | None
+    rollout: dict[str, Any] | None = Field(description="the last rolling update: its plan, steps and outcome")
     inference_url: str | None
     workflow_id: str | None
     error: dict[str, Any] | None
@@ -78,9 +97,12 @@ class EndpointOut(BaseModel):
 
 
 def endpoint_out(row) -> dict:
-    return {**row.model_dump(), "deployment": {"runtime": row.runtime, "replicas": row.replicas,
-                                               "ready_replicas": row.ready_replicas,
-                                               "config": row.config, "resources": row.resources}}
+    serving = row.deployed or {"runtime": row.runtime, "replicas": row.replicas, "config": row.config,
+                               "resources": row.resources}
+    return {**row.model_dump(), "pending_config": capacity.pending_configuration(row),
+            "deployment": {"runtime": serving["runtime"], "replicas": serving["replicas"],
+                           "ready_replicas": row.ready_replicas, "config": serving["config"],
+                           "resources": serving["resources"], "generation": serving.get("generation")}}
 
 
 async def owned_endpoint(conn, endpoint_id: UUID, project_id: UUID):
@@ -139,11 +161,18 @@ async def configure_endpoint(endpoint_id: UUID, body: EndpointConfigRequest, poo
 async def deploy_endpoint(endpoint_id: UUID, pool: PoolDep, temporal: TemporalDep, settings: SettingsDep,
                           principal: PrincipalDep, body: DeployRequest | None = None) -> dict:
     """Accepted while the optimizer is still choosing the config: the deploy waits for it (step "waiting for the
-    optimizer") and fails with the optimizer's reason when no config meets the targets."""
+    optimizer") and fails with the optimizer's reason when no config meets the targets.
+
+    On a RUNNING endpoint with a pending configuration (PUT /config since it was deployed) this starts a rolling
+    update: the endpoint shows UPDATING with the step, `rollout` shows the plan (a surge on spare GPUs, or replace in
+    place one replica at a time when there is none) before the first step, and it serves throughout. 409 with the
+    reason when no plan keeps a replica serving, or nothing is pending."""
     body = body or DeployRequest()
     async with pool.acquire() as conn:
         endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
         model = await models.get_model(conn, endpoint.model_id)
+        if endpoint.status == EndpointStatus.RUNNING:
+            return await start_rollout(conn, temporal, settings, endpoint, model)
         waiting_for = capacity.optimization_to_wait_for(endpoint, model)
         # DEPLOYING before the run starts, so the run's own steps are never overwritten by "queued".
         await endpoints.set_workflow(conn, endpoint_id, deploy_endpoint_workflow_id(endpoint_id), body.keep_on_failure)
@@ -154,6 +183,56 @@ async def deploy_endpoint(endpoint_id: UUID, pool: PoolDep, temporal: TemporalDe
             await endpoints.set_status(conn, endpoint_id, endpoint.status, endpoint.step)
             raise
         return endpoint_out(await endpoints.get_endpoint(conn, endpoint_id))
+
+
+async def start_rollout(conn, temporal, settings, endpoint, model) -> dict:
+    available_facts(model)  # only AVAILABLE models are deployed
+    plan = await capacity.check_rollout(conn, endpoint)
+    waiting_for = endpoint.optimization_workflow_id if plan is None else None
+    step = ("rolling update: queued, planned once the optimizer has chosen the configuration" if plan is None
+            else f"rolling update: queued: {plan.summary}")
+    await endpoints.set_updating(conn, endpoint.id, deploy_endpoint_workflow_id(endpoint.id), step)
+    if plan is not None:
+        await endpoints.set_rollout(conn, endpoint.id, {"status": "PENDING", "plan": plan.summary,
+                                                        "max_surge": plan.max_surge,
+                                                        "steps": [s.model_dump() for s in plan.steps]})
+    try:
+        await start_rolling_update(temporal, settings, RollingUpdateInput(endpoint_id=endpoint.id,
+                                                                          optimization_workflow_id=waiting_for))
+    except Exception:
+        await endpoints.set_status(conn, endpoint.id, endpoint.status, endpoint.step)
+        raise
+    return endpoint_out(await endpoints.get_endpoint(conn, endpoint.id))
+
+
+@router.post("/{endpoint_id}/revert", response_model=EndpointOut, status_code=status.HTTP_202_ACCEPTED)
+async def revert_endpoint(endpoint_id: UUID, pool: PoolDep, temporal: TemporalDep, settings: SettingsDep,
+                          principal: PrincipalDep) -> dict:
+    """Back to the last stable generation, never with zero replicas serving. During a rolling update: it stops at
+    the next step and rolls back (the new generation drains after the old one serves at its full count). After one:
+    the replaced generation's configuration becomes the endpoint's again and rolls out like any update. Either way
+    nothing stays pending. 409 when there is nothing to go back to."""
+    async with pool.acquire() as conn:
+        endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
+        if endpoint.status == EndpointStatus.UPDATING:
+            if not await revert_rolling_update(temporal, endpoint_id, "reverted by request"):
+                raise Conflict("the rolling update is finishing: POST /revert again once the endpoint is RUNNING")
+            await endpoints.configure_as(conn, endpoint_id, capacity.serving_generation(endpoint).model_dump(mode="json"))
+            await endpoints.set_status(conn, endpoint_id, EndpointStatus.UPDATING, "rolling update: reverting at the "
+                                       "next step")
+            return endpoint_out(await endpoints.get_endpoint(conn, endpoint_id))
+        capacity.require_running(endpoint, "revert")
+        if not endpoint.previous_deployed:
+            raise Conflict("nothing to revert to: no rolling update replaced an earlier generation of this endpoint")
+        model = await models.get_model(conn, endpoint.model_id)
+        stored = {"runtime": endpoint.runtime, "config": endpoint.config, "resources": endpoint.resources,
+                  "replicas": endpoint.replicas}
+        await endpoints.configure_as(conn, endpoint_id, endpoint.previous_deployed)
+        try:
+            return await start_rollout(conn, temporal, settings, await endpoints.get_endpoint(conn, endpoint_id), model)
+        except Conflict:
+            await endpoints.configure_as(conn, endpoint_id, stored)  # refused: nothing changed
+            raise
 
 
 @router.post("/{endpoint_id}/scale", response_model=EndpointOut, status_code=status.HTTP_202_ACCEPTED)
@@ -203,14 +282,18 @@ class MetricsOut(BaseModel):
     endpoint_id: UUID
     status: str
     monitoring: dict[str, Any] | None
+    alerts: EndpointAlerts | None = Field(default=None, description="firing and pending now, from Prometheus's rules")
+    gpu: GpuRows | None = Field(default=None, description="the endpoint's GPUs now (DCGM), or 'not measured'")
 
 
 @router.get("/{endpoint_id}/metrics", response_model=MetricsOut)
-async def endpoint_metrics(endpoint_id: UUID, pool: PoolDep, principal: PrincipalDep) -> dict:
-    """The last observation (the schedule refreshes it every BUD_REOPTIMIZE_INTERVAL_S; null before the first)."""
+async def endpoint_metrics(endpoint_id: UUID, pool: PoolDep, settings: SettingsDep, principal: PrincipalDep) -> dict:
+    """The last observation (the schedule refreshes it every BUD_REOPTIMIZE_INTERVAL_S; null before the first), and
+    what Prometheus says now: the alerts its rules fire for the endpoint and its GPU rows."""
     async with pool.acquire() as conn:
         endpoint = await owned_endpoint(conn, endpoint_id, principal.project_id)
-    return {"endpoint_id": endpoint_id, "status": endpoint.status, "monitoring": endpoint.monitoring}
+    return {"endpoint_id": endpoint_id, "status": endpoint.status, "monitoring": endpoint.monitoring,
+            **await prometheus_view(settings.prometheus_url, endpoint_id)}
 
 
 @router.post("/{endpoint_id}/metrics/refresh", response_model=MetricsOut, status_code=status.HTTP_202_ACCEPTED)

@@ -21,6 +21,7 @@ class EndpointStatus(StrEnum):
     PENDING = "PENDING"
     DEPLOYING = "DEPLOYING"
     RUNNING = "RUNNING"
+    UPDATING = "UPDATING"  # serving while a rolling update replaces its replicas
     FAILED = "FAILED"
     DELETING = "DELETING"
     DELETED = "DELETED"
@@ -78,6 +79,22 @@ class DeploymentSpec(BaseModel):
     drain_timeout_s: float | None = Field(
         default=None, ge=1, le=600,
         description="how long a stopping replica's in-flight requests may take to finish; default BUD_DRAIN_TIMEOUT_S")
+
+
+class DeployedGeneration(BaseModel):
+    """One generation of an endpoint's replicas: the release it runs and the configuration it was deployed from."""
+
+    generation: int = Field(ge=1)
+    spec: DeploymentSpec
+    runtime: Runtime
+    config: dict = Field(description="the RuntimeConfig as configured (GET shows it as deployment.config)")
+    resources: dict
+    replicas: int = Field(ge=0)
+
+    @classmethod
+    def of(cls, generation: int, spec: DeploymentSpec, config: dict, resources: dict) -> "DeployedGeneration":
+        return cls(generation=generation, spec=spec, runtime=spec.runtime, config=config, resources=resources,
+                   replicas=spec.replicas)
 
 
 class ReplicaState(BaseModel):
@@ -258,6 +275,8 @@ class PublishInput(BaseModel):
     replica_count: int | None = Field(default=None, description="the release's replicas; default len(replicas)")
     ready_replicas: int | None = Field(default=None, description="ready replicas as the backend reports them")
     health: HealthReport | None = None
+    first_generation: DeploymentSpec | None = Field(
+        default=None, description="a first deploy's release: recorded as generation 1, what the replicas run")
 
 
 class TransferFileInput(BaseModel):
@@ -286,3 +305,57 @@ class ReleaseRequest(BaseModel):
 class HealthProbeInput(BaseModel):
     url: str
     served_model_name: str
+
+
+# ------------------------------------------------------------------------------------------- rolling updates
+class RolloutStep(BaseModel):
+    """One batch: start new-generation replicas (`new_replicas` after it) or drain and stop old ones."""
+
+    action: Literal["start", "stop"]
+    new_replicas: int = Field(ge=0)
+    old_replicas: int = Field(ge=0)
+
+
+class RolloutPlan(BaseModel):
+    """How a rolling update replaces the replicas, decided from the free GPUs before it starts."""
+
+    max_surge: int = Field(ge=0, description="new replicas started beyond the old ones at once; 0: replace in place")
+    summary: str = Field(description="the plan in words, shown before the first step")
+    steps: list[RolloutStep]
+
+
+class RollingUpdateInput(BaseModel):
+    endpoint_id: UUID
+    optimization_workflow_id: str | None = Field(
+        default=None, description="deployed while the optimizer was still choosing: wait for this run's config")
+
+
+class RolloutPrepared(BaseModel):
+    """What a rolling update works from: the serving generation, the next one, and the plan between them."""
+
+    old: DeployedGeneration
+    new: DeployedGeneration
+    cluster_id: UUID
+    cluster_kind: Literal["local", "kubernetes"]
+    available_gpus: int = Field(description="GPUs of the type this endpoint may hold (free + its own)")
+    plan: RolloutPlan
+    warmup_ttft_ms: float = Field(description="the warm-up gate: each timed warm-up request's TTFT at most this")
+    model_bucket: str
+    model_prefix: str
+    model_files: list[dict] = Field(default_factory=list)
+
+
+class RolloutRecord(BaseModel):
+    endpoint_id: UUID
+    rollout: dict
+
+
+class WarmUpInput(BaseModel):
+    served_model_name: str
+    urls: list[str]
+    max_ttft_ms: float = Field(gt=0)
+    requests: int = Field(default=4, ge=2, le=20)
+
+
+class WarmUpReport(BaseModel):
+    ttft_ms: dict[str, list[float]] = Field(description="per replica URL, the timed warm-up requests' TTFTs")

@@ -22,7 +22,7 @@ from control.store.rows import Row
 COLUMNS = """id, project_id, name, model_id, cluster_id, status, step, runtime, optimization_method,
     performance_targets, config, replicas, resources, recommendation, optimization_status, optimization_workflow_id,
     workflow_id, inference_url, error, keep_on_failure, health, ready_replicas, autoscaling, autoscaling_state,
-    monitoring, created_at, updated_at"""
+    monitoring, deployed, previous_deployed, rollout, created_at, updated_at"""
 
 
 class EndpointRow(Row):
@@ -53,6 +53,9 @@ class EndpointRow(Row):
     autoscaling: dict[str, Any] | None  # AutoscalingSpec
     autoscaling_state: dict[str, Any] | None
     monitoring: dict[str, Any] | None
+    deployed: dict[str, Any] | None  # DeployedGeneration: what the replicas run
+    previous_deployed: dict[str, Any] | None  # the generation the last rolling update replaced
+    rollout: dict[str, Any] | None  # the last rolling update's plan and progress
     created_at: datetime
     updated_at: datetime
 
@@ -161,8 +164,39 @@ async def set_monitoring(conn: asyncpg.Connection, endpoint_id: UUID, snapshot: 
 
 
 async def set_replicas_count(conn: asyncpg.Connection, endpoint_id: UUID, replicas: int, ready: int) -> None:
-    await conn.execute("UPDATE endpoints SET replicas = $2, ready_replicas = $3, updated_at = now() WHERE id = $1",
-                       endpoint_id, replicas, ready)
+    """The count now serving (a scale, the autoscaler); the serving generation's record follows it."""
+    await conn.execute(
+        """UPDATE endpoints SET replicas = $2, ready_replicas = $3, updated_at = now(),
+               deployed = CASE WHEN deployed IS NULL THEN NULL ELSE jsonb_set(jsonb_set(deployed, '{replicas}',
+                   to_jsonb($2::integer)), '{spec,replicas}', to_jsonb($2::integer)) END
+           WHERE id = $1""",
+        endpoint_id, replicas, ready)
+
+
+async def set_deployed(conn: asyncpg.Connection, endpoint_id: UUID, deployed: dict, replaced: dict | None = None) -> None:
+    """Record the generation the replicas run; `replaced`, the one a rolling update took over from (revert's
+    target). A first deploy forgets any earlier record."""
+    await conn.execute("UPDATE endpoints SET deployed = $2, previous_deployed = $3 WHERE id = $1",
+                       endpoint_id, deployed, replaced)
+
+
+async def set_rollout(conn: asyncpg.Connection, endpoint_id: UUID, rollout: dict) -> None:
+    await conn.execute("UPDATE endpoints SET rollout = $2 WHERE id = $1", endpoint_id, rollout)
+
+
+async def configure_as(conn: asyncpg.Connection, endpoint_id: UUID, generation: dict) -> None:
+    """Make a generation's configuration the endpoint's configuration again (revert: nothing stays pending)."""
+    await conn.execute(
+        """UPDATE endpoints SET runtime = $2, config = $3, resources = $4, replicas = $5, updated_at = now()
+           WHERE id = $1""",
+        endpoint_id, generation["runtime"], generation["config"], generation["resources"], generation["replicas"])
+
+
+async def set_updating(conn: asyncpg.Connection, endpoint_id: UUID, workflow_id: str, step: str) -> None:
+    await conn.execute(
+        """UPDATE endpoints SET workflow_id = $2, status = 'UPDATING', step = $3, error = NULL, updated_at = now()
+           WHERE id = $1""",
+        endpoint_id, workflow_id, step)
 
 
 async def last_request_at(conn: asyncpg.Connection, endpoint_id: UUID) -> datetime | None:
