@@ -30,11 +30,18 @@ def api_client(timeout: float = 30.0) -> httpx.Client:
 
 
 def error_message(response: httpx.Response) -> str:
-    """The API's {error: {message}} or the raw body."""
+    """The API's {error: {message}}, naming the fields its details name when the message does not; else the raw
+    body."""
     try:
-        return response.json()["error"]["message"]
+        error = response.json()["error"]
+        message = error["message"]
     except (ValueError, KeyError, TypeError):
         return f"HTTP {response.status_code}: {response.text[:300]}"
+    details = error.get("details")
+    fields = [details.get("field")] if isinstance(details, dict) else \
+        [d.get("field") for d in details if isinstance(d, dict)] if isinstance(details, list) else []
+    unnamed = [str(field) for field in fields if field and str(field) not in message]
+    return f"{message} (field {', '.join(unnamed)})" if unnamed else message
 
 
 # ------------------------------------------------------------------------------- shared by the endpoint commands
