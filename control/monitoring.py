@@ -10,8 +10,11 @@ LATENCY_P99_ALERT_MS = 2000.0
 TTFT_P99_ALERT_MS = 500.0
 GPU_UTILIZATION_ALERT = 95.0
 QUEUE_DEPTH_ALERT = 100.0
-# Measured / predicted beyond this either way: the predictions the config was chosen on no longer hold.
+# Where a prediction has no interval (one stored before intervals existed): measured / predicted beyond this.
 DRIFT_TOLERANCE = 0.25
+# A window is a measurement, and a basis for advice, only with at least this many finished requests: fewer say
+# more about the few prompts sent than about the config (the means' noise is then well above the interval's width).
+MIN_WINDOW_REQUESTS = 20
 
 
 def alerts(metrics: LiveMetrics, expectation: Expectation) -> list[str]:
@@ -31,20 +34,47 @@ def alerts(metrics: LiveMetrics, expectation: Expectation) -> list[str]:
     return firing
 
 
+def enough_requests(metrics: LiveMetrics) -> bool:
+    return (metrics.requests or 0) >= MIN_WINDOW_REQUESTS
+
+
+def too_few_requests(metrics: LiveMetrics, window_s: int) -> str | None:
+    """Why the window gives no advice and no measurement, or None when it has enough requests."""
+    if enough_requests(metrics):
+        return None
+    return (f"{metrics.requests or 0:.0f} requests finished in the {window_s} s window; measurements, drift and "
+            f"advice need at least {MIN_WINDOW_REQUESTS}")
+
+
 def drift(metrics: LiveMetrics, expectation: Expectation) -> dict[str, float]:
-    """Measured / predicted median TTFT and TPOT, where both exist."""
+    """Measured / predicted mean TTFT and TPOT, where both exist (means from the histograms' sums and counts: a
+    bucket bound says nothing of values far below the finest bucket)."""
     ratios = {}
-    if metrics.ttft_p50_ms and expectation.predicted_ttft_ms:
-        ratios["ttft"] = metrics.ttft_p50_ms / expectation.predicted_ttft_ms
-    if metrics.tpot_p50_ms and expectation.predicted_tpot_ms:
-        ratios["tpot"] = metrics.tpot_p50_ms / expectation.predicted_tpot_ms
+    for name in ("ttft", "tpot"):
+        measured, predicted = getattr(metrics, f"{name}_mean_ms"), getattr(expectation, f"predicted_{name}_ms")
+        if measured and predicted:
+            ratios[name] = measured / predicted
     return ratios
 
 
-def reasons_to_reoptimize(firing: list[str], ratios: dict[str, float]) -> list[str]:
-    """Why a new search is worth running: alerts fire, or the config was chosen on predictions that are off."""
-    reasons = [f"alert: {alert}" for alert in firing]
-    for name, ratio in ratios.items():
-        if abs(ratio - 1.0) > DRIFT_TOLERANCE:
-            reasons.append(f"{name} measured {ratio:.2f}x the prediction")
+def drifting(metrics: LiveMetrics, expectation: Expectation) -> list[str]:
+    """Each mean the prediction's P10-P90 interval does not hold (without an interval: off by more than
+    DRIFT_TOLERANCE). Nothing from a window with too few requests."""
+    if not enough_requests(metrics):
+        return []
+    reasons = []
+    for name, ratio in drift(metrics, expectation).items():
+        measured = getattr(metrics, f"{name}_mean_ms")
+        low, high = getattr(expectation, f"{name}_p10_ms"), getattr(expectation, f"{name}_p90_ms")
+        where = f"{name} measured {measured:.3g} ms (mean of {metrics.requests:.0f} requests)"
+        if low is not None and high is not None:
+            if not low <= measured <= high:
+                reasons.append(f"{where}, outside the predicted P10-P90 {low:.3g}-{high:.3g} ms")
+        elif abs(ratio - 1.0) > DRIFT_TOLERANCE:
+            reasons.append(f"{where}, {ratio:.2f}x the prediction")
     return reasons
+
+
+def reasons_to_reoptimize(firing: list[str], drifts: list[str]) -> list[str]:
+    """Why a new search is worth running: alerts fire, or the config was chosen on predictions that do not hold."""
+    return [f"alert: {alert}" for alert in firing] + drifts

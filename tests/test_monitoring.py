@@ -1,11 +1,16 @@
 """Monitoring end to end: real Prometheus scrapes the replicas, Reoptimize reads the serving metrics over real load,
-raises the alerts a user's target calls for, compares with the prediction, and leaves a calibrated recommendation."""
+raises the alerts a user's target calls for, compares the means with the predicted interval (0.1 ms tokens are no
+drift), keeps the window as a measurement, and leaves a calibrated recommendation; a window with too few requests
+gives none."""
 
 from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
+
+from control.monitoring import MIN_WINDOW_REQUESTS
 
 from tests.model_files import write_tiny_llama
 from tests.deploy_helpers import (
@@ -45,16 +50,27 @@ async def test_reoptimize_observes_live_metrics_alerts_and_recommends(
 
     key = inference_key_headers(settings.state_dir)
     await wait_for_route(gateway, endpoint["name"], key)
+
+    # A few requests only: the alert fires, but the window is no measurement and gives no advice.
+    async with httpx.AsyncClient(timeout=30, headers=key) as client:
+        for _ in range(3):
+            reply = await client.post(f"{gateway}/chat/completions", json={
+                "model": endpoint["name"], "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8})
+            assert reply.status_code == 200, reply.text
+    await asyncio.sleep(3)  # scraped
+    quiet = await _refreshed(api, endpoint["id"], None)
+    assert quiet.get("error") is None, quiet
+    assert quiet["metrics"]["requests"] < MIN_WINDOW_REQUESTS
+    assert quiet["no_advice"].endswith(f"need at least {MIN_WINDOW_REQUESTS}")
+    assert quiet.get("recommendation") is None and quiet["measurement_id"] is None
+    assert any(alert.startswith("throughput") for alert in quiet["alerts"])
+
     stop = asyncio.Event()
     load = [asyncio.create_task(keep_busy(gateway, endpoint["name"], stop, max_tokens=16, headers=key))
             for _ in range(4)]
     try:
         await asyncio.sleep(8)  # several 1 s scrapes of the replica under load
-        refresh = await api.post(f"/api/endpoints/{endpoint['id']}/metrics/refresh", params={"window_s": 30})
-        assert refresh.status_code == 202, refresh.text
-        async with asyncio.timeout(120):
-            while (monitoring := (await api.get(f"/api/endpoints/{endpoint['id']}/metrics")).json()["monitoring"]) is None:
-                await asyncio.sleep(0.5)
+        monitoring = await _refreshed(api, endpoint["id"], quiet["at"])
     finally:
         stop.set()
         await asyncio.gather(*load)
@@ -62,21 +78,36 @@ async def test_reoptimize_observes_live_metrics_alerts_and_recommends(
     assert monitoring.get("error") is None, monitoring
     metrics = monitoring["metrics"]
     assert metrics["requests_per_s"] > 0 and metrics["throughput_tps"] > 0
+    assert metrics["requests"] >= MIN_WINDOW_REQUESTS and monitoring["no_advice"] is None
     assert 0 < metrics["ttft_p50_ms"] <= metrics["ttft_p99_ms"]
     assert metrics["output_tokens_per_request"] > 1
-    # Measured / predicted, both ways; a tiny model's sub-millisecond predicted TPOT sits far below vLLM's finest
-    # histogram bucket (10 ms), so here the ratio is large and becomes the (bounded) calibration of the new search.
-    assert monitoring["drift"]["tpot"] > 0 and monitoring["drift"]["ttft"] > 0
-    assert monitoring["expectation"]["predicted_tpot_ms"] > 0
-    assert any(alert.startswith("throughput") for alert in monitoring["alerts"])
+    # The tiny model's tokens take a fraction of a millisecond: vLLM's finest TPOT bucket is 10 ms, so the bucket
+    # median says 5 ms, while the histogram's sum / count gives the real mean. Drift is that mean against the
+    # predicted interval for the deployed config under the load the window saw: reported exactly when outside.
+    expectation = monitoring["expectation"]
+    assert metrics["tpot_mean_ms"] < 1 < metrics["tpot_p50_ms"]
+    assert "under the measured load" in expectation["basis"]
+    assert monitoring["drift"]["tpot"] == pytest.approx(metrics["tpot_mean_ms"] / expectation["predicted_tpot_ms"])
+    inside = expectation["tpot_p10_ms"] <= metrics["tpot_mean_ms"] <= expectation["tpot_p90_ms"]
+    assert any(reason.startswith("tpot") for reason in monitoring["reoptimize_because"]) is not inside
     assert "alert: throughput" in " ".join(monitoring["reoptimize_because"])
+
+    # The window became a production measurement, and the advice rests on it.
+    stored = (await api.get("/api/measurements", params={"model_id": model["id"]})).json()["items"]
+    window = next(m for m in stored if m["id"] == monitoring["measurement_id"])
+    assert window["source"]["kind"] == "production" and window["request_count"] >= MIN_WINDOW_REQUESTS
+    assert window["tpot_p50_ms"] == pytest.approx(metrics["tpot_mean_ms"])
     advice = monitoring["recommendation"]
     assert advice["status"] == "SUCCEEDED", advice
     assert advice["workload"]["output_tokens"] > 1
-    assert advice["calibration"]["tpot_scale"] == pytest.approx(min(monitoring["drift"]["tpot"], 50))
+    based_on = advice["based_on"]
+    assert based_on["requests"] >= MIN_WINDOW_REQUESTS and based_on["window_s"] == 30
+    assert monitoring["measurement_id"] in based_on["calibration"]["measurements"]
+    assert "calibrated on" in advice["message"] and advice["prediction"]["calibrated"] is True
     assert advice["meets_targets"] is False and advice["config"]["tensor_parallel_size"] >= 1
     stored = await api.get(f"/api/optimizations/{advice['optimization_id']}")
     assert stored.status_code == 200 and stored.json()["status"] == "SUCCEEDED"
+    assert stored.json()["result"]["calibration"]["n"] == based_on["calibration"]["n"]
     # Advice only: the endpoint keeps running the config it was deployed with.
     assert (await api.get(f"/api/endpoints/{endpoint['id']}")).json()["deployment"]["config"]["max_num_seqs"] == \
         MANUAL_CONFIG["max_num_seqs"]
@@ -85,3 +116,15 @@ async def test_reoptimize_observes_live_metrics_alerts_and_recommends(
     assert bad_window.status_code == 422
     await api.delete(f"/api/endpoints/{endpoint['id']}")
     await wait_endpoint(api, endpoint["id"], lambda e: False)
+
+
+async def _refreshed(api, endpoint_id: str, previous_at: str | None) -> dict:
+    """A Reoptimize pass over the last 30 s, once its snapshot (a new one, not `previous_at`'s) is stored."""
+    refresh = await api.post(f"/api/endpoints/{endpoint_id}/metrics/refresh", params={"window_s": 30})
+    assert refresh.status_code == 202, refresh.text
+    async with asyncio.timeout(180):
+        while True:
+            monitoring = (await api.get(f"/api/endpoints/{endpoint_id}/metrics")).json()["monitoring"]
+            if monitoring is not None and monitoring.get("at") != previous_at:
+                return monitoring
+            await asyncio.sleep(0.5)

@@ -26,6 +26,9 @@ class LiveMetrics(BaseModel):
     """The serving metrics over the window, from Prometheus (None where nothing was measured)."""
 
     requests_per_s: float | None = None
+    requests: float | None = Field(default=None, description="requests finished in the window")
+    ttft_mean_ms: float | None = Field(default=None, description="mean TTFT: the histogram's sum / count")
+    tpot_mean_ms: float | None = Field(default=None, description="mean TPOT: the histogram's sum / count")
     ttft_p50_ms: float | None = None
     ttft_p99_ms: float | None = None
     tpot_p50_ms: float | None = None
@@ -39,10 +42,17 @@ class LiveMetrics(BaseModel):
 
 
 class Expectation(BaseModel):
-    """What the platform promised for this endpoint: the optimizer's prediction and the user's targets."""
+    """What the platform expects of this endpoint: the predictor's TTFT and TPOT with their P10-P90 for the deployed
+    config under the load the window saw (else the optimizer's prediction it was chosen on), and the user's targets."""
 
     predicted_ttft_ms: float | None = None
     predicted_tpot_ms: float | None = None
+    ttft_p10_ms: float | None = None
+    ttft_p90_ms: float | None = None
+    tpot_p10_ms: float | None = None
+    tpot_p90_ms: float | None = None
+    basis: str = Field(default="", description="which prediction: under the measured load (calibrated or not), or "
+                       "the one the config was chosen on")
     targets: dict = Field(default_factory=dict)
 
 
@@ -53,8 +63,10 @@ class Observation(BaseModel):
     metrics: LiveMetrics
     expectation: Expectation
     alerts: list[str] = Field(default_factory=list)
-    drift: dict[str, float] = Field(default_factory=dict, description="measured / predicted (ttft, tpot)")
+    drift: dict[str, float] = Field(default_factory=dict, description="measured / predicted means (ttft, tpot)")
     reoptimize_because: list[str] = Field(default_factory=list)
+    no_advice: str | None = Field(default=None, description="why the window gives no advice (too few requests)")
+    measurement_id: UUID | None = Field(default=None, description="the window, stored as a production measurement")
     reoptimization: OptimizationRequest | None = None
     project_id: UUID | None = None
     model_id: UUID | None = None
