@@ -1,4 +1,5 @@
-"""Prometheus metrics of the API: request counts and latency per route template, served at /metrics."""
+"""Prometheus metrics of the API: request counts and latency per route template, and the endpoints' throughput
+targets, served at /metrics."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import time
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from api.live_monitoring import throughput_targets_exposition
 
 
 def install_metrics(app: FastAPI) -> None:
@@ -24,5 +27,7 @@ def install_metrics(app: FastAPI) -> None:
         return response
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        # The endpoints' throughput targets ride along: the alert rules compare each release's throughput with them.
+        targets = await throughput_targets_exposition(request.app.state.pool)
+        return Response(generate_latest(registry) + targets, media_type=CONTENT_TYPE_LATEST)

@@ -275,7 +275,8 @@ def prometheus_server(state_dir: Path, port: int, static_targets: dict[str, list
     targets_dir, default STATE/prometheus/targets), evaluating the alert rules every scrape interval."""
     prom_dir = state_dir / "prometheus"
     targets_dir = targets_dir or prom_dir / "targets"
-    targets_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (prom_dir, targets_dir):
+        folder.mkdir(parents=True, exist_ok=True)
     jobs = [
         f"  - job_name: {job}\n    static_configs:\n      - targets: [{', '.join(repr(t) for t in targets)}]\n"
         for job, targets in static_targets.items()
