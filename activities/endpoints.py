@@ -35,6 +35,7 @@ from control.payloads.models import BenchmarkCreate, ModelStatus
 from control import routing
 from control.capacity import check_rollout_gpus, serving_generation
 from control.errors import DomainError
+from control.releases import release_name  # noqa: F401 (the activities' name for it)
 from control.planning import WARMUP_TTFT_MS_DEFAULT, fit_problems, simulated_timing
 from control.translate import serving_config
 from core.settings import Settings
@@ -43,19 +44,28 @@ from control.store.endpoints import EndpointRow
 
 log = get_logger(__name__)
 RECOMMENDATION_POLL_S = 0.5
+PUBLISH_ATTEMPTS = 3  # of routing.PUBLISH_WAIT_S each: how long a publish waits for a gateway that lags
 
 
 def invalid(message: str) -> ApplicationError:
     return ApplicationError(message, type="ValidationFailed", non_retryable=True)
 
 
-def release_name(endpoint_id: UUID, color: str | None = None) -> str:
-    return f"ep-{str(endpoint_id)[:8]}" + (f"-{color}" if color else "")
-
-
 def generation_release(endpoint_id: UUID, generation: int) -> str:
     """The first generation keeps the endpoint's release name; each rolling update runs the next under its own."""
     return release_name(endpoint_id, None if generation == 1 else f"g{generation}")
+
+
+def settle_propagation(propagation: routing.Propagation) -> None:
+    """After a publish's wait: gateways still behind fail this attempt (retried: the writes are idempotent), but
+    only PUBLISH_ATTEMPTS times. A gateway that heartbeats yet never reloads must not hold a deploy forever: then
+    the publish goes through, the laggards named in the log (it serves the table once it reloads or polls)."""
+    if propagation.propagated:
+        return
+    if activity.info().attempt < PUBLISH_ATTEMPTS:
+        raise ApplicationError(routing.describe(propagation), type="RoutesNotPropagated")
+    log.warning("published although gateways lag", detail=routing.describe(propagation),
+                attempts=activity.info().attempt)
 
 
 class EndpointActivities:
@@ -157,8 +167,7 @@ class EndpointActivities:
                 await conn.execute("UPDATE endpoints SET ready_replicas = $2 WHERE id = $1", request.endpoint_id,
                                    sum(r.ready for r in request.replicas))
             propagation = await routing.wait_for_gateways(conn, on_wait=activity.heartbeat)
-        if not propagation.propagated:
-            raise ApplicationError(routing.describe(propagation), type="RoutesNotPropagated")
+        settle_propagation(propagation)
 
     @activity.defn
     async def record_rollout(self, record: RolloutRecord) -> None:
@@ -199,7 +208,7 @@ class EndpointActivities:
     async def publish_endpoint(self, request: PublishInput) -> None:
         """Replicas into the routing table and a route named after the endpoint, then until every running gateway
         serves that table (control.routing), so the RUNNING that follows means routable. Gateways still behind
-        after the wait fail this attempt, which is retried (the writes are idempotent) with the laggards named."""
+        after the wait fail this attempt, a bounded number of times (settle_propagation)."""
         async with self.pool.acquire() as conn:
             endpoint = await endpoints.get_endpoint(conn, request.endpoint_id)
             await endpoints.replace_replicas(conn, request.endpoint_id, request.replicas, request.replica_count)
@@ -214,8 +223,7 @@ class EndpointActivities:
                 first = DeployedGeneration.of(1, request.first_generation, endpoint.config, endpoint.resources)
                 await endpoints.set_deployed(conn, request.endpoint_id, first.model_dump(mode="json"))
             propagation = await routing.wait_for_gateways(conn, on_wait=activity.heartbeat)
-        if not propagation.propagated:
-            raise ApplicationError(routing.describe(propagation), type="RoutesNotPropagated")
+        settle_propagation(propagation)
 
     @activity.defn
     async def unpublish_endpoint(self, ref: EndpointRef) -> None:

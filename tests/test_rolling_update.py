@@ -7,8 +7,8 @@ no replica serving is refused before anything changes."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
-import httpx
 import pytest
 
 from control.errors import Conflict
@@ -199,7 +199,7 @@ async def test_without_a_spare_gpu_one_replica_is_refused_and_two_are_replaced_i
                                               endpoint["deployment"]["resources"]["gpu_type"], 6)
         response = await api.post(f"/api/endpoints/{endpoint_id}/scale", json={"replicas": 2})
         assert response.status_code == 202, response.text
-        await wait_endpoint(api, endpoint_id, lambda e: e["step"] == "running" and e["ready_replicas"] == 2)
+        await wait_endpoint(api, endpoint_id, lambda e: e["step"] == "running" and e["deployment"]["ready_replicas"] == 2)
         await configure_manual(api, endpoint_id, replicas=2, max_num_seqs=16)
         await wait_for_route(gateway, name, headers)
         stop, tally, loops = await streaming_load(gateway, name, headers, clients=6)
@@ -218,3 +218,60 @@ async def test_without_a_spare_gpu_one_replica_is_refused_and_two_are_replaced_i
             await api.delete(f"/api/endpoints/{ep}")
         for ep in (endpoint_id, holder["id"]):
             await wait_endpoint(api, ep, lambda e: e["status"] in ("DELETED", "GONE"), timeout=90)
+
+
+async def test_a_gateway_stuck_behind_bounds_the_publish_wait_and_the_deploy_ends_running(
+    api, control_worker, gateway, model, cluster_id, db_pool
+) -> None:
+    """A gateway that heartbeats but never reloads its table: the deploy waits for it a bounded number of times,
+    then publishes anyway (RUNNING, the other gateways serve it) instead of waiting forever."""
+    stuck = f"stuck-{uuid.uuid4().hex[:8]}"
+
+    async def heartbeat() -> None:
+        while True:
+            await db_pool.execute("INSERT INTO gateway_instances (instance_id, url, route_table_version) "
+                                  "VALUES ($1, 'http://10.0.0.7:8080', 0) ON CONFLICT (instance_id) "
+                                  "DO UPDATE SET last_seen = now(), route_table_version = 0", stuck)
+            await asyncio.sleep(0.5)
+
+    beating = asyncio.create_task(heartbeat())
+    try:
+        await asyncio.sleep(0.2)
+        started = asyncio.get_running_loop().time()
+        endpoint = await running_endpoint(api, model["id"], cluster_id)
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
+        await db_pool.execute("DELETE FROM gateway_instances WHERE instance_id = $1", stuck)
+    print(f"deploy with a gateway stuck behind: RUNNING after {waited:.0f}s")
+    assert endpoint["status"] == "RUNNING" and endpoint["error"] is None
+    assert (await api.delete(f"/api/endpoints/{endpoint['id']}")).status_code == 202
+    await wait_endpoint(api, endpoint["id"], lambda e: e["status"] in ("DELETED", "GONE"), timeout=90)
+
+
+@pytest.mark.record_history
+@pytest.mark.timeout(600)
+async def test_record_rolling_update_histories(api, control_worker, gateway, model, cluster_id, temporal_client):
+    """`pytest tests/test_rolling_update.py -k record --record-histories`: a completed and a rolled-back update."""
+    from tests.test_replay import HISTORIES
+    from workflows.ids import deploy_endpoint_workflow_id
+
+    endpoint = await running_endpoint(api, model["id"], cluster_id)
+    workflow_id = deploy_endpoint_workflow_id(endpoint["id"])
+    await configure_manual(api, endpoint["id"], max_num_seqs=16)
+    await deploy(api, endpoint["id"])
+    assert (await settled_update(api, endpoint["id"]))["rollout"]["status"] == "COMPLETED"
+    (HISTORIES / "rolling_update_completed.json").write_text(
+        (await temporal_client.get_workflow_handle(workflow_id).fetch_history()).to_json())
+    response = await api.put(f"/api/endpoints/{endpoint['id']}/config", json={
+        "runtime": "vllm", "optimization_method": "MANUAL", "config": MANUAL_CONFIG, "replicas": 1,
+        "performance_targets": {"max_ttft_ms": 0.001}})
+    assert response.status_code == 202, response.text
+    await wait_endpoint(api, endpoint["id"], lambda e: e["optimization_status"] != "RUNNING")
+    await deploy(api, endpoint["id"])
+    assert (await settled_update(api, endpoint["id"]))["rollout"]["status"] == "ROLLED_BACK"
+    (HISTORIES / "rolling_update_rolled_back.json").write_text(
+        (await temporal_client.get_workflow_handle(workflow_id).fetch_history()).to_json())
+    assert (await api.delete(f"/api/endpoints/{endpoint['id']}")).status_code == 202
+    await wait_endpoint(api, endpoint["id"], lambda e: e["status"] in ("DELETED", "GONE"), timeout=90)
