@@ -1,7 +1,8 @@
 """`bud sim`: the performance model and optimizer from the command line.
 
 bud sim predict --csv runs.csv --out predicted.csv [--calibration measured.csv]
-bud sim recommend --model meta-llama/Llama-3.1-70B-Instruct --gpu h100_sxm --gpus 8 --max-ttft-ms 500
+bud sim recommend --model meta-llama/Llama-3.1-70B-Instruct --gpu h100_sxm --gpus 8 --max-ttft-ms 500 \
+    [--calibration measured.csv] [--confidence high]
 """
 
 from __future__ import annotations
@@ -58,14 +59,15 @@ def _group_key(row: dict[str, str], point) -> tuple[str, str, str, str]:
     return ((row.get("model_path") or "").strip().lower(), point.gpu.name, point.backend, point.precision)
 
 
-def _calibrations(path: Path) -> dict[tuple[str, str, str, str], Calibration]:
-    """One calibration per (model, GPU, runtime, precision) measured in `path`; exits 2 naming the first bad row."""
+def _calibrations(path: Path, quiet: bool = False) -> dict[tuple[str, str, str, str], Calibration]:
+    """One calibration per (model, GPU, runtime, precision) measured in `path`; exits 2 naming the first bad row.
+    Each is reported on stdout (on stderr when `quiet`: stdout is JSON)."""
     from budsim.calibration import CalibrationGroup, Measurement, calibrate
     from budsim.dataset import point_from_row
     from budsim.errors import InvalidRequest
     from budsim.predictor import default_predictor
 
-    console = _console()
+    console = _console(stderr=quiet)
     columns, rows = _read_csv(path)
     missing = [c for c in MEASURED_COLUMNS if c not in columns]
     if missing:
@@ -220,6 +222,19 @@ def recommend(
     max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="end-to-end latency per request"),
     min_throughput: Optional[float] = typer.Option(None, "--min-throughput", help="output tokens/s in total"),
     max_cost: Optional[float] = typer.Option(None, "--max-cost", help="USD per hour"),
+    confidence: str = typer.Option(
+        "expected", "--confidence",
+        help="expected: judge the targets on the predicted values; high: on the pessimistic side (P90) of their "
+        "interval",
+    ),
+    calibration_csv: Optional[Path] = typer.Option(
+        None,
+        "--calibration",
+        exists=True,
+        dir_okay=False,
+        help="measured rows (silicon_sample.csv's columns incl. silicon_ttft_ms, silicon_tpot_ms); the rows of this "
+        "model / GPU / runtime / precision calibrate every prediction of the search",
+    ),
     price: Optional[float] = typer.Option(None, "--price", help="USD per GPU-hour (default: the catalog's)"),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="print the full result as JSON"),
@@ -233,9 +248,16 @@ def recommend(
     methods = {m.value: m for m in Method}
     if method.upper() not in methods:
         _fail(f"--method is one of {', '.join(methods)}")
+    if confidence not in ("expected", "high"):
+        _fail(f"--confidence is expected or high, not {confidence!r}")
     try:
+        architecture = _load_model(model)
+        group_calibration = None
+        if calibration_csv is not None:
+            group_calibration = _calibration_for(_calibrations(calibration_csv, quiet=as_json), calibration_csv, model, gpu,
+                                                 runtime, architecture)
         request = OptimizationRequest(
-            model=_load_model(model),
+            model=architecture,
             gpu_type=gpu,
             available_gpus=gpus,
             runtime=runtime,
@@ -245,10 +267,12 @@ def recommend(
                 max_latency_ms=max_latency_ms,
                 min_throughput_tps=min_throughput,
                 max_cost_per_hour=max_cost,
+                confidence=confidence,
             ),
             workload=Workload(input_tokens=input_tokens, output_tokens=output_tokens, concurrency=concurrency),
             price_per_hour=price,
             seed=seed,
+            group_calibration=group_calibration,
         )
         result = optimize(request)
     except InvalidRequest as error:
@@ -264,6 +288,25 @@ def recommend(
         _console().print(f"Pareto plot written to {plot}")
 
 
+def _calibration_for(calibrations: dict[tuple[str, str, str, str], Calibration], path: Path, model: str, gpu: str,
+                     runtime: str, architecture: ModelArchitecture) -> Calibration:
+    """The calibration of the searched model / GPU / runtime / precision among those fitted from `path`."""
+    from budsim.catalog import get_gpu
+    from budsim.roofline import normalize_backend
+
+    key = (model.strip().lower(), get_gpu(gpu).name, normalize_backend(runtime), architecture.precision.name)
+    if key not in calibrations:
+        found = ", ".join(c.group.label() for c in calibrations.values())
+        _fail(f"{path}: no measured rows of {' / '.join(key)} (it has {found})")
+    return calibrations[key]
+
+
+def _interval(value: float, low: float | None, high: float | None, digits: int) -> str:
+    if low is None or high is None:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
+
 def print_result(result: OptimizationResult) -> None:
     from rich.table import Table
 
@@ -276,10 +319,11 @@ def print_result(result: OptimizationResult) -> None:
         "max seqs",
         "batch tokens",
         "GPUs",
-        "TTFT ms",
-        "TPOT ms",
-        "latency ms",
+        "TTFT ms (P10-P90)",
+        "TPOT ms (P10-P90)",
+        "latency ms (P10-P90)",
         "tokens/s",
+        "capacity tok/s",
         "$/h",
         "$/M tok",
     ):
@@ -295,10 +339,11 @@ def print_result(result: OptimizationResult) -> None:
             str(c.max_num_seqs),
             str(c.max_num_batched_tokens),
             str(c.total_gpus),
-            f"{p.ttft_ms:.0f}",
-            f"{p.tpot_ms:.1f}",
-            f"{p.e2e_latency_ms:.0f}",
+            _interval(p.ttft_ms, p.ttft_p10_ms, p.ttft_p90_ms, 0),
+            _interval(p.tpot_ms, p.tpot_p10_ms, p.tpot_p90_ms, 1),
+            _interval(p.e2e_latency_ms, p.e2e_latency_p10_ms, p.e2e_latency_p90_ms, 0),
             f"{p.output_throughput_tps:.0f}",
+            f"{p.max_throughput_tps:.0f}",
             f"{p.cost_per_hour:.2f}",
             f"{p.cost_per_million_tokens:.2f}",
             style=style,
@@ -316,8 +361,11 @@ def print_result(result: OptimizationResult) -> None:
             f"{c.max_num_batched_tokens}, max_model_len {c.max_model_len} on {c.total_gpus} GPUs ({c.runtime})"
         )
         console.print(
-            f"  predicted TTFT {p.ttft_ms:.0f} ms, TPOT {p.tpot_ms:.1f} ms, latency {p.e2e_latency_ms:.0f} ms, "
-            f"{p.output_throughput_tps:.0f} tokens/s, ${p.cost_per_hour:.2f}/h, ${p.cost_per_million_tokens:.2f}/M tokens"
+            f"  predicted TTFT {_interval(p.ttft_ms, p.ttft_p10_ms, p.ttft_p90_ms, 0)} ms, "
+            f"TPOT {_interval(p.tpot_ms, p.tpot_p10_ms, p.tpot_p90_ms, 1)} ms, "
+            f"latency {_interval(p.e2e_latency_ms, p.e2e_latency_p10_ms, p.e2e_latency_p90_ms, 0)} ms (P10-P90), "
+            f"{p.output_throughput_tps:.0f} tokens/s (capacity {p.max_throughput_tps:.0f}), "
+            f"${p.cost_per_hour:.2f}/h, ${p.cost_per_million_tokens:.2f}/M tokens"
         )
         console.print(f"  {result.message}")
     if result.rejected:

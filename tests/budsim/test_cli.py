@@ -134,3 +134,52 @@ def test_recommend_bad_input_exits_2_with_the_reason():
         ["recommend", "--model", "meta-llama/Llama-3.1-8B", "--gpu", "h100_sxm", "--gpus", "8", "--max-ttft-ms", "-3"],
     )
     assert negative.exit_code == 2 and "targets.max_ttft_ms" in negative.output
+
+
+def _slow_rows(path, factor=2.5):
+    """Three measured rows of the 8B on one H100 under vLLM, `factor` x the cold prediction of each."""
+    from budsim.dataset import point_from_row
+    from budsim.predictor import default_predictor
+
+    rows = [dict(id=f"r{i}", backend="vllm", model_path="meta-llama/Llama-3.1-8B-Instruct", system="h100_sxm",
+                 precision="bf16", mode="agg", isl="1024", osl="256", batch_size=str(c), tp_size="1", pp_size="1")
+            for i, c in enumerate((1, 16, 64))]
+    cold = default_predictor().predict_with_intervals([point_from_row(r) for r in rows])
+    for i, row in enumerate(rows):
+        row["silicon_ttft_ms"], row["silicon_tpot_ms"] = cold["ttft"][i] * factor, cold["tpot"][i] * factor
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_recommend_with_calibration_uses_and_reports_it(tmp_path):
+    measured = _slow_rows(tmp_path / "measured.csv")
+    base = ["recommend", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "h100_sxm", "--gpus", "8",
+            "--method", "heuristic", "--max-latency-ms", "3000", "--json"]
+    cold = json.loads(runner.invoke(app, base).stdout)
+    result = runner.invoke(app, base + ["--calibration", str(measured)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)  # the calibration's report goes to stderr: stdout stays JSON
+    assert cold["calibration"] is None
+    assert document["calibration"]["measurements"] == ["r0", "r1", "r2"] and document["calibration"]["n"] == 3
+    assert document["recommendation"]["prediction"]["calibrated"] is True
+    assert "calibrated on 3 measurement(s)" in document["message"]
+    assert document["recommendation"]["config"]["tensor_parallel_size"] * document["recommendation"]["config"][
+        "replicas"] > cold["recommendation"]["config"]["tensor_parallel_size"] * cold["recommendation"]["config"][
+        "replicas"]
+    table = runner.invoke(app, base[:-1] + ["--calibration", str(measured), "--confidence", "high"])
+    assert table.exit_code == 0, table.output
+    text = " ".join(table.output.split())
+    assert "P10-P90" in text and "calibrated on 3 measurement(s)" in text
+
+
+def test_recommend_calibration_of_another_group_or_bad_confidence_exits_2(tmp_path):
+    measured = _slow_rows(tmp_path / "measured.csv")
+    other = runner.invoke(app, ["recommend", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "nvidia-l4",
+                                "--gpus", "2", "--calibration", str(measured)])
+    assert other.exit_code == 2 and "no measured rows of" in " ".join(other.output.split())
+    bad = runner.invoke(app, ["recommend", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "h100_sxm",
+                              "--gpus", "2", "--confidence", "certain"])
+    assert bad.exit_code == 2 and "--confidence" in " ".join(bad.output.split())
