@@ -82,7 +82,7 @@ function renderModelsView() {
         <h2>Models</h2>
         <form data-form="model-filters" class="filters">
           ${field("status", `<select name="status"><option value="">any</option>${["AVAILABLE", "SCANNING", "QUARANTINED", "FAILED"]
-            .map((s) => `<option>${s}</option>`).join("")}</select>`)}
+            .map((s) => `<option value="${s}">${s}</option>`).join("")}</select>`)}
           ${field("architecture", '<input name="architecture" placeholder="llama">')}
           ${field("license", '<input name="license" placeholder="apache-2.0 or permissive">')}
           ${field("parameters from (B)", numberInput("min_b"))}
@@ -277,7 +277,7 @@ async function refreshEndpoint() {
   const e = await api("GET", `/api/endpoints/${state.endpointId}`);
   const steps = trackProgress(e);
   const busy = ["DEPLOYING", "DELETING", "PENDING"].includes(e.status) || e.optimization_status === "RUNNING";
-  const checks = e.health ? Object.entries(e.health).filter(([, v]) => typeof v !== "object").map(([k, v]) => `${esc(k)}: ${esc(v)}`).join(", ") : "";
+  const checks = e.health ? Object.entries(e.health).filter(([k, v]) => typeof v !== "object" && !k.includes("text")).map(([k, v]) => `${esc(k)}: ${esc(v)}`).join(", ") : "";
   $("#ep-live").innerHTML = `
     <h3>${esc(e.name)} ${badge(e.status)} <span class="step">${esc(e.step || "")}</span></h3>
     ${e.error ? `<p class="alert">Failed at ${esc(e.error.step)}: ${esc(e.error.reason)}</p>` : ""}
@@ -359,7 +359,8 @@ async function refreshMonitoring(e) {
   try {
     const data = await api("GET", `/api/endpoints/${e.id}/metrics/series?minutes=${state.minutes}`);
     const start = Date.parse(data.start) / 1000, end = Date.parse(data.end) / 1000;
-    const chart = (key, title, threshold) => lineChart({ title, unit: data.units[key], points: data.series[key] || [], start, end, threshold });
+    const chart = (key, title, threshold) => lineChart({ title, unit: data.units[key], points: data.series[key] || [], start, end,
+      threshold, integer: key === "replicas" });
     charts = `<div class="charts">
       ${chart("ttft_p99_ms", "TTFT p99", 500)}${chart("inference_latency_p99_ms", "latency p99", 2000)}
       ${chart("throughput_tps", "throughput", targets.min_throughput_tps)}${chart("queue_depth", "queue depth", 100)}
@@ -426,11 +427,12 @@ async function renderRouteForms() {
       <button type="submit">Set weights</button> <small>they add up to 100</small></form>
     <form data-form="shift" class="panel"><h4>Shift ${esc(route.name)}</h4><div class="row">
       ${field("to endpoint", `<select name="to_endpoint_id">${options}</select>`)}
-      ${field("strategy", '<select name="strategy"><option>gradual</option><option>blue-green</option></select>')}
+      ${field("strategy", '<select name="strategy"><option value="gradual">gradual</option><option value="blue-green">blue-green</option></select>')}
       ${field("steps (%)", '<input name="steps" value="10,50,100">')}
       ${field("step interval (s)", numberInput("step_interval_s", 60, 'min="0"'))}
       ${field("min requests per step", numberInput("min_requests", 20, 'min="1"'))}
-      ${field("wait for traffic (s)", numberInput("traffic_wait_s", 300, 'min="0"'))}</div>
+      ${field("wait for traffic (s)", numberInput("traffic_wait_s", 300, 'min="0"'))}
+      ${field("drain before done (s)", numberInput("drain_s", 30, 'min="0"'))}</div>
       <button type="submit">Start shift</button></form>` : ""}
     <form data-form="new-route" class="panel"><h4>New route</h4><div class="row">
       ${field("name", '<input name="name" required placeholder="my-model">', "the model name clients send")}
@@ -593,7 +595,7 @@ const forms = {
     const v = formValues(form);
     const steps = v.steps.split(",").map((s) => Number(s.trim())).filter((s) => s);
     await api("POST", `/api/routes/${encodeURIComponent(state.routeName)}/shift`, {
-      to_endpoint_id: v.to_endpoint_id, strategy: v.strategy, step_interval_s: Number(v.step_interval_s),
+      to_endpoint_id: v.to_endpoint_id, strategy: v.strategy, step_interval_s: Number(v.step_interval_s), drain_s: Number(v.drain_s),
       ...(v.strategy === "gradual" ? { steps } : {}),
       slo: { min_requests: Number(v.min_requests), traffic_wait_s: Number(v.traffic_wait_s) },
     });
@@ -662,6 +664,7 @@ async function show(tab) {
   for (const name of Object.keys(views)) $(`#${name}`).hidden = !state.token || name !== state.tab;
   if (!state.token) return;
   say("");
+  $(`#${state.tab}`).innerHTML = '<p class="loading">Loading…</p>';  // no stale form from the last visit meanwhile
   await views[state.tab].render();
   await views[state.tab].refresh();
 }

@@ -20,7 +20,7 @@ export function formatNumber(value, digits = 3) {
   if (size >= 1e6) return `${(value / 1e6).toPrecision(digits)} M`;
   if (size >= 1e4) return `${(value / 1e3).toPrecision(digits)} k`;
   if (size >= 100 || Number.isInteger(value)) return String(Math.round(value));
-  return value.toPrecision(digits);
+  return String(Number(value.toPrecision(digits)));
 }
 
 const clock = (seconds) => new Date(seconds * 1000).toTimeString().slice(0, 5);
@@ -40,10 +40,13 @@ function frame({ width, height, left, bottom, xTicks, yTicks, sx, sy, xLabel, yL
 }
 
 // One metric over time. points: [[unix seconds, value]]; threshold: an alert line drawn across.
-export function lineChart({ title, unit, points, start, end, threshold, width = 420, height = 200 }) {
+// integer: counts (replicas), ticked in whole numbers.
+export function lineChart({ title, unit, points, start, end, threshold, integer = false, width = 420, height = 200 }) {
   const left = 58, bottom = 40, top = 12, right = 14;
   const values = points.map((p) => p[1]).concat(threshold === undefined || threshold === null ? [] : [threshold]);
-  const yTicks = niceTicks(0, Math.max(...values, 0) || 1, 4);
+  const highest = Math.max(...values, 0) || 1;
+  const yTicks = integer ? niceTicks(0, Math.max(Math.ceil(highest), 2), Math.min(4, Math.max(Math.ceil(highest), 2))).filter(Number.isInteger)
+    : niceTicks(0, highest, 4);
   const [y0, y1] = [yTicks[0], yTicks[yTicks.length - 1]];
   const sx = (t) => left + ((t - start) / ((end - start) || 1)) * (width - left - right);
   const sy = (v) => height - bottom - ((v - y0) / ((y1 - y0) || 1)) * (height - bottom - top);

@@ -1,7 +1,8 @@
 """The dashboard: static files calling the same /api as everything else, with links into the Temporal Web UI.
 The page holds no data of its own: every call it makes carries the user's token. Two routes serve it beyond the
 files: the one-time sign-in link `bud dev up` prints (traded once for a token), and the time series of an endpoint's
-serving metrics its charts draw (from Prometheus, with the same PromQL the monitoring observation uses)."""
+serving metrics its charts draw (from Prometheus, over every release of the endpoint: a rolling update's or a
+shift's new replicas included)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,12 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
-from activities.endpoints import release_name
-from activities.monitoring import queries
 from api.bootstrap import DEFAULT_PROJECT
 from api.deps import PoolDep, PrincipalDep, SettingsDep
 from api.errors import ApiError, not_found
 from api.routers.endpoints import owned_endpoint
 from control.errors import invalid_field
+from control.releases import release_selector
 from control.store import projects
 from core.login_links import CODE_PATTERN, redeem_code
 
@@ -88,6 +88,23 @@ async def sign_in_with_code(body: SignInCode, pool: PoolDep, settings: SettingsD
     return {"token": token, "project_id": project.id, "expires_at": row.expires_at or expires_at}
 
 
+def series_queries(endpoint_id: UUID, window: str) -> dict[str, str]:
+    """PromQL for each chart, from the simulated and real runtimes' vLLM metric names."""
+    selector = "{" + release_selector(endpoint_id) + "}"
+
+    def p99(histogram: str) -> str:
+        return f"histogram_quantile(0.99, sum by (le) (rate({histogram}_bucket{selector}[{window}]))) * 1000"
+
+    return {
+        "ttft_p99_ms": p99("vllm:time_to_first_token_seconds"),
+        "inference_latency_p99_ms": p99("vllm:e2e_request_latency_seconds"),
+        "throughput_tps": f"sum(rate(vllm:generation_tokens_total{selector}[{window}]))",
+        "requests_per_s": f"sum(rate(vllm:request_success_total{selector}[{window}]))",
+        "queue_depth": f"sum(vllm:num_requests_waiting{selector})",
+        "replicas": f"count(up{selector} == 1)",
+    }
+
+
 SERIES_UNITS = {"ttft_p99_ms": "ms", "inference_latency_p99_ms": "ms", "throughput_tps": "tokens/s",
                 "requests_per_s": "requests/s", "queue_depth": "requests", "replicas": "replicas"}
 
@@ -115,9 +132,7 @@ async def endpoint_metrics_series(
     end = time.time()
     start = end - minutes * 60
     step = max(5, math.ceil(minutes * 60 / MAX_POINTS))
-    release = release_name(endpoint.id)
-    promql = {name: query for name, query in queries(release, f"{max(2 * step, 30)}s").items() if name in SERIES_UNITS}
-    promql["replicas"] = f'count(up{{release="{release}"}} == 1)'
+    promql = series_queries(endpoint.id, f"{max(2 * step, 30)}s")
     series = {}
     async with httpx.AsyncClient(timeout=10) as http:
         for name, query in promql.items():
