@@ -246,6 +246,28 @@ async def test_record_reoptimize_history(api, control_worker, optimizer_worker, 
 
 
 @pytest.mark.record_history
+async def test_record_calibrated_optimization_history(api, control_worker, optimizer_worker, temporal_client,
+                                                      settings, tmp_path):
+    """OptimizeDeployment calibrated on imported measurements: the calibrate step, then the search."""
+    from tests.deploy_helpers import available_model, local_cluster_id
+    from tests.model_files import write_tiny_llama
+    from tests.test_calibrated_optimize import WORKLOAD, _measured_rows
+
+    model = await available_model(api, settings, write_tiny_llama(tmp_path / "m"))
+    config = {"tensor_parallel_size": 1, "pipeline_parallel_size": 1, "max_num_seqs": 16,
+              "max_num_batched_tokens": 8192}
+    assert (await api.post("/api/measurements", json=_measured_rows(model, config))).status_code == 201
+    created = await api.post("/api/optimizations", json={
+        "model_id": model["id"], "cluster_id": await local_cluster_id(api), "optimization_method": "HEURISTIC",
+        "performance_targets": {"max_latency_ms": 20}, "workload": WORKLOAD})
+    handle = temporal_client.get_workflow_handle(created.json()["workflow_id"])
+    await handle.result()
+    done = (await api.get(f"/api/optimizations/{created.json()['id']}")).json()
+    assert done["result"]["calibration"] is not None, done
+    (HISTORIES / "optimize_deployment_calibrated.json").write_text((await handle.fetch_history()).to_json())
+
+
+@pytest.mark.record_history
 async def test_record_deploy_waiting_for_the_optimizer_history(api, control_worker, gateway, temporal_client, settings,
                                                                 worker_clients, tmp_path):
     """A deploy accepted while the optimizer was still choosing: it waits for the search, then deploys its choice."""
