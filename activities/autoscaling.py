@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.endpoints import release_name
+from activities.endpoints import serving_release
 from activities.replica_metrics import scrape_ready_replicas
 from clusters.resolver import BackendResolver
 from control.payloads.autoscaling import AutoscalingRecord, LoadSample
@@ -85,7 +85,7 @@ class AutoscalingActivities:
             return sample
         cores = Resources.model_validate(endpoint.resources).cpu_cores or 1.0
         # Only local endpoints are sampled (Kubernetes has its HPA): their replicas are processes of this host.
-        usage = await asyncio.to_thread(self.backends.local.replica_cpu_percent, release_name(ref.endpoint_id),
+        usage = await asyncio.to_thread(self.backends.local.replica_cpu_percent, serving_release(endpoint),
                                         CPU_SAMPLE_S)
         if usage:
             sample.cpu_utilization = sum(usage) / len(usage) / cores

@@ -51,6 +51,13 @@ def invalid(message: str) -> ApplicationError:
     return ApplicationError(message, type="ValidationFailed", non_retryable=True)
 
 
+def serving_release(endpoint: EndpointRow) -> str:
+    """The release whose replicas serve the endpoint now (the latest generation a rolling update finished)."""
+    if endpoint.deployed:
+        return endpoint.deployed["spec"]["release"]
+    return release_name(endpoint.id)
+
+
 def generation_release(endpoint_id: UUID, generation: int) -> str:
     """The first generation keeps the endpoint's release name; each rolling update runs the next under its own."""
     return release_name(endpoint_id, None if generation == 1 else f"g{generation}")

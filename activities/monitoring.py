@@ -14,7 +14,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.endpoints import release_name
+from activities.endpoints import serving_release
 from budsim.calibration import calibrate, group_of
 from budsim.errors import InvalidRequest
 from budsim.predictor import predict
@@ -112,7 +112,7 @@ class MonitoringActivities:
                 raise ApplicationError(f"endpoint {request.endpoint_id} no longer exists", non_retryable=True)
             model = await models.get_model(conn, endpoint.model_id)
         window_end = datetime.now(timezone.utc)
-        promql = queries(release_name(endpoint.id), f"{request.window_s}s")
+        promql = queries(serving_release(endpoint), f"{request.window_s}s")
         values = await asyncio.gather(*(self._query(query) for query in promql.values()))
         metrics = LiveMetrics(**dict(zip(promql, values)))
         expectation = await self._expectation(endpoint, model, metrics)
