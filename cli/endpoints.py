@@ -464,18 +464,38 @@ METRIC_ROWS = (  # (label, field of the monitoring's metrics, unit, digits)
 )
 
 
+GPU_ROWS = (("GPUs reporting", "gpus", "", 0), ("utilization", "utilization_percent", "%", 0),
+            ("memory used", "memory_used_mib", "MiB", 0), ("memory free", "memory_free_mib", "MiB", 0),
+            ("power", "power_w", "W", 0))
+
+
 def _measured(value, unit: str, digits: int) -> str:
-    return NOT_MEASURED if value is None else f"{value:.{digits}f} {unit}"
+    """A figure with its unit; None (or the API's own "not measured") as "not measured"."""
+    if value is None or isinstance(value, str):
+        return value or NOT_MEASURED
+    return f"{value:.{digits}f} {unit}".rstrip()
 
 
 def _alert_text(alert) -> str:
-    """An alert as the monitoring lists it: a name, or an object with a name and its details."""
+    """An alert as the API lists it: Prometheus's (name, severity, summary) or the monitoring's name."""
     if not isinstance(alert, dict):
         return str(alert)
-    name = alert.get("name") or alert.get("alertname") or alert.get("labels", {}).get("alertname") or "alert"
-    detail = alert.get("summary") or alert.get("message") or alert.get("annotations", {}).get("summary") or ""
-    state = alert.get("state")
-    return " ".join(part for part in (name, f"({state})" if state else "", detail) if part)
+    severity = f" [{alert['severity']}]" if alert.get("severity") else ""
+    return f"{alert.get('name') or '?'}{severity}" + (f": {alert['summary']}" if alert.get("summary") else "")
+
+
+def _alerts_lines(metrics: dict, monitoring: dict | None) -> list[str]:
+    """Firing (and pending) alerts: Prometheus's rules where the API asked it, else the monitoring's own."""
+    prometheus = metrics.get("alerts")
+    if prometheus:
+        lines = ["alerts firing: " + ("; ".join(_alert_text(a) for a in prometheus.get("firing") or []) or "none")]
+        if prometheus.get("pending"):
+            lines.append("alerts pending: " + "; ".join(_alert_text(a) for a in prometheus["pending"]))
+        if prometheus.get("error"):
+            lines.append(f"alerts not read: {prometheus['error']}")
+        return lines
+    alerts = (monitoring or {}).get("alerts") or []
+    return ["alerts firing: " + (", ".join(_alert_text(a) for a in alerts) if alerts else "none")]
 
 
 def print_metrics(endpoint: dict, metrics: dict) -> None:
@@ -493,22 +513,27 @@ def print_metrics(endpoint: dict, metrics: dict) -> None:
                       f"{state.get('message') or ', '.join(state.get('reasons') or []) or '-'}",
                       markup=False, soft_wrap=True)
     monitoring = metrics.get("monitoring")
-    if not monitoring:
-        console.print(f"  {NOT_MEASURED} yet: the monitoring schedule has not observed it "
+    if monitoring:
+        live, expectation = monitoring.get("metrics") or {}, monitoring.get("expectation") or {}
+        predicted = {"ttft_p50_ms": expectation.get("predicted_ttft_ms"),
+                     "tpot_p50_ms": expectation.get("predicted_tpot_ms")}
+        table = Table("metric", "measured", "predicted", title=f"over the last {monitoring.get('window_s')} s")
+        for label, field, unit, digits in METRIC_ROWS:
+            table.add_row(label, _measured(live.get(field), unit, digits),
+                          "-" if predicted.get(field) is None else _measured(predicted[field], unit, digits))
+        console.print(table)
+    else:
+        console.print(f"  serving metrics {NOT_MEASURED} yet: the monitoring schedule has not observed it "
                       f"(`bud endpoints metrics {endpoint['name']} --refresh` observes it now)", markup=False,
                       soft_wrap=True)
-        return
-    live, expectation = monitoring.get("metrics") or {}, monitoring.get("expectation") or {}
-    predicted = {"ttft_p50_ms": expectation.get("predicted_ttft_ms"), "tpot_p50_ms": expectation.get("predicted_tpot_ms")}
-    table = Table("metric", "measured", "predicted", title=f"over the last {monitoring.get('window_s')} s")
-    for label, field, unit, digits in METRIC_ROWS:
-        table.add_row(label, _measured(live.get(field), unit, digits),
-                      "-" if predicted.get(field) is None else f"{predicted[field]:.{digits}f} {unit}")
-    console.print(table)
-    alerts = monitoring.get("alerts") or []
-    console.print("alerts firing: " + (", ".join(_alert_text(a) for a in alerts) if alerts else "none"),
-                  markup=False, soft_wrap=True)
-    if monitoring.get("reoptimize_because"):
+    if metrics.get("gpu"):
+        gpus = Table("GPUs now (DCGM)", "measured")
+        for label, field, unit, digits in GPU_ROWS:
+            gpus.add_row(label, _measured(metrics["gpu"].get(field), unit, digits))
+        console.print(gpus)
+    for line in _alerts_lines(metrics, monitoring):
+        console.print(line, markup=False, soft_wrap=True)
+    if monitoring and monitoring.get("reoptimize_because"):
         console.print("re-optimization advised: " + "; ".join(monitoring["reoptimize_because"]), markup=False,
                       soft_wrap=True)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import typer
 
+from cli.app import command_group
 from cli.tables import console as _console
 from cli.tables import print_table
 
-app = typer.Typer(help="Create, list and revoke inference keys.", no_args_is_help=True)
+app = command_group("Create, list and revoke inference keys.")
 JsonOption = typer.Option(False, "--json", help="print the API's JSON answer instead of a table")
 
 
