@@ -70,3 +70,11 @@ async def test_expired_and_malformed_sign_in_codes_are_refused(anon_api, setting
     assert malformed.status_code == 422 and malformed.json()["error"]["message"].startswith("code: ")
     too_long = await anon_api.post("/ui/login", json={"code": "a" * 201})
     assert too_long.status_code == 422 and "code" in too_long.json()["error"]["message"]
+
+
+async def test_metrics_series_refuses_bad_ranges_and_unknown_endpoints(api):
+    unknown = "00000000-0000-0000-0000-000000000000"
+    assert (await api.get(f"/api/endpoints/{unknown}/metrics/series")).status_code == 404
+    for minutes in (0, 1441, "x"):
+        refused = await api.get(f"/api/endpoints/{unknown}/metrics/series?minutes={minutes}")
+        assert refused.status_code == 422 and "minutes" in refused.json()["error"]["message"], refused.text

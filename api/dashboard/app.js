@@ -7,7 +7,7 @@ const POLL_MS = 2000;
 const state = {
   token: localStorage.getItem("bud-token") || "", projectId: null, temporalUi: "", namespace: "default",
   tab: localStorage.getItem("bud-tab") || "endpoints", endpointId: null, modelId: null, routeName: null,
-  minutes: 15, usageHours: 24, progress: {}, lastSeriesAt: 0, renderedRecommendation: "",
+  minutes: 5, usageHours: 24, progress: {}, lastSeriesAt: 0, renderedRecommendation: "",
 };
 const $ = (selector, root = document) => root.querySelector(selector);
 const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
