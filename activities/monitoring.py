@@ -167,7 +167,9 @@ class MonitoringActivities:
         async with self.pool.acquire() as conn:
             rows = await group_measurements(conn, endpoint.project_id, model.id, facts, gpu_type, endpoint.runtime)
         try:
-            calibration = await asyncio.to_thread(calibrate, group_of(rows[0].point, model.name), rows) if rows else None
+            calibration = None
+            if rows:
+                calibration = await asyncio.to_thread(calibrate, group_of(rows[0].point, model.name), rows)
             p = await asyncio.to_thread(predict, facts, gpu_type, serving, workload, None, calibration)
         except (InvalidRequest, ValueError):
             return fallback

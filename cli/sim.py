@@ -254,8 +254,8 @@ def recommend(
         architecture = _load_model(model)
         group_calibration = None
         if calibration_csv is not None:
-            group_calibration = _calibration_for(_calibrations(calibration_csv, quiet=as_json), calibration_csv, model, gpu,
-                                                 runtime, architecture)
+            calibrations = _calibrations(calibration_csv, quiet=as_json)
+            group_calibration = _calibration_for(calibrations, calibration_csv, model, gpu, runtime, architecture)
         request = OptimizationRequest(
             model=architecture,
             gpu_type=gpu,

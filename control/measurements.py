@@ -210,7 +210,7 @@ def calibration_measurement(row, facts, gpu_type: str):
     config = ServingConfig(
         tensor_parallel_size=row.tp, pipeline_parallel_size=row.pp,
         max_num_seqs=row.max_num_seqs or row.concurrency,
-        max_num_batched_tokens=row.max_num_batched_tokens or ServingConfig.model_fields["max_num_batched_tokens"].default,
+        max_num_batched_tokens=row.max_num_batched_tokens or ServingConfig().max_num_batched_tokens,
         runtime=row.runtime)
     workload = Workload(input_tokens=row.input_tokens, output_tokens=row.output_tokens, concurrency=row.concurrency)
     return Measurement(serving_point(facts, get_gpu(gpu_type), config, workload), row.ttft_p50_ms, row.tpot_p50_ms,

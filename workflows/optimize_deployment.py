@@ -44,7 +44,8 @@ class OptimizeDeployment:
         try:
             if request.calibrate_from is not None:  # runs started before calibration existed carry no source
                 search = await workflow.execute_activity_method(
-                    OptimizerActivities.calibrate_search, CalibrateSearch(request=search, source=request.calibrate_from),
+                    OptimizerActivities.calibrate_search,
+                    CalibrateSearch(request=search, source=request.calibrate_from),
                     **SEARCH_STEP)
             state = await workflow.execute_activity_method(OptimizerActivities.start_search, search, **SEARCH_STEP)
             self._generation = state.generation
