@@ -240,7 +240,9 @@ def test_ingress_and_service_monitor_point_at_the_service() -> None:
     monitor = manifests["ServiceMonitor/ep-test"]
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
-    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+    # Its series carry release=<release>: what the alert rules and Grafana dashboards select on.
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s",
+                                             "relabelings": [{"targetLabel": "release", "replacement": "ep-test"}]}]
     assert monitor["spec"]["selector"]["matchLabels"] == manifests["Service/ep-test"]["spec"]["selector"]
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["bud-endpoints"]}
 
