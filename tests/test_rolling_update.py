@@ -220,6 +220,34 @@ async def test_without_a_spare_gpu_one_replica_is_refused_and_two_are_replaced_i
             await wait_endpoint(api, ep, lambda e: e["status"] in ("DELETED", "GONE"), timeout=90)
 
 
+@pytest.mark.timeout(600)
+async def test_revert_during_a_rolling_update_stops_it_and_goes_back_with_a_replica_serving(
+    api, control_worker, gateway, model, cluster_id, state_dir
+) -> None:
+    endpoint = await running_endpoint(api, model["id"], cluster_id)
+    endpoint_id, name, headers = endpoint["id"], endpoint["name"], inference_key_headers(state_dir)
+    await configure_manual(api, endpoint_id, replicas=1, max_num_seqs=16)
+    await wait_for_route(gateway, name, headers)
+    stop, tally, loops = await streaming_load(gateway, name, headers, clients=6)
+    await asyncio.sleep(1.0)
+    await deploy(api, endpoint_id)
+    await wait_endpoint(api, endpoint_id, lambda e: "step 1/" in (e["step"] or ""))
+    reverting = await api.post(f"/api/endpoints/{endpoint_id}/revert")
+    assert reverting.status_code == 202, reverting.text
+    assert reverting.json()["pending_config"] is None  # the serving configuration is the endpoint's again
+    done = await settled_update(api, endpoint_id)
+    stop.set()
+    await asyncio.gather(*loops)
+    print(f"revert during a rolling update under load: {tally.sent} streams, {len(tally.failures)} failed")
+    assert tally.failures == [], tally.failures[:5]
+    assert done["rollout"]["status"] == "REVERTED" and done["error"] is None, done["rollout"]
+    assert done["deployment"]["generation"] == 1 and done["deployment"]["config"]["max_num_seqs"] == 8
+    processes = runtime_processes(name)
+    assert len(processes) == 1 and processes[0].cmdline()[processes[0].cmdline().index("--max-num-seqs") + 1] == "8"
+    assert (await api.delete(f"/api/endpoints/{endpoint_id}")).status_code == 202
+    await wait_endpoint(api, endpoint_id, lambda e: e["status"] in ("DELETED", "GONE"), timeout=90)
+
+
 async def test_a_gateway_stuck_behind_bounds_the_publish_wait_and_the_deploy_ends_running(
     api, control_worker, gateway, model, cluster_id, db_pool
 ) -> None:
