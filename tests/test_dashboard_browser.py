@@ -207,6 +207,8 @@ async def test_sign_in_deploy_shift_and_abort_from_the_browser(
                 assert answer.status_code == 200, answer.text
         await browser("wait_text", '#ep-monitoring figure[data-metric="replicas"] figcaption', "1 replicas", timeout=60)
         await browser("wait_text", '#ep-monitoring figure[data-metric="throughput"] figcaption', "tokens/s", timeout=60)
+        monitoring = await browser("wait_text", "#ep-monitoring", "Alerts now")
+        assert "from Prometheus's rules" in monitoring and "not read" not in monitoring, monitoring
         await browser("shot", "03-endpoint-monitoring", "#ep-monitoring")
         await browser("full_shot", "04-endpoint-page")
 

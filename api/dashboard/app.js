@@ -368,12 +368,26 @@ async function refreshMonitoring(e) {
   } catch (error) {
     charts = `<p class="alert">Charts unavailable: ${esc(error.message)}</p>`;
   }
+  let live = null;
+  try { live = await api("GET", `/api/endpoints/${e.id}/metrics`); } catch (error) { live = { error: error.message }; }
   const metrics = m?.metrics || {};
+  const alertItem = (a) => `<li class="${a.state === "firing" ? "alert" : "warn"}"><b>${esc(a.name)}</b> ${esc(a.state)}${a.severity ? ` (${esc(a.severity)})` : ""}
+    ${a.summary ? `: ${esc(a.summary)}` : ""}${a.active_since ? ` <small>since ${when(a.active_since)}</small>` : ""}</li>`;
+  const promAlerts = live?.alerts;
+  const gpu = live?.gpu;
+  const mib = (value) => (typeof value === "number" ? bytes(value * 1024 * 1024) : "not measured");
+  const gpuText = (value, unit) => (value === "not measured" || value === null || value === undefined ? "not measured" : `${formatNumber(value)} ${unit}`);
   box.innerHTML = `<h4>Monitoring <small>last ${state.minutes} minutes from Prometheus; dashed lines are alert thresholds</small>
       <select data-action="minutes">${[5, 15, 60, 360].map((v) => `<option value="${v}" ${v === state.minutes ? "selected" : ""}>${v} min</option>`).join("")}</select></h4>
     ${charts}
     <div class="columns">
-      <div><h5>Alerts</h5>${m ? `<ul>${(m.alerts || []).map((a) => `<li class="alert">${esc(a)}</li>`).join("") || '<li class="ok">no alert firing</li>'}</ul>` : "<p>No observation yet: Observe now, or wait for the schedule.</p>"}
+      <div><h5>Alerts now <small>from Prometheus's rules</small></h5>
+        ${promAlerts ? `<ul>${[...promAlerts.firing, ...promAlerts.pending].map(alertItem).join("") || '<li class="ok">none firing or pending</li>'}</ul>
+          ${promAlerts.error ? `<p class="alert">${esc(promAlerts.error)}</p>` : ""}` : `<p><small>${esc(live?.error || "not read")}</small></p>`}
+        ${gpu ? `<h5>GPUs now <small>DCGM</small></h5><dl class="facts"><dt>GPUs</dt><dd>${gpuText(gpu.gpus, "")}</dd>
+          <dt>utilization</dt><dd>${gpuText(gpu.utilization_percent, "%")}</dd><dt>memory</dt><dd>${mib(gpu.memory_used_mib)} used, ${mib(gpu.memory_free_mib)} free</dd>
+          <dt>power</dt><dd>${gpuText(gpu.power_w, "W")}</dd></dl>` : ""}
+        <h5>Alerts of the last observation</h5>${m ? `<ul>${(m.alerts || []).map((a) => `<li class="alert">${esc(a)}</li>`).join("") || '<li class="ok">no alert firing</li>'}</ul>` : "<p>No observation yet: Observe now, or wait for the schedule.</p>"}
         ${m?.error ? `<p class="alert">Last observation failed: ${esc(m.error)}</p>` : ""}</div>
       ${m ? `<div><h5>Last observation <small>${when(m.at)}, over ${m.window_s} s</small></h5><dl class="facts">
         <dt>TTFT</dt><dd>p50 ${ms(metrics.ttft_p50_ms)}, p99 ${ms(metrics.ttft_p99_ms)} (predicted ${ms(m.expectation?.predicted_ttft_ms)})</dd>
