@@ -66,6 +66,7 @@ async def test_clusters_by_name(api, api_url, admin_token, control_worker):
     assert unknown.exit_code == 1 and "no cluster named 'no-such-cluster'" in unknown.output
 
 
+@pytest.mark.timeout(900)  # two deploys and four shifts: over 300 s on a loaded machine
 async def test_routes_set_shift_abort_and_revert_by_names(
         api, api_url, admin_token, control_worker, optimizer_worker, gateway, model, settings):
     cluster_id = await local_cluster_id(api)
