@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel, Field
 
-from activities.endpoints import release_name
+from control.releases import release_name
 from core.logging import get_logger
 
 log = get_logger(__name__)

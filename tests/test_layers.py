@@ -17,11 +17,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = {"core", "budsim", "registry", "runtime", "gateway", "control", "clusters", "activities", "workflows", "api",
-        "worker", "devstack", "cli", "bench"}
+        "worker", "devstack", "cli", "bench", "monitoring"}
 FOUNDATION = {"core"}
 LIBRARIES = FOUNDATION | {"budsim", "registry"}
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
+    "monitoring": FOUNDATION,  # alert rules and Grafana dashboards, generated from their sources
     "budsim": FOUNDATION,
     "registry": FOUNDATION,
     "runtime": FOUNDATION,
