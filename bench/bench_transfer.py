@@ -2,9 +2,10 @@
 
 Target: transfer >= 80 % of a plain file copy's throughput on loopback; memory constant. The copy is
 made as durable as the transfer (fsync) and both run interleaved several times: this VM's disk writeback swings
-by a factor of several between runs.
+by a factor of several between runs. The object is uploaded through S3 (multipart, as `bud models upload` does), so
+the same bench measures either S3 server the stack can run.
 
-    .venv/bin/python -m bench.bench_transfer [--size-gb 1]
+    .venv/bin/python -m bench.bench_transfer [--size-gb 1] [--object-store seaweedfs|rclone]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from core.objectstore import ObjectStore
 from control.payloads.deployments import TransferFileInput
 from core.settings import Settings
 from devstack import services
+from devstack.s3_seed import upload_folder
 from core.processes import free_port
 
 
@@ -55,18 +57,20 @@ def plain_copy(source: Path, target: Path) -> float:
     return elapsed
 
 
-async def main(size_gb: float, rounds: int) -> None:
+async def main(size_gb: float, rounds: int, object_store: str | None) -> None:
     state = Path(tempfile.mkdtemp(prefix="bud-bench-transfer-"))
     size = int(size_gb * 1e9)
     port = free_port()
-    server = services.s3_server(state, port, "benchkey", "benchsecret").start().wait_healthy()
+    kind = services.object_store_kind(object_store)
+    server = services.s3_server(state, port, "benchkey", "benchsecret", store=kind).start().wait_healthy()
     try:
-        source = state / "s3" / "models" / "bench" / "model.safetensors"
+        source = state / "source" / "model.safetensors"
         source.parent.mkdir(parents=True)
-        sha = write_random(source, size)  # rclone serves the folder: this file is the object models/bench/model.safetensors
-        os.sync()  # the source's own writeback must not land in either measurement
-
+        sha = write_random(source, size)
         settings = Settings(s3_endpoint=f"http://127.0.0.1:{port}", s3_access_key="benchkey", s3_secret_key="benchsecret")
+        upload_folder(settings, source.parent, "models", "bench")  # the object models/bench/model.safetensors
+        os.sync()  # the source's and the upload's writeback must not land in either measurement
+
         process, peak = psutil.Process(), [0.0]
 
         async def sample() -> None:
@@ -77,8 +81,6 @@ async def main(size_gb: float, rounds: int) -> None:
         sampler = asyncio.create_task(sample())
         copy_times, transfer_times = [], []
         async with ObjectStore(settings) as store:
-            # rclone hashes a file that appeared in its folder behind its back (MD5 for the ETag) on first access;
-            # a registered model was read end to end by the scan long before any deploy, so warm that up first.
             await store.head("models", "bench/model.safetensors")
             started = time.perf_counter()
             async for _ in store.stream("models", "bench/model.safetensors"):
@@ -103,7 +105,7 @@ async def main(size_gb: float, rounds: int) -> None:
         shutil.rmtree(state, ignore_errors=True)
     mb = size / 1e6
     copy_s, transfer_s = statistics.median(copy_times), statistics.median(transfer_times)
-    print(f"\n{size_gb:.1f} GB, median of {rounds}: plain file copy + fsync {mb / copy_s:.0f} MB/s "
+    print(f"\n{kind} S3 server, {size_gb:.1f} GB, median of {rounds}: plain file copy + fsync {mb / copy_s:.0f} MB/s "
           f"({', '.join(f'{mb / t:.0f}' for t in copy_times)}); transfer S3 -> model storage with SHA-256 "
           f"verification + fsync {mb / transfer_s:.0f} MB/s ({', '.join(f'{mb / t:.0f}' for t in transfer_times)}): "
           f"{100 * copy_s / transfer_s:.0f} % of the copy (target >= 80 %)")
@@ -116,5 +118,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-gb", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--object-store", choices=services.OBJECT_STORES, default=None,
+                        help="the S3 server to measure (default: BUD_OBJECT_STORE, else the stack's default)")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.size_gb, arguments.rounds))
+    asyncio.run(main(arguments.size_gb, arguments.rounds, arguments.object_store))

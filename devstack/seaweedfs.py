@@ -105,8 +105,9 @@ def seaweedfs_s3_server(state_dir: Path, port: int, access_key: str, secret_key:
         *_socket_flag("filer", root / "filer.sock"),
         "-s3", f"-s3.port={port}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={config_path}",
         *_socket_flag("s3", root / "s3.sock"), "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.iam=false",
-        # As S3 does: writing into a bucket that does not exist fails instead of creating it.
-        "-s3.autoCreateBucket=false",
+        # As S3 does: writing into a bucket that does not exist fails instead of creating it, and a backslash is
+        # part of a key (weed would turn it into a folder separator; the registry refuses such names itself).
+        "-s3.autoCreateBucket=false", "-s3.allowBackslashInKey=true",
     ]
 
     def prepare() -> None:

@@ -101,6 +101,9 @@ def test_multipart_listing_ranges_checksums_and_a_restart_keep_the_objects(weed)
     for key, body in small.items():
         assert s3.put_object(Bucket="models", Key=key, Body=body)["ETag"].strip('"') == hashlib.md5(body).hexdigest()
     s3.put_object(Bucket="other", Key="m/1/elsewhere.json", Body=b"{}")
+    s3.put_object(Bucket="other", Key="m/1/weights\\evil.bin", Body=b"x")  # a backslash stays part of the name
+    assert [item["Key"] for item in s3.list_objects_v2(Bucket="other", Prefix="m/1/")["Contents"]] == [
+        "m/1/elsewhere.json", "m/1/weights\\evil.bin"]
     s3.copy_object(Bucket="models", Key="m/2/config-0.json", CopySource={"Bucket": "models", "Key": "m/1/config-0.json"})
 
     def listing() -> list[str]:
