@@ -49,6 +49,7 @@ STABLE_AFTER_S = 60  # a replica that ran this long before dying counts as healt
 HEALTH_TIMEOUT_S = 5.0  # a replica busy with a burst of streams still answers /health within this
 UNANSWERED_CHECKS = 3  # a replica that answered before counts as hung only after this many failed checks in a row...
 UNANSWERED_FOR_S = 30.0  # ...spread over at least this many seconds
+PROBE_HEARTBEAT_EVERY_S = 2.0  # the registration probe beats this often while its runtime starts (timeout: 10 s)
 STARTS_FILE = "starts.jsonl"
 LOAD_FAILURE = re.compile(r"model load failed \[(?P<reason>[a-z_]+)\]: (?P<message>.*)")
 LOAD_FAILURE_EXPLANATIONS = {  # what a user can do about each way a model fails to load
@@ -476,7 +477,12 @@ class LocalBackend:
         started = time.monotonic()
         process.start()
         try:
-            await asyncio.to_thread(process.wait_healthy)
+            # A runtime can take longer to answer than the heartbeat timeout on a busy host: beat while it starts.
+            healthy = asyncio.ensure_future(asyncio.to_thread(process.wait_healthy))
+            while not healthy.done():
+                heartbeat()
+                await asyncio.wait({healthy}, timeout=PROBE_HEARTBEAT_EVERY_S)
+            await healthy
             elapsed_ms = (time.monotonic() - started) * 1000
             heartbeat()
         finally:

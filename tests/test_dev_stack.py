@@ -149,10 +149,10 @@ def run_stack_scenario(state: Path) -> None:
         by_id = bud(env, "models", "show", model_id)
         assert by_id.returncode == 0 and "AVAILABLE  tiny 2" in by_id.stdout
         ambiguous = bud(env, "models", "show", "tiny")
-        assert ambiguous.returncode == 1 and "'tiny' has versions 1, 2: choose one with --version" in ambiguous.stdout
+        assert ambiguous.returncode == 1 and "'tiny' has versions 1, 2: choose one with --version" in ambiguous.stderr
         unknown = bud(env, "models", "show", "no-such-model")
         assert unknown.returncode == 1, unknown.stdout + unknown.stderr
-        assert "no model named 'no-such-model' in this project" in unknown.stdout
+        assert "no model named 'no-such-model' in this project" in unknown.stderr
 
         # Prometheus scrapes the API and the workers.
         prometheus = env["BUD_PROMETHEUS_URL"]

@@ -86,3 +86,26 @@ async def test_waiting_on_the_release_lock_keeps_the_event_loop_running(tmp_path
         assert (release_dir / "spec.json").exists()
     else:
         assert not release_dir.exists()
+
+
+async def test_the_registration_probe_heartbeats_while_a_slow_runtime_starts(tmp_path, monkeypatch):
+    # A runtime that takes 7 s to answer (a busy host) outlasts nothing if the probe beats while it waits:
+    # RegisterCluster's heartbeat timeout is 10 s, and before this the probe beat only once the runtime answered.
+    import sys
+    import time
+
+    from control.payloads.clusters import ClusterSpec
+
+    backend = LocalBackend(tmp_path)
+    slow_server = ("import http.server, sys, time; time.sleep(7); "
+                   "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), http.server.SimpleHTTPRequestHandler)"
+                   ".serve_forever()")
+    monkeypatch.setattr(backend, "runtime_argv",
+                        lambda model, port, extra=None: [sys.executable, "-c", slow_server, str(port)])
+    beats: list[float] = []
+    started = time.monotonic()
+    facts = await backend.probe(ClusterSpec(name="slow", kind="local", gpus=[{"gpu_type": "nvidia-l4", "count": 1}]),
+                                heartbeat=lambda: beats.append(time.monotonic() - started))
+    assert facts.runtime_smoke_ms >= 7000
+    gaps = [later - earlier for earlier, later in zip([0.0, *beats], beats)]
+    assert len(beats) >= 4 and max(gaps) < 5, beats  # never 5 s without a beat, let alone 10
