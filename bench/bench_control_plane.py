@@ -31,9 +31,8 @@ import asyncpg
 import psutil
 from temporalio.client import Client
 
-from bench.harness import bench_stack
+from bench.harness import bench_stack, register_model
 from devstack.kube import KubeCluster, NodePool, ensure_binaries
-from devstack.s3_seed import upload_folder
 from tests.model_files import write_tiny_llama
 from workflows.ids import deploy_endpoint_workflow_id
 
@@ -191,22 +190,16 @@ async def run_size(stack, db, meter: WorkerMeter, cluster_id: str, project_id: s
 async def run_workers(kube: KubeCluster, workers: int, sizes: list[int], gpus: int, post_concurrency: int,
                       model_dir) -> list[tuple[int, int, dict]]:
     queues = ("bud-control",) * workers + ("bud-optimizer",)
-    async with bench_stack(queues=queues, postgres_settings={"shared_preload_libraries": "pg_stat_statements"},
-                           ) as stack:
+    async with bench_stack(queues=queues, postgres_settings={"shared_preload_libraries": "pg_stat_statements"}) as stack:
         api, settings = stack.api, stack.settings
         db = await asyncpg.connect(settings.database_url)
         await db.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        await asyncio.to_thread(upload_folder, settings, model_dir.path, settings.models_bucket,
-                                "default/bench-model")
-        model = (await api.post("/api/models", json={
-            "name": "bench-model", "architecture": "llama", "parameter_count": model_dir.parameter_count,
-            "context_length": 2048, "source_path": "s3://models/default/bench-model"})).json()
+        model = await register_model(stack, model_dir)
         cluster = (await api.post("/api/clusters", json={
             "name": "bench-kube", "kind": "kubernetes", "kubeconfig": kube.kubeconfig,
             "gpus": [{"gpu_type": "nvidia-h100-80gb", "count": gpus}]})).json()
         async with asyncio.timeout(300):
-            while (await api.get(f"/api/models/{model['id']}")).json()["status"] == "SCANNING" or \
-                    (await api.get(f"/api/clusters/{cluster['id']}")).json()["status"] == "REGISTERING":
+            while (await api.get(f"/api/clusters/{cluster['id']}")).json()["status"] == "REGISTERING":
                 await asyncio.sleep(0.5)
         registered = (await api.get(f"/api/clusters/{cluster['id']}")).json()
         assert registered["status"] == "READY", registered.get("error")

@@ -15,8 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import bench_stack
-from devstack.s3_seed import upload_folder
+from bench.harness import bench_stack, register_model
 from tests.model_files import write_tiny_llama
 
 CONFIG = {"tensor_parallel_size": 1, "pipeline_parallel_size": 1, "max_model_len": 1024, "max_num_seqs": 4}
@@ -52,11 +51,7 @@ async def main(sequential: int, concurrent: int) -> None:
         model_dir = write_tiny_llama(Path(tmp) / "model")
         async with bench_stack(local_gpus=max(sequential, concurrent) + 8) as stack:
             api, settings = stack.api, stack.settings
-            await asyncio.to_thread(upload_folder, settings, model_dir.path, settings.models_bucket, "default/bench-model")
-            model = (await api.post("/api/models", json={
-                "name": "bench-model", "architecture": "llama", "parameter_count": model_dir.parameter_count,
-                "context_length": 2048, "source_path": "s3://models/default/bench-model"})).json()
-            await wait(api, f"/api/models/{model['id']}", lambda m: m["status"] != "SCANNING")
+            model = await register_model(stack, model_dir)
             cluster = await wait(api, "/api/clusters", lambda cs: cs and cs[0]["status"] == "READY")
             cluster_id, project_id = cluster[0]["id"], (await api.get("/api/projects")).json()[0]["id"]
 

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import bench_stack
+from bench.harness import bench_stack, register_model
 from core.processes import free_port
 from devstack import services
-from devstack.s3_seed import upload_folder
 from tests.model_files import write_tiny_llama
 
 CONFIG = {"tensor_parallel_size": 1, "pipeline_parallel_size": 1, "max_model_len": 1024, "max_num_seqs": 8}
@@ -108,12 +107,7 @@ async def main(clients: int) -> None:
                 health_url=f"http://127.0.0.1:{port}/healthz").start().wait_healthy()
             gateway = f"http://127.0.0.1:{port}"
             try:
-                await asyncio.to_thread(upload_folder, settings, model_dir.path, settings.models_bucket,
-                                        "default/bench-model")
-                model = (await api.post("/api/models", json={
-                    "name": "bench-model", "architecture": "llama", "parameter_count": model_dir.parameter_count,
-                    "context_length": 2048, "source_path": "s3://models/default/bench-model"})).json()
-                await wait(api, f"/api/models/{model['id']}", lambda m: m["status"] != "SCANNING")
+                model = await register_model(stack, model_dir)
                 cluster = await wait(api, "/api/clusters", lambda cs: cs and cs[0]["status"] == "READY")
                 project_id = (await api.get("/api/projects")).json()[0]["id"]
                 key = (stack.state / "inference-key").read_text().strip()

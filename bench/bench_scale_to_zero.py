@@ -20,10 +20,9 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import bench_stack
+from bench.harness import bench_stack, register_model
 from core.processes import free_port
 from devstack import services
-from devstack.s3_seed import upload_folder
 from gateway.demand import DemandRecorder
 from tests.model_files import write_tiny_llama
 
@@ -59,12 +58,7 @@ async def main(cycles: int) -> None:
                 stack.state, {"BUD_DATABASE_URL": settings.database_url, "BUD_REDIS_URL": settings.redis_url},
                 health_url=f"http://127.0.0.1:{port}/healthz").start().wait_healthy()
             try:
-                await asyncio.to_thread(upload_folder, settings, model_dir.path, settings.models_bucket,
-                                        "default/bench-model")
-                model = (await api.post("/api/models", json={
-                    "name": "bench-model", "architecture": "llama", "parameter_count": model_dir.parameter_count,
-                    "context_length": 2048, "source_path": "s3://models/default/bench-model"})).json()
-                await wait(api, f"/api/models/{model['id']}", lambda m: m["status"] != "SCANNING")
+                model = await register_model(stack, model_dir)
                 cluster = await wait(api, "/api/clusters", lambda cs: cs and cs[0]["status"] == "READY")
                 project_id = (await api.get("/api/projects")).json()[0]["id"]
                 endpoint = (await api.post("/api/endpoints", json={

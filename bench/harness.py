@@ -77,3 +77,20 @@ async def bench_stack(local_gpus: int = 8, queues: tuple[str, ...] = ("bud-contr
         for process in reversed(processes):
             process.stop()
         shutil.rmtree(state, ignore_errors=True)
+
+
+async def register_model(stack: BenchStack, model_dir, name: str = "bench-model") -> dict:
+    """Upload a generated model folder into the default project's key space, register it and wait out its scan."""
+    import asyncio
+
+    from devstack.s3_seed import upload_folder
+
+    settings, api = stack.settings, stack.api
+    await asyncio.to_thread(upload_folder, settings, model_dir.path, settings.models_bucket, f"default/{name}")
+    model = (await api.post("/api/models", json={
+        "name": name, "architecture": "llama", "parameter_count": model_dir.parameter_count,
+        "context_length": 2048, "source_path": f"s3://models/default/{name}"})).json()
+    async with asyncio.timeout(600):
+        while (model := (await api.get(f"/api/models/{model['id']}")).json())["status"] == "SCANNING":
+            await asyncio.sleep(0.05)
+    return model
