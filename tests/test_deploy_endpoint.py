@@ -261,13 +261,16 @@ async def test_a_replica_restarted_on_another_port_keeps_serving_through_the_gat
     async with db_pool.acquire() as conn:
         old_url = await conn.fetchval("SELECT url FROM endpoint_replicas WHERE endpoint_id = $1", endpoint["id"])
     squatter = socket.socket()
-    # Holding the release's lock keeps the supervisor away until the port is taken.
-    with worker_clients.local_backend._locked(f"ep-{endpoint['id'][:8]}"):
-        replica.kill()
-        replica.wait(10)
-        squatter.bind(("127.0.0.1", int(old_url.rsplit(":", 1)[1])))
-        squatter.listen()
+    # The killed replica's connections leave the port in TIME_WAIT; a listening squatter still takes it from the
+    # runtime (SO_REUSEADDR allows a bind over TIME_WAIT, never beside a listener).
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
+        # Holding the release's lock keeps the supervisor away until the port is taken.
+        with worker_clients.local_backend._locked(f"ep-{endpoint['id'][:8]}"):
+            replica.kill()
+            replica.wait(10)
+            squatter.bind(("127.0.0.1", int(old_url.rsplit(":", 1)[1])))
+            squatter.listen()
         async with asyncio.timeout(30):
             while (new_url := await db_pool.fetchval(
                     "SELECT url FROM endpoint_replicas WHERE endpoint_id = $1", endpoint["id"])) == old_url:
@@ -288,7 +291,7 @@ async def test_a_replica_restarted_on_another_port_keeps_serving_through_the_gat
                 await asyncio.sleep(0.3)
     finally:
         squatter.close()
-    await delete(api, endpoint["id"])
+        await delete(api, endpoint["id"])
 
 
 async def test_model_load_failure_is_explained_and_kept_on_request(api, control_worker, optimizer_worker, model,

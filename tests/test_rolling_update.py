@@ -177,6 +177,21 @@ async def test_a_new_generation_that_fails_warm_up_is_rolled_back_and_the_old_ke
     await wait_endpoint(api, endpoint_id, lambda e: e["status"] in ("DELETED", "GONE"), timeout=90)
 
 
+async def hold_all_gpus_but(db_pool, cluster_id: str, holder_id: str, gpu_type: str, left_for_endpoint: int) -> None:
+    """Reserve for the holder every GPU of the type that no other endpoint holds, but `left_for_endpoint`.
+
+    Counted from the cluster rather than assumed: the cluster is shared with the session's other tests."""
+    async with db_pool.acquire() as conn:
+        total = sum(pool["count"] for pool in await conn.fetchval("SELECT gpus FROM clusters WHERE id = $1", cluster_id)
+                    if pool["gpu_type"] == gpu_type)
+        held_elsewhere = await conn.fetchval(
+            "SELECT COALESCE(sum(count), 0) FROM gpu_reservations WHERE cluster_id = $1 AND gpu_type = $2 "
+            "AND endpoint_id <> $3", cluster_id, gpu_type, holder_id)
+        in_use_by_endpoint = 1  # the endpoint under test runs one replica of one GPU
+        await endpoint_store.reserve_gpus(conn, cluster_id, holder_id, gpu_type,
+                                          total - (held_elsewhere - in_use_by_endpoint) - left_for_endpoint)
+
+
 @pytest.mark.timeout(600)  # several rollouts, each draining under load, on a loaded machine
 async def test_without_a_spare_gpu_one_replica_is_refused_and_two_are_replaced_in_place(
     api, control_worker, gateway, model, cluster_id, state_dir, db_pool
@@ -184,9 +199,8 @@ async def test_without_a_spare_gpu_one_replica_is_refused_and_two_are_replaced_i
     endpoint = await running_endpoint(api, model["id"], cluster_id)
     endpoint_id, name, headers = endpoint["id"], endpoint["name"], inference_key_headers(state_dir)
     holder = await running_endpoint(api, model["id"], cluster_id)  # another tenant holding the other GPUs
-    async with db_pool.acquire() as conn:
-        await endpoint_store.reserve_gpus(conn, cluster_id, holder["id"], endpoint["deployment"]["resources"]["gpu_type"],
-                                          7)
+    gpu_type = endpoint["deployment"]["resources"]["gpu_type"]
+    await hold_all_gpus_but(db_pool, cluster_id, holder["id"], gpu_type, left_for_endpoint=1)
     try:
         await configure_manual(api, endpoint_id, replicas=1, max_num_seqs=16)
         refused = await api.post(f"/api/endpoints/{endpoint_id}/deploy")
@@ -194,9 +208,8 @@ async def test_without_a_spare_gpu_one_replica_is_refused_and_two_are_replaced_i
         unchanged = (await api.get(f"/api/endpoints/{endpoint_id}")).json()
         assert unchanged["status"] == "RUNNING" and unchanged["deployment"]["config"]["max_num_seqs"] == 8
 
-        async with db_pool.acquire() as conn:  # 2 GPUs for this endpoint, none spare
-            await endpoint_store.reserve_gpus(conn, cluster_id, holder["id"],
-                                              endpoint["deployment"]["resources"]["gpu_type"], 6)
+        # 2 GPUs for this endpoint, none spare
+        await hold_all_gpus_but(db_pool, cluster_id, holder["id"], gpu_type, left_for_endpoint=2)
         response = await api.post(f"/api/endpoints/{endpoint_id}/scale", json={"replicas": 2})
         assert response.status_code == 202, response.text
         await wait_endpoint(api, endpoint_id, lambda e: e["step"] == "running" and e["deployment"]["ready_replicas"] == 2)
