@@ -18,7 +18,11 @@ requests, so that p99 rests on 20 or more samples; the figures say when it does 
 At the end the gateway's own counters say whether Redis failed during the run (limits fail open then, and the run
 did not measure them).
 
-    .venv/bin/python -m bench.bench_gateway [--concurrency 100] [--phase-s 5] [--rounds 4] [--plain]
+With --gateways N it runs N gateway processes sharing the key table, the Redis limits and the usage table, as
+the chart's gateway replicas do, and spreads the streams over them as a Service would; CPU and counters are
+their sums.
+
+    .venv/bin/python -m bench.bench_gateway [--concurrency 100] [--phase-s 5] [--rounds 4] [--plain] [--gateways 1]
 """
 
 from __future__ import annotations
@@ -117,14 +121,16 @@ class StreamClient:
 KEY = ""  # the inference key the clients send (the runtime ignores it; the gateway checks it)
 
 
-async def run_phase(port: int, concurrency: int, seconds: float, max_tokens: int, spread_s: float) -> Samples:
+async def run_phase(ports: list[int], concurrency: int, seconds: float, max_tokens: int, spread_s: float) -> Samples:
     """`concurrency` closed-loop streams for `seconds`. Stream starts are spread over `spread_s` (one request's
-    duration) so the streams do not all arrive, and then tick, in lock-step."""
+    duration) so the streams do not all arrive, and then tick, in lock-step. Stream i goes to ports[i % len(ports)]
+    (several gateway replicas behind a balancer)."""
     samples = Samples()
     deadline = time.perf_counter() + seconds
 
     async def worker(index: int) -> None:
         await asyncio.sleep(spread_s * index / concurrency)
+        port = ports[index % len(ports)]
         client = StreamClient(port, max_tokens, KEY)
         connecting = True  # the request that opens the connection is not timed (see the module docstring)
         try:
@@ -173,30 +179,35 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 async def measure(
-    args: argparse.Namespace, runtime: ManagedProcess, gateway: ManagedProcess, runtime_port: int, gateway_port: int
+    args: argparse.Namespace, runtime: ManagedProcess, gateways: list[ManagedProcess], runtime_port: int,
+    gateway_ports: list[int],
 ) -> Result:
     spread_s = (args.ttft_ms + args.max_tokens * args.tpot_ms) / 1000
     # Warm both paths (connections, code paths) before timing anything.
-    await run_phase(runtime_port, args.concurrency, 1.0, args.max_tokens, spread_s)
-    warm = await run_phase(gateway_port, args.concurrency, 1.0, args.max_tokens, spread_s)
+    await run_phase([runtime_port], args.concurrency, 1.0, args.max_tokens, spread_s)
+    warm = await run_phase(gateway_ports, args.concurrency, 1.0, args.max_tokens, spread_s)
     args.warm_requests = len(warm.ttft_ms) + warm.errors + warm.untimed
     totals = {"direct": Samples(), "gateway": Samples()}
     deltas: dict[str, list[float]] = {"ttft_p50": [], "ttft_p99": [], "e2e_p50": [], "e2e_p99": []}
     cpu = {"runtime": 0.0, "gateway": 0.0, "client": 0.0}
     gateway_wall = 0.0
-    assert runtime.pid is not None and gateway.pid is not None
+    assert runtime.pid is not None and all(gateway.pid is not None for gateway in gateways)
+
+    def gateways_cpu_seconds() -> float:
+        return sum(process_cpu_seconds(gateway.pid) for gateway in gateways)  # type: ignore[arg-type]
+
     for round_index in range(args.rounds):
         phases: dict[str, Samples] = {}
         # Alternate the order each round so neither side always runs right after the other.
-        order = [("direct", runtime_port), ("gateway", gateway_port)]
-        for name, port in order if round_index % 2 == 0 else order[::-1]:
-            before = (process_cpu_seconds(runtime.pid), process_cpu_seconds(gateway.pid), time.process_time())
+        order = [("direct", [runtime_port]), ("gateway", gateway_ports)]
+        for name, ports in order if round_index % 2 == 0 else order[::-1]:
+            before = (process_cpu_seconds(runtime.pid), gateways_cpu_seconds(), time.process_time())
             started = time.perf_counter()
-            phases[name] = phase = await run_phase(port, args.concurrency, args.phase_s, args.max_tokens, spread_s)
+            phases[name] = phase = await run_phase(ports, args.concurrency, args.phase_s, args.max_tokens, spread_s)
             if name == "gateway":
                 gateway_wall += time.perf_counter() - started
                 cpu["runtime"] += process_cpu_seconds(runtime.pid) - before[0]
-                cpu["gateway"] += process_cpu_seconds(gateway.pid) - before[1]
+                cpu["gateway"] += gateways_cpu_seconds() - before[1]
                 cpu["client"] += time.process_time() - before[2]
             totals[name].ttft_ms += phase.ttft_ms
             totals[name].e2e_ms += phase.e2e_ms
@@ -220,11 +231,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4, help="direct+gateway phase pairs, alternated")
     parser.add_argument("--plain", action="store_true",
                         help="the proxy alone (--auth none: no keys, limits or metering), to see what those cost")
+    parser.add_argument("--gateways", type=int, default=1,
+                        help="gateway replicas sharing the keys, limits and usage, the streams spread over them")
     args = parser.parse_args()
 
     logs = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     logs.chmod(0o755)  # PostgreSQL runs as its own user when we are root
-    gateway_port, pg_port, redis_port = free_port(), free_port(), free_port()
+    gateway_ports = [free_port() for _ in range(args.gateways)]
+    pg_port, redis_port = free_port(), free_port()
     password = secrets.token_urlsafe(24)
     database_url = f"postgresql://bud:{password}@127.0.0.1:{pg_port}/bud"
     redis_url = f"redis://:{password}@127.0.0.1:{redis_port}/0"
@@ -235,17 +249,20 @@ def main() -> int:
     runtime = sim_runtime_process(MODEL, logs, runtime_flags, name="runtime", startup_timeout_s=30)
     runtime_port = int(runtime.url.rsplit(":", 1)[1])
     routes = logs / "routes.json"
-    gateway_argv = [sys.executable, "-m", "gateway", "--port", str(gateway_port), "--routes-file", str(routes)]
+    gateway_argv = [sys.executable, "-m", "gateway", "--routes-file", str(routes), "--log-level", "warning"]
     if args.plain:
         gateway_argv += ["--auth", "none"]
-    gateway = ManagedProcess(
-        "gateway",
-        [*gateway_argv, "--log-level", "warning"],
-        logs / "gateway.log",
-        healthy=lambda: http_ok(f"http://127.0.0.1:{gateway_port}/healthz"),
-        env={"BUD_DATABASE_URL": database_url, "BUD_REDIS_URL": redis_url, "BUD_STATE_DIR": str(logs)},
-        startup_timeout_s=30,
-    )
+    gateways = [
+        ManagedProcess(
+            f"gateway-{index}",
+            [*gateway_argv, "--port", str(port)],
+            logs / f"gateway-{index}.log",
+            healthy=lambda port=port: http_ok(f"http://127.0.0.1:{port}/healthz"),  # type: ignore[misc]
+            env={"BUD_DATABASE_URL": database_url, "BUD_REDIS_URL": redis_url, "BUD_STATE_DIR": str(logs)},
+            startup_timeout_s=30,
+        )
+        for index, port in enumerate(gateway_ports)
+    ]
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     try:
@@ -258,21 +275,25 @@ def main() -> int:
         backend = {"endpoint_id": "bench", "weight": 1, "replicas": [runtime.url]}
         routes.write_text(json.dumps({"routes": {MODEL: {"project_id": project_id, "backends": [backend]}}}))
         redis.wait_healthy()
-        gateway.start()
+        for gateway in gateways:
+            gateway.start()
         runtime.wait_healthy()
-        gateway.wait_healthy()
+        for gateway in gateways:
+            gateway.wait_healthy()
         try:
             import uvloop
 
             uvloop.install()
         except ImportError:
             pass
-        result = asyncio.run(measure(args, runtime, gateway, runtime_port, gateway_port))
-        counters = gateway_counters(gateway_port)
-        gateway.stop()  # SIGTERM: the buffered usage rows are written before it exits
+        result = asyncio.run(measure(args, runtime, gateways, runtime_port, gateway_ports))
+        counters = gateway_counters(gateway_ports)
+        for gateway in gateways:
+            gateway.stop()  # SIGTERM: the buffered usage rows are written before it exits
         rows = asyncio.run(_usage_rows(database_url))
     finally:
-        gateway.stop()
+        for gateway in gateways:
+            gateway.stop()
         runtime.stop()
         redis.stop()
         postgres.stop()
@@ -281,7 +302,8 @@ def main() -> int:
     direct, via = result.totals["direct"], result.totals["gateway"]
     print(
         f"gateway added latency: {args.concurrency} concurrent streams, {args.max_tokens} tokens each, "
-        f"sim ttft {args.ttft_ms:g} ms / tpot {args.tpot_ms:g} ms, {args.rounds}x{args.phase_s:g} s per side"
+        f"sim ttft {args.ttft_ms:g} ms / tpot {args.tpot_ms:g} ms, {args.rounds}x{args.phase_s:g} s per side, "
+        f"{args.gateways} gateway process{'es' if args.gateways > 1 else ''}"
     )
     print(f"{'path':<10} {'reqs':>6} {'errs':>4}  {'ttft p50':>8} {'ttft p99':>8}  {'e2e p50':>8} {'e2e p99':>8}  (ms)")
     print(row("direct", direct))
@@ -326,10 +348,12 @@ def main() -> int:
     return 0 if direct.errors == 0 and via.errors == 0 and rows == sent else 1
 
 
-def gateway_counters(port: int) -> dict[str, float]:
-    """The gateway's Prometheus counters, summed over their labels."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
+def gateway_counters(ports: list[int]) -> dict[str, float]:
+    """The gateways' Prometheus counters, summed over their labels and the gateways."""
+    text = ""
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text += response.read().decode() + "\n"
     totals: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("#") or not line.strip():

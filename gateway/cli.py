@@ -9,6 +9,7 @@ limits or metering: only for a gateway on a private network in front of a routes
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import sys
@@ -93,5 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     app = build_app(args)
     server = uvicorn.Server(uvicorn_config(app, args.host, args.port, args.log_level))
+    # The ~70,000 objects of the imports live as long as the process: kept out of the collector's full passes,
+    # which otherwise scan them all (40-70 ms measured here) while every stream in flight waits.
+    gc.collect()
+    gc.freeze()
     server.run()
     return 0 if server.started else 3
