@@ -1,6 +1,7 @@
 """`bud endpoints list|create|show|config|deploy|scale|delete`: endpoints by name or id, each with `--json` (the
 API's JSON as it answered). Exit codes: 0 done, 1 the API refused (its message printed), 2 a usage error, 3 a
-followed deploy ended FAILED. Heavy packages load inside the commands, so `bud --help` stays fast."""
+followed deploy ended FAILED or its rolling update was rolled back. Heavy packages load inside the commands, so
+`bud --help` stays fast."""
 
 from __future__ import annotations
 
@@ -23,13 +24,84 @@ EndpointArg = typer.Argument(..., help="endpoint name or id")
 
 
 def _colour(status: str) -> str:
-    return {"RUNNING": "green", "FAILED": "red", "DELETED": "red", "DELETING": "yellow"}.get(status, "yellow")
+    return {"RUNNING": "green", "FAILED": "red", "DELETED": "red", "DELETING": "yellow",
+            "UPDATING": "bold cyan"}.get(status, "yellow")
+
+
+ROLLOUT_COLOURS = {"PENDING": "bold cyan", "RUNNING": "bold cyan", "COMPLETED": "green", "ROLLED_BACK": "red",
+                   "FAILED": "red", "REVERTED": "yellow"}
+ROLLOUT_SETTLED = {"COMPLETED", "ROLLED_BACK", "FAILED", "REVERTED"}
 
 
 def _fields(values: dict | None) -> str:
     """key=value for the fields that are set, or "-"."""
     shown = ", ".join(f"{key}={value}" for key, value in sorted((values or {}).items()) if value is not None)
     return shown or "-"
+
+
+def _changed(label: str, before, after) -> list[str]:
+    if isinstance(before, dict) or isinstance(after, dict):
+        before, after = before or {}, after or {}
+        return [change for key in sorted(set(before) | set(after))
+                for change in _changed(key, before.get(key), after.get(key))]
+    shown = ["-" if value is None else value for value in (before, after)]
+    return [] if before == after else [f"{label} {shown[0]} -> {shown[1]}"]
+
+
+def pending_changes(endpoint: dict) -> str:
+    """What the pending configuration changes from what the replicas run ("max_num_seqs 8 -> 16; replicas 1 ->
+    2"), or "-" when nothing is pending."""
+    pending, serving = endpoint.get("pending_config"), endpoint["deployment"]
+    if not pending:
+        return "-"
+    changes = _changed("runtime", serving["runtime"], pending["runtime"])
+    if pending.get("config") is None:
+        changes.append("config: the optimizer is choosing it")
+    else:
+        changes += _changed("config", serving.get("config"), pending["config"])
+    changes += _changed("resources", serving.get("resources"), pending.get("resources"))
+    changes += _changed("replicas", serving["replicas"], pending["replicas"])
+    return "; ".join(changes) or "-"
+
+
+def rollout_progress(rollout: dict) -> str:
+    """The rolling update's status, generations and steps done: "RUNNING generation 1 -> 2, 1/4 steps done"."""
+    planned = len(rollout.get("steps") or [])
+    done = sum(step.get("outcome") == "done" for step in rollout.get("done") or [])
+    generations = (f" generation {rollout['from_generation']} -> {rollout['to_generation']}"
+                   if rollout.get("to_generation") else "")
+    rolled_back = sum(step.get("outcome") == "rolled back" for step in rollout.get("done") or [])
+    back = f", {rolled_back} rolled back" if rolled_back else ""
+    return f"{rollout['status']}{generations}, {done}/{planned} steps done{back}"
+
+
+def _rollout_reason(rollout: dict) -> str | None:
+    error = rollout.get("error")
+    if not error:
+        return None
+    return f"{error.get('reason')}" + (f" (at {error['step']})" if error.get("step") else "")
+
+
+def _rollout_cell(rollout: dict | None) -> str:
+    """The last rolling update: its progress (coloured by status), the plan in one line, the reason it stopped."""
+    from rich.markup import escape
+
+    if not rollout:
+        return "-"
+    colour = ROLLOUT_COLOURS.get(rollout.get("status"), "yellow")
+    lines = [f"[{colour}]{escape(rollout_progress(rollout))}[/]", f"plan: {escape(rollout.get('plan') or '-')}"]
+    if _rollout_reason(rollout):
+        lines.append(f"[red]reason: {escape(_rollout_reason(rollout))}[/]")
+    return "\n".join(lines)
+
+
+def _generation(endpoint: dict) -> str:
+    generation = endpoint["deployment"].get("generation")
+    rollout = endpoint.get("rollout") or {}
+    shown = "-" if generation is None else str(generation)
+    if endpoint["status"] == "UPDATING" and rollout.get("to_generation"):
+        shown += f" (updating to {rollout['to_generation']})"
+    return shown
 
 
 def print_endpoint(endpoint: dict) -> None:
@@ -45,8 +117,11 @@ def print_endpoint(endpoint: dict) -> None:
         ("step", escape(endpoint.get("step") or "-")),
         ("runtime", deployment["runtime"]),
         ("replicas", f"{deployment['ready_replicas']}/{deployment['replicas']} ready"),
+        ("generation", _generation(endpoint)),
         ("config", escape(_fields(deployment.get("config")))),
         ("resources", escape(_fields(deployment.get("resources")))),
+        ("pending config", escape(pending_changes(endpoint))),
+        ("rollout", _rollout_cell(endpoint.get("rollout"))),
         ("optimization", f"{endpoint.get('optimization_method') or '-'} {endpoint.get('optimization_status') or ''}"),
         ("targets", escape(_fields(endpoint.get("performance_targets")))),
         ("inference URL", endpoint.get("inference_url") or "-"),
@@ -99,7 +174,8 @@ def create(
 
 @app.command()
 def show(endpoint: str = EndpointArg, as_json: bool = JsonOption) -> None:
-    """Status, step, deployment, inference URL and the failure reason of one endpoint."""
+    """Status, step, deployment (its generation), the pending configuration as the fields it changes, the last
+    rolling update (plan, steps done, the reason it was rolled back), inference URL and the failure reason."""
     from cli import resolve
     from cli.api_client import api_client, call, print_json
 
@@ -205,13 +281,13 @@ class _nothing:
         return None
 
 
-def follow(client, endpoint_id: str, timeout_s: float, quiet: bool) -> dict:
+def follow(client, endpoint_id: str, timeout_s: float, quiet: bool, doing: str = "deploying...") -> dict:
     """Poll the endpoint every POLL_S seconds, showing its status and step, until it settles (or TIMEOUT_S)."""
     from cli.api_client import call
 
     deadline = time.monotonic() + timeout_s
     console = _console()
-    with _nothing() if quiet else console.status("deploying...") as status:
+    with _nothing() if quiet else console.status(doing) as status:
         shown = None
         while True:
             row = call(client, "GET", f"/api/endpoints/{endpoint_id}").json()
@@ -233,7 +309,9 @@ def deploy(
     timeout_s: float = typer.Option(1800, "--timeout", help="seconds to follow"),
     as_json: bool = JsonOption,
 ) -> None:
-    """Deploy (it waits for the optimizer when that still chooses) and follow its steps to the outcome."""
+    """Deploy (it waits for the optimizer when that still chooses) and follow its steps to the outcome. On a RUNNING
+    endpoint with a pending configuration this is a rolling update: its plan, each step, then COMPLETED, or
+    ROLLED_BACK with the reason (exit 3)."""
     from cli import resolve
     from cli.api_client import EXIT_FAILED, api_client, call, print_json, temporal_ui_url
 
@@ -241,15 +319,25 @@ def deploy(
         endpoint_id = resolve.endpoint_id(client, endpoint)
         row = call(client, "POST", f"/api/endpoints/{endpoint_id}/deploy",
                    json={"keep_on_failure": keep_on_failure}).json()
+        accepted, rolling = row, row["status"] == "UPDATING"
         if not as_json:
-            _console().print(f"deploying {row['name']}: workflow {temporal_ui_url(row['workflow_id'])}", markup=False, soft_wrap=True)
+            doing = "rolling update of" if rolling else "deploying"
+            _console().print(f"{doing} {row['name']}: workflow {temporal_ui_url(row['workflow_id'])}", markup=False,
+                             soft_wrap=True)
+            if rolling and (row.get("rollout") or {}).get("status") == "PENDING":
+                _console().print(f"  plan: {row['rollout']['plan']}", markup=False, soft_wrap=True)
         if follow_it:
-            row = follow(client, endpoint_id, timeout_s, quiet=as_json)
+            row = follow(client, endpoint_id, timeout_s, quiet=as_json,
+                         doing="rolling update..." if rolling else "deploying...")
+    outcome = _rollout_outcome(accepted, row) if rolling else None
     if as_json:
         print_json(row)
     else:
         console = _console()
         console.print(f"[bold {_colour(row['status'])}]{row['status']}[/] {row['name']}")
+        if outcome:
+            console.print(f"  rolling update {rollout_progress(outcome)}", markup=False, soft_wrap=True,
+                          style=ROLLOUT_COLOURS.get(outcome["status"], "yellow"))
         if row["status"] == "RUNNING":
             console.print(f"  inference URL {row.get('inference_url')}  (model {row['name']!r})", markup=False, soft_wrap=True)
         if row.get("error"):
@@ -259,8 +347,20 @@ def deploy(
             console.print(f"  reason{f' (step {step})' if step else ''}: {reason}", markup=False, style="red", soft_wrap=True)
         if row.get("workflow_id"):
             console.print(f"  Temporal {temporal_ui_url(row['workflow_id'])}", markup=False, soft_wrap=True)
-    if follow_it and row["status"] == "FAILED":
+    if follow_it and (row["status"] == "FAILED" or (outcome or {}).get("status") in ("ROLLED_BACK", "FAILED")):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _rollout_outcome(accepted: dict, settled: dict) -> dict | None:
+    """The rolling update this deploy started, once it ended; None while it runs, or when it stopped before its
+    plan was made (the endpoint's error says why, and `rollout` is still the one before)."""
+    rollout = settled.get("rollout")
+    if not rollout or rollout.get("status") not in ROLLOUT_SETTLED or settled["status"] == "UPDATING":
+        return None
+    before = accepted.get("rollout")
+    if before and before.get("status") in ROLLOUT_SETTLED and before == rollout:
+        return None
+    return rollout
 
 
 @app.command()

@@ -1,8 +1,8 @@
 """The dashboard in a real browser (Debian's chromium, headless, 1400 px wide) against the API served over HTTP,
 the workers, the gateway and Prometheus: sign in with the one-time link, read a model's scan report, create,
 configure and deploy an endpoint from the page until it is RUNNING, see its Pareto plot and charts, start a shift of
-a route and abort it, and read usage. Screenshots of each page go to $BUD_TEST_ARTIFACTS (else the test's
-tmp_path); the path is printed."""
+a route and abort it, read usage, and follow a rolling update (UPDATING, the pending configuration, the plan and
+its steps). Screenshots of each page go to $BUD_TEST_ARTIFACTS (else the test's tmp_path); the path is printed."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from core.login_links import issue_code
 from core.processes import free_port
-from tests.deploy_helpers import (available_model, inference_key_headers, local_cluster_id, running_endpoint,
-                                  wait_endpoint, wait_for_route)
+from tests.deploy_helpers import (available_model, configure_manual, inference_key_headers, local_cluster_id,
+                                  running_endpoint, wait_endpoint, wait_for_route)
 from tests.helpers import unique
 from tests.model_files import write_tiny_llama
 
@@ -261,3 +261,43 @@ async def test_sign_in_deploy_shift_and_abort_from_the_browser(
         for endpoint in [endpoint_id, other and other["id"]]:
             if endpoint:  # the stack tests after this one need the local GPUs back
                 await wait_endpoint(api, endpoint, lambda e: False, timeout=120)
+
+
+@pytest.mark.timeout(600)
+async def test_a_rolling_update_shows_updating_its_pending_config_and_its_plan_in_the_browser(
+        api, api_url, settings, control_worker, optimizer_worker, gateway, model, shots):
+    endpoint = await running_endpoint(api, model["id"], await local_cluster_id(api))
+    endpoint_id = endpoint["id"]
+    page = await asyncio.to_thread(Page, api_url, shots)
+    browser = lambda method, *args, **kwargs: asyncio.to_thread(getattr(page, method), *args, **kwargs)  # noqa: E731
+    try:
+        await configure_manual(api, endpoint_id, replicas=2, max_num_seqs=16)
+        await browser("open", f"/ui/login?code={issue_code(settings.state_dir)}")
+        await browser("wait_text", "#who", "project default")
+        await browser("click", '#tabs [data-tab="endpoints"]')
+        await browser("click", f'#endpoint-rows tr[data-id="{endpoint_id}"]')
+        live = await browser("wait_text", "#ep-live", "max_num_seqs 8 → 16; replicas 1 → 2")
+        assert "generation\n1" in live or "generation 1" in live, live
+        assert "change pending" in await browser("text", f'#endpoint-rows tr[data-id="{endpoint_id}"]')
+        assert await browser("text", '#ep-live [data-action="deploy"]') == "Deploy (rolling update)"
+
+        await browser("click", '#ep-live [data-action="deploy"]')
+        await browser("wait_text", "#ep-live h3", "UPDATING")
+        rollout = await browser("wait_text", "#ep-rollout", "surge: up to 1 new replica(s)")
+        assert "Rolling update" in rollout and "1/" in rollout and "new replicas" in rollout, rollout
+        badge = await browser("find", f'#endpoint-rows tr[data-id="{endpoint_id}"] .badge.status-UPDATING')
+        assert badge.text == "UPDATING"
+        assert badge.value_of_css_property("background-color") != "rgba(236, 238, 244, 1)"  # a colour of its own
+        assert not (await browser("find", '#ep-live [data-action="deploy"]')).is_enabled()
+        await browser("shot", "08-rolling-update", "#endpoint-detail")
+
+        done = await browser("wait_text", "#ep-rollout", "COMPLETED", timeout=240)
+        assert "generation 1 → 2" in done and "not run" not in done and "in progress" not in done, done
+        await browser("wait_text", "#ep-live h3", "RUNNING")
+        facts = await browser("text", "#ep-live dl.facts")
+        assert "none: the replicas run the configuration" in facts and "16 seqs" in facts, facts
+        await browser("shot", "09-rolling-update-done", "#endpoint-detail")
+    finally:
+        await asyncio.to_thread(page.close)
+        await api.delete(f"/api/endpoints/{endpoint_id}")
+        await wait_endpoint(api, endpoint_id, lambda e: False, timeout=120)

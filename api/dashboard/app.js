@@ -190,7 +190,7 @@ async function refreshEndpoints() {
     <tr data-action="endpoint" data-id="${e.id}" class="${e.id === state.endpointId ? "selected" : ""}">
     <td>${esc(e.name)}</td><td>${badge(e.status)}</td><td>${esc(e.step || "")}</td>
     <td>${e.deployment.ready_replicas}/${e.deployment.replicas}</td><td>${esc(e.deployment.runtime)}</td>
-    <td>${configText(e.deployment.config)}</td>
+    <td>${configText(e.deployment.config)}${e.pending_config ? ' <small class="warn">change pending</small>' : ""}</td>
     <td class="alert">${(e.monitoring?.alerts || []).length || ""}</td><td>${workflowLink(e.workflow_id, "deploy")}</td></tr>`).join("")
     || '<tr><td colspan="8">No endpoint yet: create one above from an AVAILABLE model.</td></tr>';
   if (state.endpointId && !rows.some((e) => e.id === state.endpointId)) {
@@ -273,16 +273,67 @@ function trackProgress(e) {
   return seen;
 }
 
+// What a pending configuration changes from what the replicas run, field by field.
+function configChanges(e) {
+  const pending = e.pending_config, serving = e.deployment;
+  if (!pending) return [];
+  const changes = [];
+  const compare = (label, before, after) => {
+    if ((before && typeof before === "object") || (after && typeof after === "object")) {
+      const a = before || {}, b = after || {};
+      for (const key of [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()) compare(key, a[key], b[key]);
+    } else if ((before ?? null) !== (after ?? null)) {
+      changes.push(`${label} ${before ?? "—"} → ${after ?? "—"}`);
+    }
+  };
+  compare("runtime", serving.runtime, pending.runtime);
+  if (pending.config === null) changes.push("config: the optimizer is choosing it");
+  else compare("config", serving.config, pending.config);
+  compare("resources", serving.resources, pending.resources);
+  compare("replicas", serving.replicas, pending.replicas);
+  return changes;
+}
+
+function generationText(e) {
+  const generation = e.deployment.generation ?? "—";
+  const to = e.status === "UPDATING" ? e.rollout?.to_generation : null;
+  return to ? `${esc(generation)} <span class="step">(updating to ${esc(to)})</span>` : esc(generation);
+}
+
+// The last rolling update: its status, plan and each planned step with what became of it, then the rollback's.
+function rolloutView(e) {
+  const r = e.rollout;
+  if (!r) return "";
+  const planned = r.steps || [], done = r.done || [];
+  const doneCount = done.filter((s) => s.outcome === "done").length;
+  const stepOutcome = (i) => {
+    if (i < doneCount) return '<span class="ok">done</span>';
+    if (i === doneCount && ["PENDING", "RUNNING"].includes(r.status)) return r.status === "RUNNING" ? "<b>in progress</b>" : "next";
+    return ["PENDING", "RUNNING"].includes(r.status) ? "to do" : "not run";
+  };
+  const row = (label, s, outcome) => `<tr><td>${esc(label)}</td><td>${esc(s.action)}</td><td>${esc(s.new_replicas)}</td>
+    <td>${esc(s.old_replicas)}</td><td>${outcome}</td></tr>`;
+  const generations = r.to_generation ? `generation ${esc(r.from_generation)} → ${esc(r.to_generation)}, ` : "";
+  return `<h4>Rolling update ${badge(r.status)} <small>${generations}${doneCount}/${planned.length} steps done</small></h4>
+    <p class="rollout-plan">${esc(r.plan || "")}</p>
+    ${r.error ? `<p class="alert">${r.status === "REVERTED" ? "Reverted" : "Stopped"} at ${esc(r.error.step)}: ${esc(r.error.reason)}</p>` : ""}
+    <table class="list rollout-steps"><thead><tr><th>step</th><th>action</th><th>new replicas</th><th>old replicas</th><th>outcome</th></tr></thead><tbody>
+    ${planned.map((s, i) => row(`${i + 1}/${planned.length}`, s, stepOutcome(i))).join("")}
+    ${done.filter((s) => s.outcome !== "done").map((s, i) => row(`back ${i + 1}`, s, `<span class="warn">${esc(s.outcome)}</span>`)).join("")}
+    </tbody></table>`;
+}
+
 async function refreshEndpoint() {
   const e = await api("GET", `/api/endpoints/${state.endpointId}`);
   const steps = trackProgress(e);
-  const busy = ["DEPLOYING", "DELETING", "PENDING"].includes(e.status) || e.optimization_status === "RUNNING";
+  const busy = ["DEPLOYING", "DELETING", "PENDING", "UPDATING"].includes(e.status) || e.optimization_status === "RUNNING";
+  const changes = configChanges(e);
   const checks = e.health ? Object.entries(e.health).filter(([k, v]) => typeof v !== "object" && !k.includes("text")).map(([k, v]) => `${esc(k)}: ${esc(v)}`).join(", ") : "";
   $("#ep-live").innerHTML = `
     <h3>${esc(e.name)} ${badge(e.status)} <span class="step">${esc(e.step || "")}</span></h3>
     ${e.error ? `<p class="alert">Failed at ${esc(e.error.step)}: ${esc(e.error.reason)}</p>` : ""}
     <div class="actions">
-      <button data-action="deploy" ${["DEPLOYING", "DELETING"].includes(e.status) ? "disabled" : ""}>Deploy</button>
+      <button data-action="deploy" ${["DEPLOYING", "DELETING", "UPDATING"].includes(e.status) ? "disabled" : ""}>${e.status === "RUNNING" && e.pending_config ? "Deploy (rolling update)" : "Deploy"}</button>
       <button data-action="observe" ${e.status === "RUNNING" ? "" : "disabled"}>Observe now</button>
       <button data-action="delete" class="danger">Delete…</button>
       ${workflowLink(e.workflow_id, "deploy workflow")} ${workflowLink(e.optimization_workflow_id, "optimizer workflow")}
@@ -290,10 +341,13 @@ async function refreshEndpoint() {
     <dl class="facts">
       <dt>inference</dt><dd><code>${esc(e.inference_url || "—")}</code> as model <code>${esc(e.name)}</code></dd>
       <dt>replicas</dt><dd>${e.deployment.ready_replicas} ready of ${e.deployment.replicas}</dd>
-      <dt>running</dt><dd>${e.deployment.runtime} ${configText(e.deployment.config)}${e.deployment.resources ? `, ${e.deployment.resources.gpu_count}× ${esc(e.deployment.resources.gpu_type)} per replica` : ""}</dd>
+      <dt>running</dt><dd>${esc(e.deployment.runtime)} ${configText(e.deployment.config)}${e.deployment.resources ? `, ${e.deployment.resources.gpu_count}× ${esc(e.deployment.resources.gpu_type)} per replica` : ""}</dd>
+      <dt>generation</dt><dd>${generationText(e)}</dd>
+      <dt>pending config</dt><dd class="pending-config">${changes.length ? changes.map(esc).join("; ") : "none: the replicas run the configuration"}</dd>
       <dt>optimizer</dt><dd>${esc(e.optimization_method || "—")} ${e.optimization_status ? badge(e.optimization_status) : ""}</dd>
       ${checks ? `<dt>health</dt><dd>${checks}</dd>` : ""}
     </dl>
+    <div id="ep-rollout">${rolloutView(e)}</div>
     <ol class="progress ${busy ? "live" : ""}">${steps.map((s, i) => `<li class="${i === steps.length - 1 ? "current" : ""}">${esc(s.text)} <small>${new Date(s.at).toLocaleTimeString()}</small></li>`).join("")}</ol>`;
   $("#ep-autoscaling").innerHTML = e.autoscaling_state ? `<dl class="facts">${Object.entries(e.autoscaling_state)
     .filter(([, v]) => v !== null && typeof v !== "object").map(([k, v]) => `<dt>${esc(k.replaceAll("_", " "))}</dt><dd>${esc(v)}</dd>`).join("")}</dl>` : "<p><small>Autoscaling off.</small></p>";
