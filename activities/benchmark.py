@@ -23,7 +23,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeats import heartbeating
+from budsim.errors import InvalidRequest
 from control import benchmarks as judge
+from control.measurements import group_calibration
 from control.payloads.benchmarks import (
     BenchmarkInput,
     BenchmarkPlan,
@@ -38,6 +40,7 @@ from control.payloads.measurements import MeasurementCreate, MeasurementSource, 
 from control.store import benchmarks as runs
 from control.store import endpoints, inference_keys, measurements, models
 from core.logging import get_logger
+from core.model_facts import ModelArchitecture
 from core.settings import Settings
 
 log = get_logger(__name__)
@@ -58,21 +61,29 @@ class BenchmarkActivities:
 
     @activity.defn
     async def load_benchmark_plan(self, request: BenchmarkInput) -> BenchmarkPlan:
-        """The endpoint as it runs now, each level's size and the optimizer's prediction for it."""
+        """The endpoint as it runs now, each level's size and the optimizer's prediction for it (calibrated on the
+        group's measurements so far, as the optimizer's would be)."""
         async with self.pool.acquire() as conn:
             endpoint = await endpoints.get_endpoint(conn, request.endpoint_id, request.project_id)
             if endpoint is None or endpoint.status != EndpointStatus.RUNNING:
                 raise _invalid(f"the endpoint is {endpoint.status if endpoint else 'gone'}, not RUNNING")
             model = await models.get_model(conn, endpoint.model_id)
+            config = judge.measured_config(endpoint, model)
+            try:
+                calibration = await group_calibration(conn, endpoint.project_id, model.id, model.name,
+                                                      ModelArchitecture.model_validate(model.facts), config.gpu_type,
+                                                      endpoint.runtime)
+            except (InvalidRequest, ValueError):
+                calibration = None  # the benchmark still measures; its prediction is the cold one
         sweep = request.request
         levels = [LevelPlan(index=index, concurrency=concurrency, requests=sweep.requests_for(concurrency),
                             predicted=judge.predicted(endpoint, model, sweep.input_tokens, sweep.output_tokens,
-                                                      concurrency))
+                                                      concurrency, calibration))
                   for index, concurrency in enumerate(sweep.concurrency)]
         return BenchmarkPlan(run_id=request.run_id, endpoint_id=endpoint.id, project_id=endpoint.project_id,
                              endpoint_name=endpoint.name, input_tokens=sweep.input_tokens,
                              output_tokens=sweep.output_tokens, max_duration_s=sweep.max_duration_s,
-                             config=judge.measured_config(endpoint, model), levels=levels)
+                             config=config, levels=levels)
 
     @activity.defn
     async def set_benchmark_status(self, progress: RunProgress) -> None:

@@ -30,7 +30,7 @@ from control.payloads.deployments import (
     RolloutRecord,
     RuntimeConfig,
 )
-from control.payloads.clusters import ClusterStatus
+from control.payloads.clusters import ClusterStatus, SimulatedSilicon
 from control.payloads.models import BenchmarkCreate, ModelStatus
 from control import routing
 from control.capacity import check_rollout_gpus, serving_generation
@@ -125,7 +125,8 @@ class EndpointActivities:
             architecture=facts.model_type, runtime=runtime,
             config=config.model_copy(update={"max_model_len": serving.max_model_len}),
             replicas=replicas, resources=resources,
-            timing=simulated_timing(facts, resources.gpu_type, serving, self.settings.sim_load_delay_s),
+            timing=simulated_timing(facts, resources.gpu_type, serving, self.settings.sim_load_delay_s,
+                                    SimulatedSilicon.model_validate(cluster.simulation) if cluster.simulation else None),
             labels={"bud.ai/project-id": str(endpoint.project_id)},
             startup_timeout_s=self.settings.deploy_ready_timeout_s,
             autoscaling=AutoscalingSpec.model_validate(endpoint.autoscaling) if endpoint.autoscaling else None,

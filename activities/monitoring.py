@@ -15,13 +15,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.endpoints import serving_release
-from budsim.calibration import calibrate, group_of
 from budsim.errors import InvalidRequest
 from budsim.predictor import predict
 from budsim.schemas import Method, OptimizationRequest, Workload
 from core.logging import get_logger
 from control.benchmarks import measured_config
-from control.measurements import group_measurements
+from control.measurements import group_calibration
 from control.monitoring import alerts, drift, drifting, reasons_to_reoptimize, too_few_requests
 from control.errors import DomainError
 from control.payloads.deployments import EndpointStatus, Resources, RuntimeConfig, WorkloadSpec
@@ -164,12 +163,10 @@ class MonitoringActivities:
         load = self._measured_workload(metrics)
         workload = Workload(input_tokens=load.input_tokens, output_tokens=load.output_tokens,
                             concurrency=load.concurrency)
-        async with self.pool.acquire() as conn:
-            rows = await group_measurements(conn, endpoint.project_id, model.id, facts, gpu_type, endpoint.runtime)
         try:
-            calibration = None
-            if rows:
-                calibration = await asyncio.to_thread(calibrate, group_of(rows[0].point, model.name), rows)
+            async with self.pool.acquire() as conn:
+                calibration = await group_calibration(conn, endpoint.project_id, model.id, model.name, facts, gpu_type,
+                                                      endpoint.runtime)
             p = await asyncio.to_thread(predict, facts, gpu_type, serving, workload, None, calibration)
         except (InvalidRequest, ValueError):
             return fallback

@@ -8,12 +8,11 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from budsim.calibration import calibrate, group_of
 from budsim.errors import InvalidRequest
 from budsim.schemas import OptimizationRequest, OptimizationResult, SearchState
 from budsim.search import advance_search, finish_search, start_search
 from control import translate
-from control.measurements import group_measurements
+from control.measurements import group_calibration
 from control.payloads.optimization import CalibrateSearch, OptimizationOutcome, SearchStep
 from control.store import endpoints, models, optimizations
 
@@ -35,14 +34,11 @@ class OptimizerActivities:
             model = await models.get_model(conn, source.model_id, source.project_id)
             if model is None:
                 raise _invalid(InvalidRequest("model_id", f"model {source.model_id} no longer exists"))
-            rows = await group_measurements(conn, source.project_id, source.model_id, request.model,
-                                            request.gpu_type, request.runtime)
-        if not rows:
-            return request.model_copy(update={"group_calibration": None})
-        try:
-            calibration = await asyncio.to_thread(calibrate, group_of(rows[0].point, model.name), rows)
-        except InvalidRequest as error:
-            raise _invalid(error) from error
+            try:
+                calibration = await group_calibration(conn, source.project_id, source.model_id, model.name,
+                                                      request.model, request.gpu_type, request.runtime)
+            except InvalidRequest as error:
+                raise _invalid(error) from error
         return request.model_copy(update={"group_calibration": calibration})
 
     @activity.defn

@@ -12,7 +12,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from core import inference_keys as key_format
 from core.logging import get_logger
 from core.secrets import PREFIX as SEALED_PREFIX
-from control.payloads.clusters import ClusterSpec, GpuInventory
+from control.payloads.clusters import ClusterSpec, GpuInventory, SimulatedSilicon
 from core.settings import Settings
 from control.store import clusters, inference_keys, projects
 from workflows.ids import register_cluster_workflow_id
@@ -79,6 +79,8 @@ def local_cluster_spec(settings: Settings) -> ClusterSpec:
         name=settings.local_cluster_name,
         kind="local",
         gpus=[GpuInventory(gpu_type=settings.local_cluster_gpu_type, count=settings.local_cluster_gpu_count)],
+        simulation=(SimulatedSilicon.model_validate(settings.local_cluster_simulation)
+                    if settings.local_cluster_simulation else None),
     )
 
 

@@ -212,6 +212,7 @@ class LocalBackend:
             timing = spec.timing
             if timing:
                 extra += ["--sim-ttft-ms", f"{timing.ttft_ms:.3f}", "--sim-tpot-ms", f"{timing.tpot_ms:.3f}",
+                          "--sim-batch-tpot-factor", f"{timing.batch_tpot_factor:.4f}",
                           "--sim-load-delay-s", str(timing.load_delay_s)]
             if spec.drain_timeout_s:  # on SIGTERM the runtime finishes in-flight requests for this long
                 extra += ["--sim-drain-timeout-s", f"{spec.drain_timeout_s:g}"]

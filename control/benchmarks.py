@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from budsim.calibration import Calibration
+from budsim.errors import InvalidRequest
 from budsim.predictor import predict
 from budsim.schemas import Workload
 from control.errors import invalid_field
@@ -54,20 +56,22 @@ def measured_config(endpoint: EndpointRow, model: ModelRow) -> MeasuredConfig:
 
 
 def predicted(endpoint: EndpointRow, model: ModelRow, input_tokens: int, output_tokens: int,
-              concurrency: int) -> Predicted | None:
-    """The optimizer's prediction for the endpoint's config under this workload; None if the model's facts or the
-    config cannot be read (a benchmark still measures)."""
+              concurrency: int, calibration: Calibration | None = None) -> Predicted | None:
+    """The optimizer's prediction for the endpoint's config under this workload, calibrated as the optimizer would
+    be on what was measured before; None if the model's facts or the config cannot be read (a benchmark still
+    measures)."""
     try:
         facts = ModelArchitecture.model_validate(model.facts)
         config = RuntimeConfig.model_validate(endpoint.config)
         gpu_type = Resources.model_validate(endpoint.resources).gpu_type
         serving = serving_config(config, endpoint.replicas, endpoint.runtime, model.context_length)
         prediction = predict(facts, gpu_type, serving, Workload(input_tokens=input_tokens, output_tokens=output_tokens,
-                                                               concurrency=concurrency))
-    except (ValueError, TypeError, KeyError):
+                                                               concurrency=concurrency), calibration=calibration)
+    except (ValueError, TypeError, KeyError, InvalidRequest):
         return None
     return Predicted(ttft_ms=prediction.ttft_ms, tpot_ms=prediction.tpot_ms,
-                     throughput_tps=prediction.output_throughput_tps)
+                     throughput_tps=prediction.output_throughput_tps,
+                     calibrated_on=calibration.n if calibration is not None else 0)
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

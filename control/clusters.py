@@ -14,12 +14,15 @@ from control.errors import invalid_field
 from control.payloads.clusters import ClusterSpec
 
 
-def accepted_kubeconfig(spec: ClusterSpec, settings: Settings) -> None:
-    """Invalid (422 on `kubeconfig`) unless the spec's kubeconfig may be used by our workers."""
+def accepted_spec(spec: ClusterSpec, settings: Settings) -> None:
+    """Invalid (422 naming the field) unless the spec's kubeconfig may be used by our workers and the spec asks
+    only what its kind can do."""
     if spec.kind == "kubernetes" and not spec.kubeconfig:
         raise invalid_field("kubeconfig", "required for kind 'kubernetes'")
     if spec.kind == "local" and spec.kubeconfig:
         raise invalid_field("kubeconfig", "only kind 'kubernetes' takes a kubeconfig")
+    if spec.kind == "kubernetes" and spec.simulation is not None:
+        raise invalid_field("simulation", "only kind 'local' simulates its GPUs")
     if spec.kubeconfig:
         try:
             parse_kubeconfig(spec.kubeconfig, settings.kubeconfig_policy)

@@ -233,3 +233,17 @@ async def group_measurements(conn, project_id, model_id, facts, gpu_type: str, r
         rows = rows[-MAX_CALIBRATION_ROWS:]
         if cursor is None:
             return [calibration_measurement(row, facts, gpu_type) for row in rows]
+
+
+async def group_calibration(conn, project_id, model_id, model_name: str, facts, gpu_type: str, runtime: str):
+    """The group's calibration fitted on those measurements (in a thread: it is a small least-squares fit), or None
+    when the group has none. The same rows give the same coefficients. Raises budsim's InvalidRequest when the
+    measurements cannot calibrate this model."""
+    import asyncio
+
+    from budsim.calibration import calibrate, group_of
+
+    rows = await group_measurements(conn, project_id, model_id, facts, gpu_type, runtime)
+    if not rows:
+        return None
+    return await asyncio.to_thread(calibrate, group_of(rows[0].point, model_name), rows)

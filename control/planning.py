@@ -17,8 +17,10 @@ from budsim.errors import InvalidRequest
 from budsim.predictor import predict
 from budsim.schemas import Method, OptimizationRequest, ProductionCalibration, ServingConfig, Workload
 from budsim.search import validate_request
+from budsim.silicon_profile import profile_timing
 from control import translate
 from control.errors import Conflict, Invalid, invalid_field
+from control.payloads.clusters import SimulatedSilicon
 from control.payloads.deployments import (
     PerformanceTargets,
     RolloutPlan,
@@ -42,10 +44,26 @@ def fit_problems(facts: ModelArchitecture, gpu_type: str, config: ServingConfig,
     return check_config(facts, gpu_type, config, free_gpus)
 
 
-def simulated_timing(facts: ModelArchitecture, gpu_type: str, config: ServingConfig, load_delay_s: float) -> SimulatedTiming:
-    """The optimizer's single-request prediction: how the simulated runtime times its tokens."""
+def simulated_timing(facts: ModelArchitecture, gpu_type: str, config: ServingConfig, load_delay_s: float,
+                     simulation: SimulatedSilicon | None = None) -> SimulatedTiming:
+    """How the simulated runtime times its tokens: like the measured silicon where a profile covers the model, GPU
+    type and runtime; else the optimizer's single-request prediction times the cluster's distortion (none given: the
+    prediction itself). Either way the predictor is not told: it learns the difference only from measurements."""
+    profile = profile_timing(facts, gpu_type, config.runtime, config.tensor_parallel_size, config.max_num_seqs,
+                             ref_prompt_tokens=PROBE_WORKLOAD.input_tokens)
+    if profile is not None:
+        return SimulatedTiming(ttft_ms=profile.ttft_ms, tpot_ms=profile.tpot_ms,
+                               batch_tpot_factor=profile.batch_tpot_factor, load_delay_s=load_delay_s,
+                               source=f"measured silicon profile: {profile.group}")
     prediction = predict(facts, gpu_type, config.model_copy(update={"replicas": 1}), PROBE_WORKLOAD)
-    return SimulatedTiming(ttft_ms=prediction.ttft_ms, tpot_ms=prediction.tpot_ms, load_delay_s=load_delay_s)
+    scales = simulation or SimulatedSilicon()
+    return SimulatedTiming(
+        ttft_ms=prediction.ttft_ms * scales.ttft_scale, tpot_ms=prediction.tpot_ms * scales.tpot_scale,
+        batch_tpot_factor=SimulatedTiming.model_fields["batch_tpot_factor"].default * scales.batch_scale,
+        load_delay_s=load_delay_s,
+        source=("the uncalibrated prediction" if simulation is None else
+                f"the uncalibrated prediction, TTFT x{scales.ttft_scale:g}, TPOT x{scales.tpot_scale:g}, "
+                f"batch slow-down x{scales.batch_scale:g}"))
 
 
 # ------------------------------------------------------------------------------------------ rolling updates

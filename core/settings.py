@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     local_cluster_name: str = "local"
     local_cluster_gpu_type: str = "nvidia-h100-80gb"
     local_cluster_gpu_count: int = 8
+    local_cluster_simulation: dict[str, float] | None = Field(
+        default={"ttft_scale": 1.3, "tpot_scale": 0.8, "batch_scale": 1.5}, description=(
+            "how the platform's local cluster's simulated GPUs differ from the optimizer's uncalibrated model (JSON: "
+            "ttft_scale, tpot_scale, batch_scale; null: not at all), so that benchmarks there teach the predictor "
+            "something; a measured silicon profile of the model takes precedence. Read when the cluster is first "
+            "registered"))
 
     sim_load_delay_s: float = Field(default=0.0, ge=0, description="simulated model load time of local replicas")
     deploy_ready_timeout_s: float = Field(default=900, gt=0, description="how long replicas may take to become ready")

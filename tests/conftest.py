@@ -141,6 +141,8 @@ def settings(state_dir: Path, postgres_url: str, redis_url: str, s3_endpoint: st
         clamd_port=clamd_port,
         gateway_port=gateway_port,
         local_cluster_gpu_count=8,
+        local_cluster_simulation=None,  # the shared cluster runs at the predicted speed; tests that need a
+        # distortion register a cluster of their own
         deploy_ready_timeout_s=60,
         autoscale_sync_s=1.0,
         scale_to_zero_min_s=1,  # scale-to-zero tests idle for seconds, not minutes

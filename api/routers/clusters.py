@@ -7,7 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.deps import PoolDep, PrincipalDep, SettingsDep, TemporalDep
 from api.errors import not_found
@@ -27,6 +27,7 @@ class ClusterOut(BaseModel):
     name: str
     kind: str
     gpus: list[dict[str, Any]]
+    simulation: dict[str, Any] | None = Field(default=None, description="local: how its simulated GPUs differ from the predictor")
     status: str
     facts: dict[str, Any]
     error: str | None
@@ -45,7 +46,7 @@ class ClusterAccepted(BaseModel):
 async def register_cluster(
     spec: ClusterSpec, pool: PoolDep, temporal: TemporalDep, settings: SettingsDep, principal: PrincipalDep
 ) -> dict:
-    cluster_rules.accepted_kubeconfig(spec, settings)
+    cluster_rules.accepted_spec(spec, settings)
     async with pool.acquire() as conn:
         row = await clusters.insert_cluster(conn, principal.project_id, cluster_rules.for_storage(spec, settings))
         if row is None:

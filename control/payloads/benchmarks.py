@@ -66,6 +66,7 @@ class Predicted(BaseModel):
     ttft_ms: float
     tpot_ms: float
     throughput_tps: float
+    calibrated_on: int = Field(default=0, description="measurements of the group it was calibrated on (0: cold)")
 
 
 class LevelPlan(BaseModel):

@@ -30,6 +30,17 @@ class GpuInventory(RequestBody):
     price_per_hour: float | None = Field(default=None, ge=0, description="override of the catalog $/GPU-hour")
 
 
+class SimulatedSilicon(RequestBody):
+    """How a local cluster's simulated GPUs differ from the optimizer's uncalibrated model: its prediction for a
+    single request, times these scales. A measured silicon profile of the model, GPU and runtime, where the project
+    ships one, takes precedence. Lets a machine without GPUs show how the predictor learns from what it measures."""
+
+    ttft_scale: float = Field(default=1.0, gt=0, le=100, description="times the predicted time to first token")
+    tpot_scale: float = Field(default=1.0, gt=0, le=100, description="times the predicted time per output token")
+    batch_scale: float = Field(default=1.0, ge=0, le=100,
+                               description="times the runtime's slow-down of each token as the batch fills")
+
+
 class ClusterSpec(RequestBody):
     name: str = Field(min_length=1, max_length=63, pattern=NAME_PATTERN)
     kind: Literal["local", "kubernetes"]
@@ -38,6 +49,8 @@ class ClusterSpec(RequestBody):
     kubeconfig: str | None = Field(
         default=None, max_length=256 * 1024, pattern=KUBECONFIG_PATTERN,
         description="kubeconfig YAML with a 'clusters:' section: required for kind kubernetes, refused for local")
+    simulation: SimulatedSilicon | None = Field(
+        default=None, description="local clusters only: how their simulated GPUs differ from the predictor")
 
     @field_validator("gpus")
     @classmethod

@@ -48,11 +48,14 @@ class Resources(RequestBody):
 
 
 class SimulatedTiming(BaseModel):
-    """How the simulated runtime times tokens: the optimizer's prediction for this model, GPU and config."""
+    """How the simulated runtime times tokens (a lone request; each token slows by up to batch_tpot_factor as the
+    batch fills), and what that speed stands for."""
 
     ttft_ms: float = Field(ge=0)
     tpot_ms: float = Field(ge=0)
+    batch_tpot_factor: float = Field(default=0.5, ge=0)
     load_delay_s: float = Field(default=0.0, ge=0)
+    source: str = Field(default="", max_length=300, description="the profile or the prediction it was taken from")
 
 
 class DeploymentSpec(BaseModel):

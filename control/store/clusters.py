@@ -12,7 +12,7 @@ import asyncpg
 from control.payloads.clusters import ClusterFacts, ClusterSpec, ClusterStatus
 from control.store.rows import Row
 
-_COLUMNS = "id, project_id, name, kind, gpus, status, facts, error, workflow_id, created_at, updated_at"
+_COLUMNS = "id, project_id, name, kind, gpus, simulation, status, facts, error, workflow_id, created_at, updated_at"
 
 
 class ClusterRow(Row):
@@ -21,6 +21,7 @@ class ClusterRow(Row):
     name: str
     kind: Literal["local", "kubernetes"]
     gpus: list[dict[str, Any]]  # GpuInventory pools as registered
+    simulation: dict[str, Any] | None  # SimulatedSilicon of a local cluster; None: the predicted speed
     status: ClusterStatus
     facts: dict[str, Any]  # ClusterFacts once probed
     error: str | None
@@ -39,8 +40,8 @@ async def insert_cluster(conn: asyncpg.Connection, project_id: UUID | None, spec
     """Insert a REGISTERING cluster; None when the name is taken in that project."""
     return ClusterRow.one(await conn.fetchrow(
         f"""
-        INSERT INTO clusters (project_id, name, kind, gpus, kubeconfig)
-        VALUES ($1, $2, $3, $4, $5)
+        INSERT INTO clusters (project_id, name, kind, gpus, kubeconfig, simulation)
+        VALUES ($1, $2, $3, $4, $5, $6)
         ON CONFLICT (project_id, name) DO NOTHING
         RETURNING {_COLUMNS}
         """,
@@ -49,6 +50,7 @@ async def insert_cluster(conn: asyncpg.Connection, project_id: UUID | None, spec
         spec.kind,
         [pool.model_dump() for pool in spec.gpus],
         spec.kubeconfig,
+        spec.simulation.model_dump() if spec.simulation else None,
     ))
 
 
