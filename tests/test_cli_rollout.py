@@ -10,11 +10,9 @@ import json
 import re
 
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 from cli.main import app as bud
-from core.processes import free_port
 from tests.deploy_helpers import (MANUAL_CONFIG, available_model, configure_manual, local_cluster_id, running_endpoint,
                                   wait_endpoint)
 from tests.model_files import write_tiny_llama
@@ -25,20 +23,6 @@ UPDATING_IN_COLOUR = "\x1b[1;36mUPDATING\x1b[0m"  # bold cyan: no other status h
 @pytest.fixture(scope="module")
 async def model(api, control_worker, settings, tmp_path_factory):
     return await available_model(api, settings, write_tiny_llama(tmp_path_factory.mktemp("cli-rollout") / "m"))
-
-
-@pytest.fixture
-async def api_url(app):
-    """The session's API served over HTTP by uvicorn on the test's event loop (the commands reach it like a user's)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    async with asyncio.timeout(30):
-        while not server.started:
-            await asyncio.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await serving
 
 
 def runner_for(url: str, token: str):

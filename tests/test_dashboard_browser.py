@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
@@ -21,7 +20,6 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from core.login_links import issue_code
-from core.processes import free_port
 from tests.deploy_helpers import (available_model, configure_manual, inference_key_headers, local_cluster_id,
                                   running_endpoint, wait_endpoint, wait_for_route)
 from tests.helpers import unique
@@ -33,20 +31,6 @@ WIDTH = 1400
 @pytest.fixture(scope="module")
 async def model(api, control_worker, settings, tmp_path_factory):
     return await available_model(api, settings, write_tiny_llama(tmp_path_factory.mktemp("dashboard") / "m"))
-
-
-@pytest.fixture
-async def api_url(app):
-    """The session's API served over HTTP by uvicorn on the test's event loop (the browser needs a real socket)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    async with asyncio.timeout(30):
-        while not server.started:
-            await asyncio.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await serving
 
 
 @pytest.fixture
